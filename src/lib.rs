@@ -1,0 +1,12 @@
+//! regsync-rs: a drop-in replacement for regclient's `regsync`.
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod filter;
+pub mod log;
+pub mod oci;
+pub mod ocidir;
+pub mod reference;
+pub mod registry;
+pub mod store;

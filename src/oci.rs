@@ -1,0 +1,371 @@
+//! The OCI data model shared by both storage schemes: digests, media types, descriptors and
+//! manifests kept as the exact bytes received (a digest covers bytes, so we never re-serialise).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256, Sha512};
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub mod media {
+    pub const DOCKER_V1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+    pub const DOCKER_V1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    pub const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    pub const OCI_ARTIFACT: &str = "application/vnd.oci.artifact.manifest.v1+json";
+
+    /// The `Accept` list sent on manifest HEAD/GET (spec §7.2, 7 values).
+    pub const MANIFEST_ACCEPT: [&str; 7] = [
+        OCI_INDEX,
+        OCI_MANIFEST,
+        DOCKER_LIST,
+        DOCKER_V2,
+        DOCKER_V1_SIGNED,
+        DOCKER_V1,
+        OCI_ARTIFACT,
+    ];
+
+    /// The four manifest media types regsync mirrors unless a step says otherwise (spec §3.4).
+    pub const DEFAULT_MEDIA_TYPES: [&str; 4] = [DOCKER_V2, DOCKER_LIST, OCI_MANIFEST, OCI_INDEX];
+
+    pub fn is_index(mt: &str) -> bool {
+        mt == OCI_INDEX || mt == DOCKER_LIST
+    }
+
+    pub fn is_manifest(mt: &str) -> bool {
+        MANIFEST_ACCEPT.contains(&mt)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid digest {0:?}")]
+pub struct DigestError(pub String);
+
+/// A content digest `<algorithm>:<hex>`; only sha256 and sha512 can be verified.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Digest(String);
+
+impl Digest {
+    pub fn parse(s: &str) -> Result<Self, DigestError> {
+        let (alg, hex) = s.split_once(':').ok_or_else(|| DigestError(s.into()))?;
+        let alg_ok = !alg.is_empty()
+            && alg
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+._-".contains(c));
+        let hex_ok = hex.len() >= 32 && hex.chars().all(|c| c.is_ascii_hexdigit());
+        let len_ok = match alg {
+            "sha256" => hex.len() == 64,
+            "sha512" => hex.len() == 128,
+            _ => true,
+        };
+        if alg_ok && hex_ok && len_ok {
+            Ok(Digest(s.to_string()))
+        } else {
+            Err(DigestError(s.into()))
+        }
+    }
+
+    pub fn sha256_of(data: &[u8]) -> Self {
+        Digest(format!("sha256:{}", hex::encode(Sha256::digest(data))))
+    }
+
+    pub fn algorithm(&self) -> &str {
+        self.0.split_once(':').map(|(a, _)| a).unwrap_or("")
+    }
+
+    pub fn hex(&self) -> &str {
+        self.0.split_once(':').map(|(_, h)| h).unwrap_or("")
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Hash `data` with this digest's algorithm and compare.
+    pub fn verifier(&self) -> Result<DigestVerifier, DigestError> {
+        DigestVerifier::new(self)
+    }
+}
+
+impl TryFrom<String> for Digest {
+    type Error = DigestError;
+    fn try_from(s: String) -> Result<Self, DigestError> {
+        Digest::parse(&s)
+    }
+}
+
+impl From<Digest> for String {
+    fn from(d: Digest) -> String {
+        d.0
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+enum Hasher {
+    Sha256(Sha256),
+    Sha512(Sha512),
+}
+
+/// Incremental digest and size check for bytes that stream past (blob copies hash in flight).
+pub struct DigestVerifier {
+    expected: Digest,
+    hasher: Hasher,
+    pub seen: u64,
+}
+
+impl DigestVerifier {
+    pub fn new(expected: &Digest) -> Result<Self, DigestError> {
+        let hasher = match expected.algorithm() {
+            "sha256" => Hasher::Sha256(Sha256::new()),
+            "sha512" => Hasher::Sha512(Sha512::new()),
+            _ => return Err(DigestError(expected.to_string())),
+        };
+        Ok(DigestVerifier {
+            expected: expected.clone(),
+            hasher,
+            seen: 0,
+        })
+    }
+
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.seen += chunk.len() as u64;
+        match &mut self.hasher {
+            Hasher::Sha256(h) => h.update(chunk),
+            Hasher::Sha512(h) => h.update(chunk),
+        }
+    }
+
+    /// The digest of everything seen so far (consumes the hasher state).
+    pub fn finish(self) -> (Digest, bool) {
+        let hex = match self.hasher {
+            Hasher::Sha256(h) => hex::encode(h.finalize()),
+            Hasher::Sha512(h) => hex::encode(h.finalize()),
+        };
+        let got = Digest(format!("{}:{}", self.expected.algorithm(), hex));
+        let ok = got == self.expected;
+        (got, ok)
+    }
+}
+
+/// A platform as it appears in an index descriptor.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
+    pub os_features: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+/// An OCI/Docker content descriptor. Unknown fields are ignored: we only walk the graph, the
+/// manifest bytes themselves are copied untouched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    #[serde(default)]
+    pub media_type: String,
+    pub digest: Digest,
+    #[serde(default)]
+    pub size: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urls: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+}
+
+impl Descriptor {
+    pub fn new(media_type: &str, digest: Digest, size: i64) -> Self {
+        Descriptor {
+            media_type: media_type.to_string(),
+            digest,
+            size,
+            urls: None,
+            annotations: None,
+            platform: None,
+            artifact_type: None,
+        }
+    }
+
+    pub fn is_external(&self) -> bool {
+        self.urls.as_ref().is_some_and(|u| !u.is_empty())
+    }
+}
+
+/// The links out of a manifest, whatever its kind.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestBody {
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    schema_version: Option<i64>,
+    #[serde(default)]
+    manifests: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    blobs: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    subject: Option<Descriptor>,
+    #[serde(default)]
+    artifact_type: Option<String>,
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest {digest} is not valid JSON: {source}")]
+    Json {
+        digest: Digest,
+        source: serde_json::Error,
+    },
+}
+
+/// A manifest: its exact bytes, its digest and media type.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    pub media_type: String,
+    pub digest: Digest,
+    pub bytes: Bytes,
+}
+
+/// What a manifest references, in the order a copy must push things.
+#[derive(Debug, Default)]
+pub struct ManifestLinks {
+    /// Child manifests of an index.
+    pub children: Vec<Descriptor>,
+    /// Config blob (if any) followed by layers / artifact blobs.
+    pub blobs: Vec<Descriptor>,
+    pub subject: Option<Descriptor>,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+impl Manifest {
+    /// Build from fetched bytes. The media type comes from the response header when present,
+    /// else from the body (spec §7.2).
+    pub fn from_bytes(bytes: Bytes, header_media_type: Option<&str>) -> Self {
+        let digest = Digest::sha256_of(&bytes);
+        let media_type = match header_media_type {
+            Some(mt) if !mt.is_empty() && mt != "application/json" && mt != "text/plain" => {
+                mt.to_string()
+            }
+            _ => infer_media_type(&bytes),
+        };
+        Manifest {
+            media_type,
+            digest,
+            bytes,
+        }
+    }
+
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor::new(&self.media_type, self.digest.clone(), self.bytes.len() as i64)
+    }
+
+    pub fn is_index(&self) -> bool {
+        media::is_index(&self.media_type)
+    }
+
+    pub fn links(&self) -> Result<ManifestLinks, ManifestError> {
+        let body: ManifestBody =
+            serde_json::from_slice(&self.bytes).map_err(|source| ManifestError::Json {
+                digest: self.digest.clone(),
+                source,
+            })?;
+        let mut links = ManifestLinks {
+            subject: body.subject,
+            artifact_type: body.artifact_type,
+            annotations: body.annotations,
+            ..Default::default()
+        };
+        if let Some(children) = body.manifests {
+            links.children = children;
+        }
+        if let Some(config) = body.config {
+            links.blobs.push(config);
+        }
+        links.blobs.extend(body.layers.unwrap_or_default());
+        links.blobs.extend(body.blobs.unwrap_or_default());
+        Ok(links)
+    }
+}
+
+/// Media type from the body when the server did not say (spec §7.2).
+fn infer_media_type(bytes: &[u8]) -> String {
+    let body: ManifestBody = serde_json::from_slice(bytes).unwrap_or_default();
+    if let Some(mt) = body.media_type {
+        return mt;
+    }
+    if body.schema_version == Some(1) {
+        return media::DOCKER_V1_SIGNED.into();
+    }
+    if let Some(children) = body.manifests {
+        let docker = children
+            .first()
+            .is_some_and(|c| c.media_type.starts_with("application/vnd.docker."));
+        return if docker { media::DOCKER_LIST } else { media::OCI_INDEX }.into();
+    }
+    if let Some(config) = body.config {
+        if config.media_type.starts_with("application/vnd.docker.") {
+            return media::DOCKER_V2.into();
+        }
+    }
+    media::OCI_MANIFEST.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_parse_and_verify() {
+        let d = Digest::sha256_of(b"hello");
+        assert_eq!(d.algorithm(), "sha256");
+        assert!(Digest::parse("sha256:abc").is_err());
+        assert!(Digest::parse("nocolon").is_err());
+        let mut v = d.verifier().unwrap();
+        v.update(b"hel");
+        v.update(b"lo");
+        assert!(v.finish().1);
+        let mut v = d.verifier().unwrap();
+        v.update(b"hellO");
+        assert!(!v.finish().1);
+    }
+
+    #[test]
+    fn links_of_index_and_image() {
+        let idx = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":10,"platform":{"architecture":"amd64","os":"linux"}}]}"#;
+        let m = Manifest::from_bytes(Bytes::from_static(idx), None);
+        assert_eq!(m.media_type, media::OCI_INDEX);
+        let l = m.links().unwrap();
+        assert_eq!(l.children.len(), 1);
+        assert_eq!(l.children[0].platform.as_ref().unwrap().os, "linux");
+    }
+}
