@@ -1,1 +1,212 @@
-//! TODO
+//! The sync engine: actix actors that decide, tokio tasks that move bytes.
+//!
+//! Scheduler → TagLister → ManifestResolver → BlobMover, with one RegistryThrottler per
+//! registry host owning its request limits. See `docs`-style overview in the README.
+
+pub mod blob_mover;
+pub mod manifest_resolver;
+pub mod messages;
+pub mod report;
+pub mod scheduler;
+pub mod tag_lister;
+pub mod throttler;
+
+use crate::config::{Config, SyncStep};
+use crate::filter::FilterError;
+use crate::ocidir::OciDirStore;
+use crate::reference::{Reference, ReferenceError, Scheme};
+use crate::registry::{RegistryError, RegistryStore};
+use crate::store::{Store, StoreError};
+use actix::{Actor, Addr};
+use report::{Counters, RunReport};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// What a run does with each image (spec §5.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Copy everything that differs.
+    Copy,
+    /// Copy only images absent from the target (`--missing`, server's first pass).
+    Missing,
+    /// Report differences, write nothing.
+    Check,
+}
+
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum CopyError {
+    #[error("{what}: {source}")]
+    Store {
+        what: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("task was canceled")]
+    Canceled,
+}
+
+impl CopyError {
+    pub fn store(what: impl Into<String>, source: StoreError) -> Self {
+        CopyError::Store {
+            what: what.into(),
+            source,
+        }
+    }
+
+    fn is_transient(&self) -> bool {
+        matches!(self, CopyError::Store { source, .. } if source.is_transient())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// Both storage schemes; the copy algorithm asks for the one a reference names.
+pub struct Stores {
+    pub registry: RegistryStore,
+    pub ocidir: OciDirStore,
+}
+
+impl Stores {
+    pub fn for_ref(&self, r: &Reference) -> &dyn Store {
+        match r.scheme {
+            Scheme::Reg => &self.registry,
+            Scheme::OciDir => &self.ocidir,
+        }
+    }
+}
+
+/// What every actor of one run shares: stores, counters, logger, cancellation.
+pub struct RunCtx {
+    pub stores: Stores,
+    pub counters: Counters,
+    pub log: slog::Logger,
+    pub cancel: CancellationToken,
+    pub abort_on_error: bool,
+    /// `defaults.parallel` (≤0 means 1 copy at a time and sequential steps).
+    pub parallel: i64,
+}
+
+impl RunCtx {
+    /// Record a failure; with `--abort-on-error` it stops the whole run.
+    pub fn failed(&self) {
+        if self.abort_on_error {
+            self.cancel.cancel();
+        }
+    }
+}
+
+/// One sync step with its position in the file, as every actor sees it.
+pub struct StepCtx {
+    pub index: usize,
+    pub step: SyncStep,
+    pub run: Arc<RunCtx>,
+}
+
+impl StepCtx {
+    pub fn log(&self) -> &slog::Logger {
+        &self.run.log
+    }
+
+    /// `sync[2]` — how error lines name the step.
+    pub fn name(&self) -> String {
+        format!("sync[{}]", self.index)
+    }
+
+    pub fn flag(&self, v: Option<bool>) -> bool {
+        v.unwrap_or(false)
+    }
+}
+
+/// The wired-up actors. Build inside a running actix `System`.
+pub struct Engine {
+    pub run: Arc<RunCtx>,
+    pub scheduler: Addr<scheduler::Scheduler>,
+}
+
+pub struct EngineOptions {
+    pub abort_on_error: bool,
+}
+
+impl Engine {
+    pub fn start(config: &Config, opts: EngineOptions, log: slog::Logger) -> Result<Engine, EngineError> {
+        let gate = Arc::new(throttler::ThrottleGate::new(log.clone()));
+        let mut base = Vec::new();
+        if !config.defaults.skip_docker_config {
+            match crate::registry::docker_config_hosts() {
+                Ok(hosts) => base = hosts,
+                Err(e) => slog::warn!(log, "Failed to load docker creds"; "err" => e.to_string()),
+            }
+        }
+        let (hosts, warnings) = crate::config::merge_hosts(base, &config.creds);
+        for w in warnings {
+            slog::warn!(log, "{}", w);
+        }
+        let user_agent = if config.defaults.user_agent.is_empty() {
+            format!("regclient/regsync (regsync-rs {})", env!("CARGO_PKG_VERSION"))
+        } else {
+            config.defaults.user_agent.clone()
+        };
+        let registry = RegistryStore::new(hosts, gate, user_agent, log.clone())?;
+        let run = Arc::new(RunCtx {
+            stores: Stores {
+                registry,
+                ocidir: OciDirStore::new(log.clone()),
+            },
+            counters: Counters::default(),
+            log: log.clone(),
+            cancel: CancellationToken::new(),
+            abort_on_error: opts.abort_on_error,
+            parallel: config.defaults.parallel,
+        });
+        let blob_mover = blob_mover::BlobMover::new(run.clone()).start();
+        let resolver = manifest_resolver::ManifestResolver::new(run.clone(), blob_mover).start();
+        let lister = tag_lister::TagLister::new(resolver).start();
+        let scheduler = scheduler::Scheduler::new(run.clone(), lister).start();
+        Ok(Engine { run, scheduler })
+    }
+
+    /// Run every step of `config` once (`once`, `check`).
+    pub async fn run_once(&self, config: &Config, mode: Mode) -> RunReport {
+        let steps = config
+            .sync
+            .iter()
+            .enumerate()
+            .map(|(index, step)| {
+                Arc::new(StepCtx {
+                    index,
+                    step: step.clone(),
+                    run: self.run.clone(),
+                })
+            })
+            .collect();
+        match self.scheduler.send(messages::RunSteps { steps, mode }).await {
+            Ok(report) => report,
+            Err(e) => RunReport {
+                errors: vec![format!("internal error: scheduler stopped: {e}")],
+                counts: self.run.counters.snapshot(),
+            },
+        }
+    }
+}
+
+/// Run a tokio task on the multi-threaded runtime and hand its result back to an actor's
+/// response future (actors stay on their arbiter; the work uses every core).
+pub(crate) async fn on_pool<T: Send + 'static>(
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+    on_panic: impl FnOnce(String) -> T,
+) -> T {
+    match tokio::spawn(fut).await {
+        Ok(v) => v,
+        Err(e) => on_panic(format!("internal error: {e}")),
+    }
+}

@@ -1,1 +1,5 @@
-//! TODO
+//! OCI image layout directories (`ocidir://path`) as a [`crate::store::Store`] (spec §10).
+
+mod layout;
+
+pub use layout::{blob_path, OciDirStore, ANNOTATION_CREATED, ANNOTATION_REF_NAME};

@@ -1,8 +1,23 @@
 //! The registry side of storage: HTTP client with auth, retries and pacing hooks, manifests,
 //! blobs and listings over the distribution API. Knows nothing about sync steps.
 
+mod auth;
+mod blob;
+mod client;
+mod docker_config;
+mod header;
+mod listing;
+mod manifest;
+
+pub use docker_config::docker_config_hosts;
+
+use crate::oci::{Descriptor, Digest, Manifest};
+use crate::reference::Reference;
+use crate::store::{BlobStream, Store, StoreError};
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
 
 /// How to reach one registry name (spec §3.3), after creds/docker-config merging.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -84,5 +99,103 @@ pub struct OpenGate;
 impl RequestGate for OpenGate {
     async fn acquire(&self, _host: &HostConfig) -> Permit {
         Box::new(())
+    }
+}
+
+/// Errors building a [`RegistryStore`] or reading registry credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("registry {registry:?}: invalid client certificate or key: {detail}")]
+    ClientCert { registry: String, detail: String },
+    #[error("registry {registry:?}: cannot set up the HTTP client: {detail}")]
+    HttpClient { registry: String, detail: String },
+    #[error("Failed to load docker creds from {source_name}: {detail}")]
+    DockerConfig { source_name: String, detail: String },
+}
+
+/// [`Store`] over the distribution API. Hosts are looked up by `Reference::registry`; names
+/// without an entry get [`HostConfig::for_name`].
+pub struct RegistryStore {
+    client: Arc<client::Client>,
+}
+
+impl RegistryStore {
+    pub fn new(
+        hosts: Vec<HostConfig>,
+        gate: Arc<dyn RequestGate>,
+        user_agent: String,
+        log: slog::Logger,
+    ) -> Result<RegistryStore, RegistryError> {
+        let client = client::Client::new(hosts, gate, user_agent, log)?;
+        Ok(RegistryStore {
+            client: Arc::new(client),
+        })
+    }
+}
+
+#[async_trait]
+impl Store for RegistryStore {
+    async fn manifest_head(&self, r: &Reference) -> Result<Option<Descriptor>, StoreError> {
+        manifest::head(&self.client, r).await
+    }
+
+    async fn manifest_get(&self, r: &Reference) -> Result<Manifest, StoreError> {
+        manifest::get(&self.client, r).await
+    }
+
+    /// `child` only matters to layouts: a registry stores every manifest the same way.
+    async fn manifest_put(
+        &self,
+        r: &Reference,
+        m: &Manifest,
+        _child: bool,
+    ) -> Result<(), StoreError> {
+        manifest::put(&self.client, r, m).await
+    }
+
+    async fn blob_head(&self, repo: &Reference, digest: &Digest) -> Result<bool, StoreError> {
+        blob::head(&self.client, repo, digest).await
+    }
+
+    async fn blob_get(
+        &self,
+        repo: &Reference,
+        desc: &Descriptor,
+    ) -> Result<BlobStream, StoreError> {
+        blob::get(self.client.clone(), repo, desc).await
+    }
+
+    async fn blob_put(
+        &self,
+        repo: &Reference,
+        desc: &Descriptor,
+        body: BlobStream,
+    ) -> Result<(), StoreError> {
+        blob::put(&self.client, repo, desc, body).await
+    }
+
+    async fn blob_mount(
+        &self,
+        repo: &Reference,
+        from: &Reference,
+        digest: &Digest,
+    ) -> Result<bool, StoreError> {
+        blob::mount(&self.client, repo, from, digest).await
+    }
+
+    async fn tag_list(
+        &self,
+        repo: &Reference,
+        pages: mpsc::Sender<Vec<String>>,
+    ) -> Result<(), StoreError> {
+        listing::tag_list(&self.client, repo, pages).await
+    }
+
+    async fn catalog(
+        &self,
+        registry: &Reference,
+        pages: mpsc::Sender<Vec<String>>,
+    ) -> Result<(), StoreError> {
+        listing::catalog(&self.client, registry, pages).await
     }
 }

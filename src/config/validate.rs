@@ -1,0 +1,172 @@
+//! What is checked when the config is loaded (spec §3.8): TLS values, duration syntax and the
+//! version. Step `type`, references, regexes and semver ranges are checked at run time;
+//! [`check_step`] is the `type` check for the engine.
+
+use super::duration::parse_duration;
+use super::schema::{Config, SyncStep};
+use super::ConfigError;
+use crate::registry::Tls;
+
+/// Parses a `creds[].tls` value case-insensitively; `""` is "unset" (`None`).
+pub fn parse_tls(value: &str) -> Result<Option<Tls>, String> {
+    match value.to_lowercase().as_str() {
+        "" => Ok(None),
+        "enabled" => Ok(Some(Tls::Enabled)),
+        "insecure" => Ok(Some(Tls::Insecure)),
+        "disabled" => Ok(Some(Tls::Disabled)),
+        _ => Err(format!("unknown TLS value \"{value}\"")),
+    }
+}
+
+/// The YAML text of a TLS setting (`enabled|insecure|disabled`).
+pub fn tls_text(tls: Tls) -> &'static str {
+    match tls {
+        Tls::Enabled => "enabled",
+        Tls::Insecure => "insecure",
+        Tls::Disabled => "disabled",
+    }
+}
+
+fn check_duration(context: &str, field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    parse_duration(value).map(|_| ()).map_err(|e| {
+        ConfigError::invalid(
+            context,
+            format!("invalid duration {value:?} for {field}: {e}"),
+        )
+    })
+}
+
+/// `creds[0] (registry "x")`, or `creds[0]` when the entry has no registry.
+pub(crate) fn creds_context(index: usize, registry: &str) -> String {
+    if registry.is_empty() {
+        format!("creds[{index}]")
+    } else {
+        format!("creds[{index}] (registry {registry:?})")
+    }
+}
+
+/// `sync[0] (source "x")`, or `sync[0]` when the step has no source.
+pub fn step_context(index: usize, step: &SyncStep) -> String {
+    if step.source.is_empty() {
+        format!("sync[{index}]")
+    } else {
+        format!("sync[{index}] (source {:?})", step.source)
+    }
+}
+
+/// Load-time checks, in this order: creds TLS values, duration fields (defaults, then steps),
+/// version (> 1 → `unsupported config version`). The returned error has no file name yet
+/// (`Config::from_yaml` adds it).
+pub fn validate(config: &Config) -> Result<(), ConfigError> {
+    for (i, c) in config.creds.iter().enumerate() {
+        parse_tls(&c.tls).map_err(|m| ConfigError::invalid(&creds_context(i, &c.registry), m))?;
+    }
+    let d = &config.defaults;
+    check_duration("defaults", "interval", &d.interval)?;
+    check_duration("defaults", "cacheTime", &d.cache_time)?;
+    check_duration("defaults", "ratelimit.retry", &d.ratelimit.retry)?;
+    for (i, s) in config.sync.iter().enumerate() {
+        let ctx = step_context(i, s);
+        check_duration(&ctx, "interval", &s.interval)?;
+        check_duration(&ctx, "ratelimit.retry", &s.ratelimit.retry)?;
+    }
+    if config.version > 1 {
+        return Err(ConfigError::UnsupportedVersion {
+            file: String::new(),
+            version: config.version,
+        });
+    }
+    Ok(())
+}
+
+/// The message logged (at error level, fields `step`, `type`) for an unknown step type; the
+/// step's error is then `invalid input` (spec §5.1).
+pub const TYPE_NOT_RECOGNIZED: &str =
+    "Type not recognized, must be one of: registry, repository, or image";
+
+/// Run-time check of a step's `type` (case-sensitive `registry|repository|image`). The error
+/// text is [`TYPE_NOT_RECOGNIZED`].
+pub fn check_step(step: &SyncStep) -> Result<(), String> {
+    match step.kind.as_str() {
+        "registry" | "repository" | "image" => Ok(()),
+        _ => Err(TYPE_NOT_RECOGNIZED.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CredsEntry;
+
+    #[test]
+    fn tls_values() {
+        assert_eq!(parse_tls(""), Ok(None));
+        assert_eq!(parse_tls("Enabled"), Ok(Some(Tls::Enabled)));
+        assert_eq!(parse_tls("INSECURE"), Ok(Some(Tls::Insecure)));
+        assert_eq!(parse_tls("disabled"), Ok(Some(Tls::Disabled)));
+        assert_eq!(
+            parse_tls("bogus"),
+            Err("unknown TLS value \"bogus\"".to_string())
+        );
+    }
+
+    #[test]
+    fn step_type() {
+        for t in ["registry", "repository", "image"] {
+            let s = SyncStep {
+                kind: t.into(),
+                ..Default::default()
+            };
+            assert!(check_step(&s).is_ok());
+        }
+        for t in ["", "Image", "repo"] {
+            let s = SyncStep {
+                kind: t.into(),
+                ..Default::default()
+            };
+            assert_eq!(check_step(&s), Err(TYPE_NOT_RECOGNIZED.to_string()));
+        }
+    }
+
+    #[test]
+    fn validate_errors() {
+        let mut c = Config::default();
+        assert!(validate(&c).is_ok());
+        c.creds.push(CredsEntry {
+            registry: "x".into(),
+            tls: "maybe".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            validate(&c).unwrap_err().to_string(),
+            "creds[0] (registry \"x\"): unknown TLS value \"maybe\""
+        );
+        c.creds.clear();
+        c.sync.push(SyncStep {
+            source: "alpine".into(),
+            interval: "1d".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            validate(&c).unwrap_err().to_string(),
+            "sync[0] (source \"alpine\"): invalid duration \"1d\" for interval: time: unknown unit \"d\" in duration \"1d\""
+        );
+        c.sync.clear();
+        c.defaults.cache_time = "90".into();
+        assert_eq!(
+            validate(&c).unwrap_err().to_string(),
+            "defaults: invalid duration \"90\" for cacheTime: time: missing unit in duration \"90\""
+        );
+        c.defaults.cache_time = "-5m".into();
+        c.version = 2;
+        assert!(matches!(
+            validate(&c),
+            Err(ConfigError::UnsupportedVersion { version: 2, .. })
+        ));
+        c.version = 1;
+        assert!(validate(&c).is_ok());
+    }
+}

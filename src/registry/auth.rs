@@ -1,0 +1,522 @@
+//! Registry authentication (spec §8.2-8.4): `WWW-Authenticate` challenges, Basic, and Bearer
+//! tokens with their scopes, cache and renewal.
+//!
+//! The first request to a host goes without credentials. A 401 challenge tells which scheme
+//! the host wants; from then on every request carries credentials up front.
+
+use super::client::{self, Body, Client, Host, Response};
+use super::header::Lexer;
+use super::HostConfig;
+use crate::store::StoreError;
+use base64::Engine as _;
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::Method;
+use serde::Deserialize;
+use slog::{debug, warn, Logger};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::time::Instant;
+use url::Url;
+
+/// Tokens are used until this long before they expire (spec §8.4).
+const RENEW_EARLY: Duration = Duration::from_secs(5);
+/// Tokens are assumed to live at least this long, whatever `expires_in` says.
+const MIN_TOKEN_LIFE: Duration = Duration::from_secs(60);
+const TOKEN_BODY_LIMIT: usize = 1 << 20;
+
+/// One challenge of a `WWW-Authenticate` header: scheme and parameters, both lower-cased
+/// where the grammar says they are case-insensitive (the scheme, parameter names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Challenge {
+    pub scheme: String,
+    pub params: BTreeMap<String, String>,
+}
+
+/// All challenges of all `WWW-Authenticate` headers of a response.
+pub(crate) fn parse_challenges(headers: &HeaderMap) -> Result<Vec<Challenge>, String> {
+    let mut out = Vec::new();
+    for value in headers.get_all(WWW_AUTHENTICATE) {
+        let value = value
+            .to_str()
+            .map_err(|_| "invalid WWW-Authenticate header".to_string())?;
+        out.extend(parse_www_authenticate(value)?);
+    }
+    Ok(out)
+}
+
+/// `challenge = scheme [ param *( "," param ) ]`, several challenges separated by commas; a
+/// bare token after a comma (not followed by `=`) starts the next challenge.
+pub(crate) fn parse_www_authenticate(value: &str) -> Result<Vec<Challenge>, String> {
+    let bad = |l: &Lexer, what: &str| {
+        format!(
+            "invalid WWW-Authenticate header {value:?}: {what} at byte {}",
+            l.pos()
+        )
+    };
+    let mut l = Lexer::new(value);
+    let mut out = Vec::new();
+    loop {
+        l.take_while(|c| c == ' ' || c == '\t' || c == ',');
+        if l.eof() {
+            return Ok(out);
+        }
+        let scheme = l.token();
+        if scheme.is_empty() {
+            return Err(bad(&l, "expected an auth scheme"));
+        }
+        let mut challenge = Challenge {
+            scheme: scheme.to_ascii_lowercase(),
+            params: BTreeMap::new(),
+        };
+        loop {
+            l.take_while(|c| c == ' ' || c == '\t' || c == ',');
+            if l.eof() {
+                break;
+            }
+            let start = l.pos();
+            let name = l.token();
+            l.skip_ws();
+            if name.is_empty() || !l.eat('=') {
+                if name.is_empty() {
+                    return Err(bad(&l, "expected a parameter"));
+                }
+                // The next challenge's scheme.
+                l.reset(start);
+                break;
+            }
+            l.skip_ws();
+            // token68 (`Negotiate abc==`): trailing `=` padding, no value of its own.
+            if l.peek() == Some('=') {
+                l.take_while(|c| c == '=');
+                continue;
+            }
+            let v = l.value().map_err(|e| bad(&l, &e))?;
+            challenge.params.insert(name.to_ascii_lowercase(), v);
+            l.skip_ws();
+            if !l.eof() && l.peek() != Some(',') {
+                return Err(bad(&l, "expected ','"));
+            }
+        }
+        out.push(challenge);
+    }
+}
+
+/// Bearer scopes, merged per resource: `repository:a:pull` + `repository:a:push` make
+/// `repository:a:pull,push` (spec §8.4).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Scopes(Vec<(String, Vec<String>)>);
+
+impl Scopes {
+    /// Add a scope; true when it grants something new (the current token then falls short).
+    pub fn add(&mut self, scope: &str) -> bool {
+        let scope = scope.trim();
+        if scope.is_empty() {
+            return false;
+        }
+        // `type:name:actions`; the name itself may hold a `:` (a registry port).
+        let (resource, actions) = match scope.rsplit_once(':') {
+            Some((resource, actions)) if resource.contains(':') => (resource, actions),
+            _ => (scope, ""),
+        };
+        let mut changed = false;
+        let idx = match self.0.iter().position(|(r, _)| r == resource) {
+            Some(i) => i,
+            None => {
+                self.0.push((resource.to_string(), Vec::new()));
+                changed = true;
+                self.0.len() - 1
+            }
+        };
+        let have = &mut self.0[idx].1;
+        for action in actions.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            if !have.iter().any(|a| a == action) {
+                have.push(action.to_string());
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|(resource, actions)| {
+                if actions.is_empty() {
+                    resource.clone()
+                } else {
+                    format!("{resource}:{}", actions.join(","))
+                }
+            })
+            .collect()
+    }
+}
+
+/// The auth state of one host (or one repository with `repoAuth`).
+#[derive(Default)]
+pub(crate) struct Auth {
+    // A tokio mutex: it is held across the token fetch so that concurrent requests wait for
+    // one token instead of each fetching their own.
+    state: tokio::sync::Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The host asked for Basic.
+    basic: bool,
+    bearer: Option<Bearer>,
+}
+
+struct Bearer {
+    realm: Url,
+    service: String,
+    scopes: Scopes,
+    token: Option<Token>,
+    /// From a previous token response; used for the POST flow.
+    refresh_token: Option<String>,
+    /// The token server refused the configured identity token: do not offer it again.
+    identity_refused: bool,
+}
+
+struct Token {
+    header: HeaderValue,
+    renew_at: Instant,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    access_token: String,
+    #[serde(default)]
+    expires_in: u64,
+    #[serde(default)]
+    refresh_token: String,
+}
+
+impl Auth {
+    /// The `Authorization` value for a request needing `scopes`, fetching a token when the
+    /// cached one lacks a scope or is about to expire. None until the host has challenged.
+    pub async fn authorization(
+        &self,
+        client: &Client,
+        host: &Host,
+        scopes: &[String],
+    ) -> Result<Option<HeaderValue>, StoreError> {
+        let mut state = self.state.lock().await;
+        if let Some(bearer) = state.bearer.as_mut() {
+            for scope in scopes {
+                if bearer.scopes.add(scope) {
+                    bearer.token = None;
+                }
+            }
+            if let Some(token) = &bearer.token {
+                if Instant::now() < token.renew_at {
+                    return Ok(Some(token.header.clone()));
+                }
+            }
+            let token = fetch_token(client, host, bearer).await?;
+            let header = token.header.clone();
+            bearer.token = Some(token);
+            return Ok(Some(header));
+        }
+        if state.basic {
+            return Ok(basic_header(&host.config));
+        }
+        Ok(None)
+    }
+
+    /// Learn from a 401's challenges. True when retrying with (new) credentials may succeed;
+    /// false when nothing new was learned, so the request fails as unauthorized (spec §8.2).
+    pub async fn on_challenge(
+        &self,
+        request_url: &Url,
+        challenges: &[Challenge],
+        sent: Option<&HeaderValue>,
+        host: &Host,
+        log: &Logger,
+    ) -> bool {
+        let mut state = self.state.lock().await;
+        for c in challenges {
+            match c.scheme.as_str() {
+                "bearer" => {
+                    let Some(realm) = c.params.get("realm") else {
+                        warn!(log, "Bearer challenge without realm"; "host" => &host.config.name);
+                        continue;
+                    };
+                    let realm = match request_url.join(realm) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            warn!(log, "Invalid bearer realm"; "host" => &host.config.name, "error" => %e);
+                            continue;
+                        }
+                    };
+                    if let Err(why) = client::redirect_allowed(request_url, &realm) {
+                        warn!(log, "Refusing bearer realm"; "host" => &host.config.name, "reason" => why);
+                        continue;
+                    }
+                    let service = c.params.get("service").cloned().unwrap_or_default();
+                    let bearer = state.bearer.get_or_insert_with(|| Bearer {
+                        realm: realm.clone(),
+                        service: service.clone(),
+                        scopes: Scopes::default(),
+                        token: None,
+                        refresh_token: None,
+                        identity_refused: false,
+                    });
+                    if bearer.realm != realm || bearer.service != service {
+                        warn!(log, "Bearer challenge changed realm or service, rejected";
+                            "host" => &host.config.name);
+                        continue;
+                    }
+                    let scopes = c.params.get("scope").map(String::as_str).unwrap_or("");
+                    for scope in scopes.split_whitespace() {
+                        bearer.scopes.add(scope);
+                    }
+                    // The token we sent (if any) was refused, or lacks a scope: get another.
+                    let current = bearer.token.as_ref().map(|t| &t.header);
+                    if sent.is_none() || sent == current {
+                        bearer.token = None;
+                    }
+                    return true;
+                }
+                "basic" => {
+                    let Some(header) = basic_header(&host.config) else {
+                        debug!(log, "Basic challenge but no credentials"; "host" => &host.config.name);
+                        continue;
+                    };
+                    let was_basic = std::mem::replace(&mut state.basic, true);
+                    if !was_basic || sent != Some(&header) {
+                        return true;
+                    }
+                }
+                other => {
+                    warn!(log, "Unsupported auth type"; "host" => &host.config.name, "type" => other)
+                }
+            }
+        }
+        false
+    }
+}
+
+/// `Basic base64(user:pass)`, only when both are set (spec §8.3).
+fn basic_header(h: &HostConfig) -> Option<HeaderValue> {
+    if h.user.is_empty() || h.pass.is_empty() {
+        return None;
+    }
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", h.user, h.pass));
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// Spec §8.4: POST `grant_type=refresh_token` when a refresh or identity token is known,
+/// else (or when that is refused) GET with `service`, `scope`s and basic credentials.
+async fn fetch_token(
+    client: &Client,
+    host: &Host,
+    bearer: &mut Bearer,
+) -> Result<Token, StoreError> {
+    let scopes = bearer.scopes.to_strings();
+    let identity =
+        Some(host.config.token.clone()).filter(|t| !t.is_empty() && !bearer.identity_refused);
+    let refresh = bearer.refresh_token.clone().or(identity);
+    if let Some(refresh) = refresh {
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "refresh_token")
+            .append_pair("refresh_token", &refresh)
+            .append_pair("service", &bearer.service)
+            .append_pair("scope", &scopes.join(" "))
+            .append_pair("client_id", &client.user_agent)
+            .finish();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        let mut body = Body::Bytes(Bytes::from(form));
+        let resp = client
+            .execute(host, &Method::POST, &bearer.realm, headers, &mut body)
+            .await?;
+        if resp.status() == 200 {
+            return token_from(resp, bearer).await;
+        }
+        debug!(client.log, "refresh token refused, requesting a token with GET";
+            "host" => &host.config.name, "status" => resp.status());
+        if bearer.refresh_token.take().is_none() {
+            bearer.identity_refused = true;
+        }
+    }
+
+    let mut url = bearer.realm.clone();
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("client_id", &client.user_agent);
+        if !bearer.service.is_empty() {
+            q.append_pair("service", &bearer.service);
+        }
+        for scope in &scopes {
+            q.append_pair("scope", scope);
+        }
+        if !host.config.user.is_empty() {
+            q.append_pair("account", &host.config.user);
+        }
+    }
+    let mut headers = HeaderMap::new();
+    if let Some(basic) = basic_header(&host.config) {
+        headers.insert(AUTHORIZATION, basic);
+    }
+    let resp = client
+        .execute(host, &Method::GET, &url, headers, &mut Body::Empty)
+        .await?;
+    match resp.status() {
+        200 => token_from(resp, bearer).await,
+        // Server trouble is not a verdict on the credentials: keep it transient.
+        429 | 500.. => Err(resp.into_error().await),
+        status => Err(StoreError::Unauthorized {
+            status,
+            detail: Some(format!("token request refused by {}", host_of(&url))),
+        }),
+    }
+}
+
+async fn token_from(resp: Response, bearer: &mut Bearer) -> Result<Token, StoreError> {
+    let body = resp.bytes(TOKEN_BODY_LIMIT).await?;
+    let parsed: TokenResponse = serde_json::from_slice(&body)
+        .map_err(|e| StoreError::Invalid(format!("token response: {e}")))?;
+    let token = if parsed.token.is_empty() {
+        parsed.access_token
+    } else {
+        parsed.token
+    };
+    if token.is_empty() {
+        return Err(StoreError::Unauthorized {
+            status: 200,
+            detail: Some("token response without a token".into()),
+        });
+    }
+    if !parsed.refresh_token.is_empty() {
+        bearer.refresh_token = Some(parsed.refresh_token);
+    }
+    let mut header = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| StoreError::Invalid("token response: token is not a valid header".into()))?;
+    header.set_sensitive(true);
+    // Local clock, not `issued_at`: immune to skew between us and the token server.
+    let life = Duration::from_secs(parsed.expires_in).max(MIN_TOKEN_LIFE);
+    Ok(Token {
+        header,
+        renew_at: Instant::now() + life - RENEW_EARLY,
+    })
+}
+
+fn host_of(url: &Url) -> String {
+    url.host_str().unwrap_or("").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_a_bearer_challenge() {
+        let c = parse_www_authenticate(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            vec![Challenge {
+                scheme: "bearer".into(),
+                params: params(&[
+                    ("realm", "https://auth.docker.io/token"),
+                    ("service", "registry.docker.io"),
+                    ("scope", "repository:library/alpine:pull"),
+                ]),
+            }]
+        );
+    }
+
+    #[test]
+    fn parses_several_challenges_escapes_and_case() {
+        let c = parse_www_authenticate(
+            r#"BASIC Realm="a \"quoted\" realm, with comma" , Bearer realm=http://x/token, error="insufficient_scope",Negotiate abc=="#,
+        )
+        .unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(c[0].scheme, "basic");
+        assert_eq!(c[0].params["realm"], r#"a "quoted" realm, with comma"#);
+        assert_eq!(c[1].scheme, "bearer");
+        assert_eq!(c[1].params["realm"], "http://x/token");
+        assert_eq!(c[1].params["error"], "insufficient_scope");
+        assert_eq!(c[2].scheme, "negotiate");
+        assert!(parse_www_authenticate("Basic").unwrap()[0]
+            .params
+            .is_empty());
+    }
+
+    #[test]
+    fn rejects_broken_headers() {
+        assert!(parse_www_authenticate(r#"Bearer realm="unterminated"#).is_err());
+        assert!(parse_www_authenticate(r#"Bearer realm="x" service="y""#).is_err());
+        assert!(parse_www_authenticate("=oops").is_err());
+    }
+
+    #[test]
+    fn multiple_headers_are_combined() {
+        let mut h = HeaderMap::new();
+        h.append(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Basic realm="r""#),
+        );
+        h.append(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Bearer realm="t""#),
+        );
+        let c = parse_challenges(&h).unwrap();
+        assert_eq!(
+            c.iter().map(|c| c.scheme.as_str()).collect::<Vec<_>>(),
+            ["basic", "bearer"]
+        );
+    }
+
+    #[test]
+    fn scopes_merge_per_repository() {
+        let mut s = Scopes::default();
+        assert!(s.add("repository:a:pull"));
+        assert!(!s.add("repository:a:pull"));
+        assert!(s.add("repository:b:pull"));
+        assert!(s.add("repository:a:pull,push"));
+        assert!(!s.add("repository:a:push"));
+        assert!(s.add("registry:catalog:*"));
+        assert!(s.add("repository:reg:5000/x:pull"));
+        assert_eq!(
+            s.to_strings(),
+            [
+                "repository:a:pull,push",
+                "repository:b:pull",
+                "registry:catalog:*",
+                "repository:reg:5000/x:pull"
+            ]
+        );
+    }
+
+    #[test]
+    fn basic_needs_user_and_pass() {
+        let mut h = HostConfig::for_name("r");
+        assert!(basic_header(&h).is_none());
+        h.user = "testuser".into();
+        h.pass = "testpass".into();
+        let v = basic_header(&h).unwrap();
+        assert_eq!(v.to_str().unwrap(), "Basic dGVzdHVzZXI6dGVzdHBhc3M=");
+        assert!(v.is_sensitive());
+    }
+}

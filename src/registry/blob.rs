@@ -1,0 +1,344 @@
+//! Blob HEAD, streaming GET with Range resume, monolithic and chunked upload, cross-repository
+//! mount (spec §6.3).
+
+use super::client::{Body, Client, Host, Request, IDLE_TIMEOUT};
+use crate::oci::{Descriptor, Digest};
+use crate::reference::Reference;
+use crate::store::{verified, BlobStream, StoreError};
+use bytes::BytesMut;
+use futures::StreamExt;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
+use reqwest::Method;
+use slog::debug;
+use std::sync::Arc;
+use url::Url;
+
+/// How often an interrupted download is picked up again where it stopped.
+const MAX_RESUMES: u32 = 5;
+const DEFAULT_CHUNK: usize = 1 << 20;
+/// Spec Appendix B: chunk cap, also for a registry's `OCI-Chunk-Min-Length`.
+const MAX_CHUNK: usize = 1 << 30;
+const OCTET_STREAM: &str = "application/octet-stream";
+
+pub(super) async fn head(
+    client: &Client,
+    repo: &Reference,
+    digest: &Digest,
+) -> Result<bool, StoreError> {
+    let host = client.host(&repo.registry);
+    let req = host.request(Method::HEAD, &repo.repository, &format!("blobs/{digest}"))?;
+    match client.send(&host, req, &[200]).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+pub(super) async fn get(
+    client: Arc<Client>,
+    repo: &Reference,
+    desc: &Descriptor,
+) -> Result<BlobStream, StoreError> {
+    let host = client.host(&repo.registry);
+    let path = format!("blobs/{}", desc.digest);
+    let resp = client
+        .send(
+            &host,
+            host.request(Method::GET, &repo.repository, &path)?,
+            &[200],
+        )
+        .await?;
+    let announced = resp.content_length();
+    let expected = u64::try_from(desc.size).ok();
+    if let (Some(announced), Some(expected)) = (announced, expected) {
+        if announced != expected {
+            return Err(StoreError::Invalid(format!(
+                "blob {}: registry announces {announced} bytes, descriptor says {expected}",
+                desc.digest
+            )));
+        }
+    }
+    let download = Download {
+        source: Source {
+            client,
+            host,
+            repo: repo.repository.clone(),
+            path,
+        },
+        total: expected.or(announced),
+        offset: 0,
+        resumes: 0,
+        body: Some(resp.into_stream()),
+    };
+    Ok(verified(desc, download.into_stream()))
+}
+
+/// A blob download that survives dropped connections by asking for the rest with `Range`.
+struct Download {
+    source: Source,
+    /// Bytes the body must have; a body ending before is an interruption, not the end.
+    total: Option<u64>,
+    offset: u64,
+    resumes: u32,
+    /// None once finished or failed.
+    body: Option<BlobStream>,
+}
+
+impl Download {
+    fn into_stream(self) -> BlobStream {
+        futures::stream::unfold(self, |mut d| async move {
+            loop {
+                let body = d.body.as_mut()?;
+                let interruption = match tokio::time::timeout(IDLE_TIMEOUT, body.next()).await {
+                    Ok(Some(Ok(chunk))) => {
+                        d.offset += chunk.len() as u64;
+                        return Some((Ok(chunk), d));
+                    }
+                    Ok(Some(Err(e))) => e,
+                    Ok(None) => match d.total {
+                        Some(total) if d.offset < total => StoreError::ShortRead {
+                            expected: total,
+                            got: d.offset,
+                        },
+                        _ => return None,
+                    },
+                    Err(_) => StoreError::Network {
+                        host: d.source.host.config.hostname.clone(),
+                        detail: "timed out reading the blob".into(),
+                    },
+                };
+                // Drop the old body (and its permit) before asking for a new one.
+                d.body = None;
+                if d.resumes >= MAX_RESUMES || d.total.is_none() {
+                    return Some((Err(interruption), d));
+                }
+                d.resumes += 1;
+                debug!(d.source.client.log, "resuming blob download";
+                    "repo" => &d.source.repo, "path" => &d.source.path, "offset" => d.offset,
+                    "error" => %interruption, "resume" => d.resumes);
+                match d.source.resume(d.offset).await {
+                    Ok(body) => d.body = Some(body),
+                    Err(e) => return Some((Err(e), d)),
+                }
+            }
+        })
+        .boxed()
+    }
+}
+
+/// Where a blob download comes from (kept apart from the body, which is not `Sync`).
+struct Source {
+    client: Arc<Client>,
+    host: Arc<Host>,
+    repo: String,
+    path: String,
+}
+
+impl Source {
+    /// `Range: bytes=<offset>-`; only a 206 starting exactly at `offset` will do.
+    async fn resume(&self, offset: u64) -> Result<BlobStream, StoreError> {
+        let req = self
+            .host
+            .request(Method::GET, &self.repo, &self.path)?
+            .header(RANGE, &format!("bytes={offset}-"))?;
+        let resp = self.client.send(&self.host, req, &[206]).await?;
+        let start = resp
+            .header("content-range")
+            .and_then(|cr| cr.strip_prefix("bytes "))
+            .and_then(|cr| cr.split('-').next())
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        if start != Some(offset) {
+            return Err(StoreError::Invalid(format!(
+                "resumed blob download: expected content-range from {offset}, got {:?}",
+                resp.header("content-range")
+            )));
+        }
+        Ok(resp.into_stream())
+    }
+}
+
+pub(super) async fn put(
+    client: &Client,
+    repo: &Reference,
+    desc: &Descriptor,
+    body: BlobStream,
+) -> Result<(), StoreError> {
+    let host = client.host(&repo.registry);
+    let req = host.request(Method::POST, &repo.repository, "blobs/uploads/")?;
+    let resp = client.send(&host, req, &[202]).await?;
+    let location = resp.location()?;
+    let min_chunk = resp
+        .header("oci-chunk-min-length")
+        .and_then(|v| v.parse::<usize>().ok());
+    drop(resp);
+
+    let blob_max = host.config.blob_max;
+    let chunked = desc.size < 0 || (blob_max > 0 && desc.size > blob_max);
+    let result = if chunked {
+        let configured = usize::try_from(host.config.blob_chunk)
+            .ok()
+            .filter(|c| *c > 0)
+            .unwrap_or(DEFAULT_CHUNK);
+        let chunk = configured.max(min_chunk.unwrap_or(0)).min(MAX_CHUNK);
+        put_chunked(client, &host, repo, desc, location.clone(), chunk, body).await
+    } else {
+        put_monolithic(client, &host, repo, desc, location.clone(), body).await
+    };
+    if result.is_err() {
+        client
+            .delete_quietly(&host, location, &host.repo_path(&repo.repository))
+            .await;
+    }
+    result
+}
+
+/// `PUT <location>?digest=` with the whole stream as the body (spec §6.3 c).
+async fn put_monolithic(
+    client: &Client,
+    host: &Host,
+    repo: &Reference,
+    desc: &Descriptor,
+    location: Url,
+    body: BlobStream,
+) -> Result<(), StoreError> {
+    let req = upload_request(host, repo, Method::PUT, with_digest(location, &desc.digest))
+        .header(CONTENT_TYPE, OCTET_STREAM)?
+        .header(CONTENT_LENGTH, &desc.size.to_string())?
+        .body(Body::Stream(body));
+    client.send(host, req, &[201, 204]).await?;
+    Ok(())
+}
+
+/// `PATCH` one chunk at a time, then `PUT ?digest=` with an empty body (spec §6.3 d). Only
+/// one chunk is held in memory; each PATCH body is in memory, so it is retried like any
+/// other request.
+async fn put_chunked(
+    client: &Client,
+    host: &Host,
+    repo: &Reference,
+    desc: &Descriptor,
+    mut location: Url,
+    chunk: usize,
+    mut body: BlobStream,
+) -> Result<(), StoreError> {
+    let mut buf = BytesMut::new();
+    let mut offset: u64 = 0;
+    let mut eof = false;
+    loop {
+        while !eof && buf.len() < chunk {
+            match body.next().await {
+                Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
+                Some(Err(e)) => return Err(e),
+                None => eof = true,
+            }
+        }
+        if buf.is_empty() {
+            break;
+        }
+        let part = buf.split_to(buf.len().min(chunk)).freeze();
+        let end = offset + part.len() as u64 - 1;
+        let req = upload_request(host, repo, Method::PATCH, location)
+            .header(CONTENT_TYPE, OCTET_STREAM)?
+            // Distribution's form: no `bytes=` prefix, inclusive end.
+            .header(CONTENT_RANGE, &format!("{offset}-{end}"))?
+            .body(Body::Bytes(part));
+        let resp = client.send(host, req, &[202, 201]).await?;
+        if let Some(range) = resp.header("range") {
+            let acked = range.rsplit('-').next().and_then(|e| e.parse::<u64>().ok());
+            if acked != Some(end) {
+                return Err(StoreError::Invalid(format!(
+                    "chunked upload: registry acknowledged {range:?}, sent up to {end}"
+                )));
+            }
+        }
+        location = resp.location()?;
+        offset = end + 1;
+    }
+    let req = upload_request(host, repo, Method::PUT, with_digest(location, &desc.digest))
+        .header(CONTENT_LENGTH, "0")?;
+    client.send(host, req, &[201, 204]).await?;
+    Ok(())
+}
+
+/// A request on an upload URL (from `Location`), with the repository's push scope.
+fn upload_request(host: &Host, repo: &Reference, method: Method, url: Url) -> Request {
+    Request::repo(method, url, &host.repo_path(&repo.repository))
+}
+
+/// `<location>(?|&)digest=<digest>`: the location may already carry a query (upload state).
+fn with_digest(mut url: Url, digest: &Digest) -> Url {
+    url.query_pairs_mut().append_pair("digest", digest.as_str());
+    url
+}
+
+/// Cross-repository mount (spec §6.3 step 4): only within one registry name.
+pub(super) async fn mount(
+    client: &Client,
+    repo: &Reference,
+    from: &Reference,
+    digest: &Digest,
+) -> Result<bool, StoreError> {
+    if repo.registry != from.registry {
+        return Ok(false);
+    }
+    let host = client.host(&repo.registry);
+    let mut url = host.repo_url(&repo.repository, "blobs/uploads/")?;
+    url.query_pairs_mut()
+        .append_pair("mount", digest.as_str())
+        .append_pair("from", &host.repo_path(&from.repository));
+    let req = upload_request(&host, repo, Method::POST, url).scope(format!(
+        "repository:{}:pull",
+        host.repo_path(&from.repository)
+    ));
+    let resp = match client.send(&host, req, &[201, 202]).await {
+        Ok(resp) => resp,
+        // No right to read the source, read-only target...: the caller streams instead.
+        Err(
+            e @ (StoreError::HttpStatus { .. }
+            | StoreError::NotFound(_)
+            | StoreError::Unauthorized { .. }),
+        ) => {
+            debug!(client.log, "blob mount refused"; "repo" => %repo, "from" => %from, "error" => %e);
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    if resp.status() == 201 {
+        return Ok(true);
+    }
+    // 202: the registry started an ordinary upload instead; cancel it.
+    let location = resp.location();
+    drop(resp);
+    if let Ok(location) = location {
+        client
+            .delete_quietly(&host, location, &host.repo_path(&repo.repository))
+            .await;
+    }
+    slog::warn!(client.log, "Failed to mount blob"; "repo" => %repo, "from" => %from, "digest" => %digest);
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_query_is_appended() {
+        let d = Digest::sha256_of(b"x");
+        let u = with_digest(
+            Url::parse("http://r/v2/a/blobs/uploads/u1?_state=abc").unwrap(),
+            &d,
+        );
+        assert_eq!(
+            u.as_str(),
+            format!(
+                "http://r/v2/a/blobs/uploads/u1?_state=abc&digest=sha256%3A{}",
+                d.hex()
+            )
+        );
+        let u = with_digest(Url::parse("http://r/v2/a/blobs/uploads/u1").unwrap(), &d);
+        assert!(u
+            .as_str()
+            .ends_with(&format!("u1?digest=sha256%3A{}", d.hex())));
+    }
+}

@@ -1,0 +1,919 @@
+//! The one path every registry HTTP request takes (spec §7.1, §7.3, §7.5): URL building, the
+//! request gate, authentication, retries with backoff, and status → `StoreError` mapping.
+//!
+//! Layers, outermost first:
+//! * [`Client::send`]: auth (pre-emptive credentials, one retry after a 401 challenge) and the
+//!   final status check against the statuses the caller accepts;
+//! * [`Client::execute`]: gate permit, the request itself, `observe`, and the retries of
+//!   network errors and 408/429/5xx. Token fetches enter here directly, so they are gated
+//!   and retried like everything else.
+
+use super::auth::{self, Auth};
+use super::{HostConfig, Permit, RegistryError, RequestGate, Tls};
+use crate::store::{BlobStream, StoreError};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use slog::{debug, trace, warn, Logger};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use url::Url;
+
+/// Retries after the first attempt (spec §7.3: 6 attempts).
+pub(crate) const MAX_RETRIES: u32 = 5;
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Statuses worth sending again: the server (or a proxy) says "not now", not "no".
+const RETRY_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
+/// A response (or the next body chunk) that takes longer than this is a hung connection.
+/// Not applied while a large request body is being sent: that may take as long as the
+/// source and the network need.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Request bodies up to this size (manifests, token forms) count as small.
+const SMALL_BODY: usize = 4 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Error bodies are only read for the registry error code.
+const ERROR_BODY_LIMIT: usize = 1 << 20;
+const MAX_REDIRECTS: usize = 10;
+
+/// A request body. Only in-memory bodies can be sent again (retries, auth challenge).
+pub(crate) enum Body {
+    Empty,
+    Bytes(Bytes),
+    Stream(BlobStream),
+    /// A stream that has been handed to the HTTP client already.
+    Consumed,
+}
+
+impl Body {
+    fn replayable(&self) -> bool {
+        matches!(self, Body::Empty | Body::Bytes(_))
+    }
+
+    /// Whether the whole exchange should be quick enough to bound by [`IDLE_TIMEOUT`]; a big
+    /// upload chunk or a streamed blob takes as long as the network needs.
+    fn is_small(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Bytes(b) => b.len() <= SMALL_BODY,
+            Body::Stream(_) | Body::Consumed => false,
+        }
+    }
+
+    /// The body for one attempt, plus where a streamed body records its own failure, so that
+    /// the caller sees the source's error (short read, digest mismatch) rather than the
+    /// generic "error sending request" it causes.
+    fn for_attempt(&mut self) -> (Option<reqwest::Body>, Option<ErrorSlot>) {
+        match self {
+            Body::Empty | Body::Consumed => (None, None),
+            Body::Bytes(b) => (Some(reqwest::Body::from(b.clone())), None),
+            Body::Stream(_) => {
+                let Body::Stream(stream) = std::mem::replace(self, Body::Consumed) else {
+                    unreachable!()
+                };
+                let slot: ErrorSlot = Arc::new(Mutex::new(None));
+                let seen = slot.clone();
+                let stream = stream.map(move |item| {
+                    if let Err(e) = &item {
+                        seen.lock().unwrap().get_or_insert_with(|| e.clone());
+                    }
+                    item
+                });
+                (Some(reqwest::Body::wrap_stream(stream)), Some(slot))
+            }
+        }
+    }
+}
+
+type ErrorSlot = Arc<Mutex<Option<StoreError>>>;
+
+/// One registry request as the store layer describes it.
+pub(crate) struct Request {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Body,
+    /// The repository (as the registry names it, path prefix included) whose auth state the
+    /// request uses with `repoAuth`; empty for registry-wide requests (catalog).
+    pub repo: String,
+    /// Bearer scopes the request needs (spec §8.4).
+    pub scopes: Vec<String>,
+}
+
+impl Request {
+    /// A request on a repository: `pull` for GET/HEAD, `pull,push` for anything else.
+    pub fn repo(method: Method, url: Url, repo: &str) -> Self {
+        let actions = if method == Method::GET || method == Method::HEAD {
+            "pull"
+        } else {
+            "pull,push"
+        };
+        Request {
+            scopes: vec![format!("repository:{repo}:{actions}")],
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: Body::Empty,
+            repo: repo.to_string(),
+        }
+    }
+
+    /// A request outside any repository (`_catalog`); its scope comes from the challenge.
+    pub fn registry(method: Method, url: Url) -> Self {
+        Request {
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: Body::Empty,
+            repo: String::new(),
+            scopes: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, name: HeaderName, value: &str) -> Result<Self, StoreError> {
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| StoreError::Invalid(format!("invalid {name} header value {value:?}")))?;
+        self.headers.insert(name, value);
+        Ok(self)
+    }
+
+    pub fn body(mut self, body: Body) -> Self {
+        self.body = body;
+        self
+    }
+
+    pub fn scope(mut self, scope: String) -> Self {
+        self.scopes.push(scope);
+        self
+    }
+}
+
+/// A response, holding its gate permit until it (or its body stream) is dropped.
+pub(crate) struct Response {
+    inner: reqwest::Response,
+    permit: Permit,
+    host: String,
+}
+
+impl Response {
+    pub fn status(&self) -> u16 {
+        self.inner.status().as_u16()
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        self.inner.headers()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.inner
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    }
+
+    /// The URL that answered (after redirects): relative `Location`/`Link` resolve against it.
+    pub fn url(&self) -> &Url {
+        self.inner.url()
+    }
+
+    pub fn content_length(&self) -> Option<u64> {
+        self.header("content-length").and_then(|v| v.parse().ok())
+    }
+
+    /// `Content-Type` without parameters, lower-cased (spec §7.2).
+    pub fn media_type(&self) -> Option<String> {
+        self.header("content-type")
+            .map(|ct| {
+                ct.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .filter(|mt| !mt.is_empty())
+    }
+
+    /// The `Location` header resolved against the request URL (spec §6.3 b).
+    pub fn location(&self) -> Result<Url, StoreError> {
+        let loc = self
+            .header(LOCATION.as_str())
+            .ok_or_else(|| StoreError::Invalid("location header missing".into()))?;
+        self.url()
+            .join(loc)
+            .map_err(|e| StoreError::Invalid(format!("invalid location header: {e}")))
+    }
+
+    /// Read the whole body, refusing more than `limit` bytes.
+    pub async fn bytes(mut self, limit: usize) -> Result<Bytes, StoreError> {
+        if self.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(StoreError::SizeExceeded {
+                expected: limit as u64,
+            });
+        }
+        let mut buf = BytesMut::new();
+        loop {
+            let chunk = tokio::time::timeout(IDLE_TIMEOUT, self.inner.chunk())
+                .await
+                .map_err(|_| self.network_error("timed out reading the response"))?
+                .map_err(|e| network_error(&self.host, e))?;
+            let Some(chunk) = chunk else { break };
+            if buf.len() + chunk.len() > limit {
+                return Err(StoreError::SizeExceeded {
+                    expected: limit as u64,
+                });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        drop(self.permit);
+        Ok(buf.freeze())
+    }
+
+    /// The body as a stream of chunks; the gate permit lives inside it, so the request slot
+    /// stays taken while the body is being read (blob downloads).
+    pub fn into_stream(self) -> BlobStream {
+        let Response {
+            inner,
+            permit,
+            host,
+        } = self;
+        inner
+            .bytes_stream()
+            .map(move |item| {
+                let _held = &permit;
+                item.map_err(|e| network_error(&host, e))
+            })
+            .boxed()
+    }
+
+    /// The error this (non-accepted) response stands for.
+    pub async fn into_error(self) -> StoreError {
+        let status = self.status();
+        let retry_after = retry_after(self.headers()).map(|d| d.as_secs());
+        // A body we cannot read only loses the error code, not the status.
+        let body = self.bytes(ERROR_BODY_LIMIT).await.unwrap_or_default();
+        status_error(status, &body, retry_after)
+    }
+
+    fn network_error(&self, detail: &str) -> StoreError {
+        StoreError::Network {
+            host: self.host.clone(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// A registry name's connection settings, HTTP client and auth state.
+pub(crate) struct Host {
+    pub config: HostConfig,
+    http: reqwest::Client,
+    /// One auth state per host, or per repository with `repoAuth` (spec §8.4).
+    auth: Mutex<HashMap<String, Arc<Auth>>>,
+}
+
+impl Host {
+    fn new(mut config: HostConfig, http: reqwest::Client) -> Self {
+        if config.hostname.is_empty() {
+            config.hostname = HostConfig::for_name(&config.name).hostname;
+        }
+        Host {
+            config,
+            http,
+            auth: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn auth(&self, repo: &str) -> Arc<Auth> {
+        let key = if self.config.repo_auth { repo } else { "" };
+        let mut states = self.auth.lock().unwrap();
+        states.entry(key.to_string()).or_default().clone()
+    }
+
+    fn base(&self) -> String {
+        let scheme = match self.config.tls {
+            Tls::Disabled => "http",
+            Tls::Enabled | Tls::Insecure => "https",
+        };
+        format!("{scheme}://{}/v2", self.config.hostname)
+    }
+
+    /// The repository name as the registry sees it: `pathPrefix` in front (spec §3.3). Bearer
+    /// scopes use it too, since the token server authorises the name in the URL.
+    pub fn repo_path(&self, repo: &str) -> String {
+        let prefix = self.config.path_prefix.trim_matches('/');
+        if prefix.is_empty() {
+            repo.to_string()
+        } else {
+            format!("{prefix}/{repo}")
+        }
+    }
+
+    /// `http(s)://hostname/v2[/pathPrefix]/<repo>/<path>` (spec §7.1).
+    pub fn repo_url(&self, repo: &str, path: &str) -> Result<Url, StoreError> {
+        parse_url(&format!("{}/{}/{path}", self.base(), self.repo_path(repo)))
+    }
+
+    /// `_catalog` is registry-wide: no path prefix (spec §3.3).
+    pub fn catalog_url(&self) -> Result<Url, StoreError> {
+        parse_url(&format!("{}/_catalog", self.base()))
+    }
+
+    /// A repository request on this host (see [`Request::repo`]).
+    pub fn request(&self, method: Method, repo: &str, path: &str) -> Result<Request, StoreError> {
+        Ok(Request::repo(
+            method,
+            self.repo_url(repo, path)?,
+            &self.repo_path(repo),
+        ))
+    }
+}
+
+fn parse_url(s: &str) -> Result<Url, StoreError> {
+    Url::parse(s).map_err(|e| StoreError::Invalid(format!("invalid registry URL {s:?}: {e}")))
+}
+
+/// What makes two hosts need different HTTP clients.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+struct TlsKey {
+    insecure: bool,
+    regcert: String,
+    client_cert: String,
+    client_key: String,
+}
+
+impl TlsKey {
+    fn of(h: &HostConfig) -> Self {
+        match h.tls {
+            // Plain http never negotiates TLS: share the default client.
+            Tls::Disabled => TlsKey::default(),
+            Tls::Enabled | Tls::Insecure => TlsKey {
+                insecure: h.tls == Tls::Insecure,
+                regcert: h.regcert.clone(),
+                client_cert: h.client_cert.clone(),
+                client_key: h.client_key.clone(),
+            },
+        }
+    }
+}
+
+/// The HTTP core shared by every operation of a `RegistryStore`.
+pub(crate) struct Client {
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
+    /// For registry names never configured: default TLS.
+    default_http: reqwest::Client,
+    gate: Arc<dyn RequestGate>,
+    pub user_agent: String,
+    pub log: Logger,
+    /// `Warning` texts already logged (spec §7.1: once per distinct text).
+    warnings: Mutex<HashSet<String>>,
+}
+
+impl Client {
+    pub fn new(
+        hosts: Vec<HostConfig>,
+        gate: Arc<dyn RequestGate>,
+        user_agent: String,
+        log: Logger,
+    ) -> Result<Client, RegistryError> {
+        let default_http = build_http(&TlsKey::default(), "", &user_agent, &log)?;
+        // Hosts with the same TLS settings share one client, hence one connection pool.
+        let mut clients = HashMap::from([(TlsKey::default(), default_http.clone())]);
+        let mut by_name = HashMap::new();
+        for config in hosts {
+            let key = TlsKey::of(&config);
+            let http = match clients.get(&key) {
+                Some(http) => http.clone(),
+                None => {
+                    let http = build_http(&key, &config.name, &user_agent, &log)?;
+                    clients.insert(key, http.clone());
+                    http
+                }
+            };
+            by_name.insert(config.name.clone(), Arc::new(Host::new(config, http)));
+        }
+        Ok(Client {
+            hosts: Mutex::new(by_name),
+            default_http,
+            gate,
+            user_agent,
+            log,
+            warnings: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The host for a registry name; names never configured get defaults, kept so that their
+    /// auth state lives on.
+    pub fn host(&self, name: &str) -> Arc<Host> {
+        let mut hosts = self.hosts.lock().unwrap();
+        hosts
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(Host::new(
+                    HostConfig::for_name(name),
+                    self.default_http.clone(),
+                ))
+            })
+            .clone()
+    }
+
+    /// Send a registry request with auth; `Ok` only for a status in `accept`, every other
+    /// status becomes its `StoreError` (spec §7.3).
+    pub async fn send(
+        &self,
+        host: &Host,
+        req: Request,
+        accept: &[u16],
+    ) -> Result<Response, StoreError> {
+        let Request {
+            method,
+            url,
+            headers,
+            mut body,
+            repo,
+            scopes,
+        } = req;
+        let auth = host.auth(&repo);
+        let mut challenged = false;
+        loop {
+            let authorization = auth.authorization(self, host, &scopes).await?;
+            let mut headers = headers.clone();
+            if let Some(value) = &authorization {
+                headers.insert(AUTHORIZATION, value.clone());
+            }
+            let resp = self
+                .execute(host, &method, &url, headers, &mut body)
+                .await?;
+            let status = resp.status();
+            if accept.contains(&status) {
+                return Ok(resp);
+            }
+            if status != 401 || challenged || !body.replayable() {
+                return Err(resp.into_error().await);
+            }
+            let challenges = auth::parse_challenges(resp.headers());
+            // Release the permit before touching the auth state: the token fetch it may
+            // start needs a permit of its own.
+            let err = resp.into_error().await;
+            let challenges = challenges.map_err(|detail| StoreError::Unauthorized {
+                status: 401,
+                detail: Some(detail),
+            })?;
+            let learned = auth
+                .on_challenge(&url, &challenges, authorization.as_ref(), host, &self.log)
+                .await;
+            if !learned {
+                return Err(err);
+            }
+            challenged = true;
+        }
+    }
+
+    /// One request with gate, observation and retries; any status is returned as is.
+    pub async fn execute(
+        &self,
+        host: &Host,
+        method: &Method,
+        url: &Url,
+        headers: HeaderMap,
+        body: &mut Body,
+    ) -> Result<Response, StoreError> {
+        let authority = authority(url);
+        let mut attempt = 0;
+        loop {
+            let bounded = body.is_small();
+            let (reqwest_body, body_error) = body.for_attempt();
+            let mut builder = host
+                .http
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
+            if let Some(b) = reqwest_body {
+                builder = builder.body(b);
+            }
+            let permit = self.gate.acquire(&host.config).await;
+            trace!(self.log, "registry request";
+                "method" => %method, "url" => loggable(url), "attempt" => attempt);
+            let sent = if bounded {
+                match tokio::time::timeout(IDLE_TIMEOUT, builder.send()).await {
+                    Ok(r) => r.map_err(Some),
+                    Err(_) => Err(None),
+                }
+            } else {
+                builder.send().await.map_err(Some)
+            };
+            let replayable = body.replayable();
+            // A source that failed mid-upload is the real story, whatever the server said.
+            let source_error = body_error.and_then(|slot| slot.lock().unwrap().take());
+            let (reason, delay) = match sent {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    self.gate.observe(&host.config, status, resp.headers());
+                    self.log_warnings(resp.headers());
+                    debug!(self.log, "registry response";
+                        "method" => %method, "url" => loggable(url), "status" => status);
+                    if let Some(err) = source_error {
+                        return Err(err);
+                    }
+                    let resp = Response {
+                        inner: resp,
+                        permit,
+                        host: authority.clone(),
+                    };
+                    if !RETRY_STATUSES.contains(&status) || !replayable || attempt >= MAX_RETRIES {
+                        return Ok(resp);
+                    }
+                    let delay = match retry_after(resp.headers()) {
+                        // Longer waits (hub rate limits) are the engine's to schedule.
+                        Some(d) if d > BACKOFF_MAX => return Ok(resp),
+                        Some(d) => d,
+                        None => backoff(attempt),
+                    };
+                    (format!("http {status}"), delay)
+                }
+                Err(e) => {
+                    drop(permit);
+                    let err = match (source_error, e) {
+                        (Some(err), _) => return Err(err),
+                        (None, Some(e)) => {
+                            if e.is_builder() || e.is_redirect() {
+                                return Err(StoreError::Invalid(error_chain(&e.without_url())));
+                            }
+                            network_error(&authority, e)
+                        }
+                        (None, None) => StoreError::Network {
+                            host: authority.clone(),
+                            detail: "timed out waiting for the response".into(),
+                        },
+                    };
+                    if !replayable || attempt >= MAX_RETRIES {
+                        return Err(err);
+                    }
+                    (err.to_string(), backoff(attempt))
+                }
+            };
+            debug!(self.log, "retrying registry request";
+                "method" => %method, "url" => loggable(url), "reason" => reason,
+                "delay_ms" => delay.as_millis() as u64, "attempt" => attempt + 1);
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// Best-effort `DELETE` (cancelling an upload session); failures are only logged.
+    pub async fn delete_quietly(&self, host: &Host, url: Url, repo: &str) {
+        let req = Request::repo(Method::DELETE, url, repo);
+        if let Err(e) = self.send(host, req, &[200, 202, 204]).await {
+            debug!(self.log, "cancelling upload failed"; "error" => %e);
+        }
+    }
+
+    fn log_warnings(&self, headers: &HeaderMap) {
+        for value in headers.get_all("warning") {
+            let Ok(text) = value.to_str() else { continue };
+            // `299 - "text"`: only the text is worth showing.
+            let text = text
+                .split_once('"')
+                .map(|(_, t)| t.trim_end_matches('"'))
+                .unwrap_or(text)
+                .to_string();
+            if self.warnings.lock().unwrap().insert(text.clone()) {
+                warn!(self.log, "Registry warning message"; "warning" => text);
+            }
+        }
+    }
+}
+
+fn build_http(
+    key: &TlsKey,
+    name: &str,
+    user_agent: &str,
+    log: &Logger,
+) -> Result<reqwest::Client, RegistryError> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(user_agent)
+        .redirect(redirect_policy())
+        // The previous URL may be a registry URL carrying upload state: never pass it on.
+        .referer(false)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_keepalive(Duration::from_secs(60))
+        .http2_adaptive_window(true);
+    if key.insecure {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    if !key.regcert.is_empty() {
+        // Spec §7.5: invalid CA material is a warning, the default roots stay in use.
+        match reqwest::Certificate::from_pem_bundle(key.regcert.as_bytes()) {
+            Ok(certs) if !certs.is_empty() => {
+                for cert in certs {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            _ => warn!(log, "Failed to load regcert, using default roots"; "registry" => name),
+        }
+    }
+    match (key.client_cert.is_empty(), key.client_key.is_empty()) {
+        (true, true) => {}
+        (false, false) => {
+            let pem = format!("{}\n{}", key.client_cert, key.client_key);
+            let identity = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| {
+                RegistryError::ClientCert {
+                    registry: name.to_string(),
+                    detail: error_chain(&e),
+                }
+            })?;
+            builder = builder.identity(identity);
+        }
+        _ => {
+            return Err(RegistryError::ClientCert {
+                registry: name.to_string(),
+                detail: "clientCert and clientKey must be set together".into(),
+            })
+        }
+    }
+    builder.build().map_err(|e| RegistryError::HttpClient {
+        registry: name.to_string(),
+        detail: error_chain(&e),
+    })
+}
+
+/// Spec §7.3: at most 10 redirects, never from https to http, never from a remote host to a
+/// local address. reqwest drops `Authorization` itself when a redirect leaves the host.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error("too many redirects");
+        }
+        let verdict = match attempt.previous().last() {
+            Some(from) => redirect_allowed(from, attempt.url()),
+            None => Ok(()),
+        };
+        match verdict {
+            Ok(()) => attempt.follow(),
+            Err(why) => attempt.error(why),
+        }
+    })
+}
+
+/// Whether following a link from `from` to `to` is safe (redirects, token realms).
+pub(crate) fn redirect_allowed(from: &Url, to: &Url) -> Result<(), &'static str> {
+    if from.scheme() == "https" && to.scheme() == "http" {
+        return Err("refusing redirect from https to http");
+    }
+    if !is_local(from) && is_local(to) {
+        return Err("refusing redirect to a local address");
+    }
+    Ok(())
+}
+
+fn is_local(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => is_local_ip(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => is_local_ip(IpAddr::V6(ip)),
+        None => false,
+    }
+}
+
+fn is_local_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => ip.is_loopback() || ip.is_link_local() || ip.is_unspecified(),
+        IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.is_unspecified() || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// 100 ms doubling per attempt, at most 30 s (spec §7.3).
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    BACKOFF_BASE
+        .saturating_mul(1u32 << attempt.min(20))
+        .min(BACKOFF_MAX)
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+/// Map a non-accepted status to its error (spec §7.3), with the registry error code from a
+/// `{"errors":[{"code":...}]}` body when there is one.
+pub(crate) fn status_error(status: u16, body: &[u8], retry_after: Option<u64>) -> StoreError {
+    let code = registry_error_code(body);
+    match status {
+        401 | 403 => StoreError::Unauthorized {
+            status,
+            detail: code,
+        },
+        404 => StoreError::NotFound(code),
+        429 => StoreError::RateLimited { retry_after },
+        _ => {
+            let reason = StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("");
+            let mut text = format!("{status} {reason}").trim_end().to_string();
+            if let Some(code) = code {
+                text = format!("{text}: {code}");
+            }
+            StoreError::HttpStatus { status, text }
+        }
+    }
+}
+
+fn registry_error_code(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let code = v.get("errors")?.get(0)?.get("code")?.as_str()?;
+    Some(code.to_string()).filter(|c| !c.is_empty())
+}
+
+fn network_error(host: &str, e: reqwest::Error) -> StoreError {
+    StoreError::Network {
+        host: host.to_string(),
+        detail: error_chain(&e.without_url()),
+    }
+}
+
+/// An error and its causes on one line. URLs are stripped by the callers (`without_url`):
+/// upload URLs carry session state.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text = format!("{text}: {s_text}");
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// `host[:port]` of a URL, for error messages.
+fn authority(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    }
+}
+
+/// A URL fit for logs: no userinfo, and query values only for parameters we set ourselves
+/// (upload `Location`s carry opaque session state, token URLs the account).
+pub(crate) fn loggable(url: &Url) -> String {
+    const SHOWN: [&str; 8] = [
+        "digest", "mount", "from", "last", "n", "ns", "tag", "service",
+    ];
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if SHOWN.contains(&k.as_ref()) {
+                    v.into_owned()
+                } else {
+                    "redacted".to_string()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(prefix: &str, tls: Tls) -> Host {
+        let config = HostConfig {
+            path_prefix: prefix.into(),
+            tls,
+            ..HostConfig::for_name("reg.example:5000")
+        };
+        Host::new(config, reqwest::Client::new())
+    }
+
+    #[test]
+    fn urls_with_and_without_path_prefix() {
+        let h = host("", Tls::Enabled);
+        assert_eq!(
+            h.repo_url("library/alpine", "manifests/latest")
+                .unwrap()
+                .as_str(),
+            "https://reg.example:5000/v2/library/alpine/manifests/latest"
+        );
+        let h = host("/mirror/hub/", Tls::Disabled);
+        assert_eq!(h.repo_path("a/b"), "mirror/hub/a/b");
+        assert_eq!(
+            h.repo_url("a/b", "blobs/uploads/").unwrap().as_str(),
+            "http://reg.example:5000/v2/mirror/hub/a/b/blobs/uploads/"
+        );
+        // The catalog is registry-wide.
+        assert_eq!(
+            h.catalog_url().unwrap().as_str(),
+            "http://reg.example:5000/v2/_catalog"
+        );
+        let hub = Host::new(HostConfig::for_name("docker.io"), reqwest::Client::new());
+        assert_eq!(
+            hub.repo_url("library/x", "tags/list").unwrap().as_str(),
+            "https://registry-1.docker.io/v2/library/x/tags/list"
+        );
+    }
+
+    #[test]
+    fn scopes_follow_the_method() {
+        let url = Url::parse("http://r/v2/a/manifests/x").unwrap();
+        assert_eq!(
+            Request::repo(Method::HEAD, url.clone(), "p/a").scopes,
+            ["repository:p/a:pull"]
+        );
+        assert_eq!(
+            Request::repo(Method::PUT, url, "p/a").scopes,
+            ["repository:p/a:pull,push"]
+        );
+    }
+
+    #[test]
+    fn status_mapping() {
+        let body = br#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown"}]}"#;
+        match status_error(400, body, None) {
+            StoreError::HttpStatus { status, text } => {
+                assert_eq!(status, 400);
+                assert_eq!(text, "400 Bad Request: MANIFEST_BLOB_UNKNOWN");
+            }
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(
+            status_error(405, b"", None).to_string(),
+            "unexpected http status code: 405 Method Not Allowed [http 405]"
+        );
+        assert!(matches!(
+            status_error(401, b"", None),
+            StoreError::Unauthorized { status: 401, .. }
+        ));
+        assert!(matches!(
+            status_error(403, body, None),
+            StoreError::Unauthorized { status: 403, .. }
+        ));
+        assert!(status_error(404, b"404 page not found", None).is_not_found());
+        assert!(matches!(
+            status_error(429, b"", Some(7)),
+            StoreError::RateLimited {
+                retry_after: Some(7)
+            }
+        ));
+        assert!(status_error(503, b"", None).is_transient());
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(0), Duration::from_millis(100));
+        assert_eq!(backoff(3), Duration::from_millis(800));
+        assert_eq!(backoff(12), BACKOFF_MAX);
+        assert_eq!(backoff(40), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn redirects_refuse_downgrades_and_local_targets() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert!(redirect_allowed(&u("https://r.io/v2/"), &u("https://s3.io/x")).is_ok());
+        assert!(redirect_allowed(&u("https://r.io/v2/"), &u("http://s3.io/x")).is_err());
+        assert!(redirect_allowed(&u("https://r.io/v2/"), &u("https://127.0.0.1/x")).is_err());
+        assert!(redirect_allowed(&u("http://127.0.0.1:5000/"), &u("http://localhost/x")).is_ok());
+        assert!(redirect_allowed(&u("https://r.io/"), &u("https://[fe80::1]/")).is_err());
+    }
+
+    #[test]
+    fn logged_urls_hide_secrets() {
+        let u = Url::parse("https://u:p@r.io/v2/a/blobs/uploads/x?_state=SECRET&digest=sha256:1")
+            .unwrap();
+        let s = loggable(&u);
+        assert!(!s.contains("SECRET") && !s.contains("u:p"), "{s}");
+        assert!(s.contains("digest=sha256%3A1"), "{s}");
+    }
+}

@@ -1,0 +1,130 @@
+//! Manifest HEAD / GET / PUT (spec §6.4, §7.2).
+
+use super::client::{Body, Client};
+use crate::oci::{media, Descriptor, Digest, Manifest};
+use crate::reference::Reference;
+use crate::store::StoreError;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::Method;
+use slog::debug;
+
+/// Spec Appendix B: manifest pull and push limits.
+const PULL_LIMIT: usize = 8 << 20;
+const PUSH_LIMIT: usize = 4 << 20;
+
+/// What to ask for: the digest when the reference has one (it pins the content), else the tag.
+fn lookup(r: &Reference) -> String {
+    match (&r.digest, &r.tag) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.clone(),
+        (None, None) => "latest".into(),
+    }
+}
+
+/// Distribution only serves what `Accept` allows, and some proxies keep only one `Accept`
+/// line: send all types in one header.
+fn accept() -> String {
+    media::MANIFEST_ACCEPT.join(", ")
+}
+
+pub(super) async fn head(client: &Client, r: &Reference) -> Result<Option<Descriptor>, StoreError> {
+    let host = client.host(&r.registry);
+    if !host.config.disable_head {
+        let path = format!("manifests/{}", lookup(r));
+        let req = host
+            .request(Method::HEAD, &r.repository, &path)?
+            .header(ACCEPT, &accept())?;
+        let resp = match client.send(&host, req, &[200]).await {
+            Ok(resp) => resp,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let digest = resp
+            .header("docker-content-digest")
+            .and_then(|d| Digest::parse(d).ok());
+        let media_type = resp.media_type().filter(|mt| media::is_manifest(mt));
+        if let (Some(digest), Some(media_type), Some(size)) =
+            (digest, media_type, resp.content_length())
+        {
+            check_digest(r, &digest)?;
+            return Ok(Some(Descriptor::new(&media_type, digest, size as i64)));
+        }
+        debug!(client.log, "manifest HEAD incomplete, using GET"; "ref" => %r);
+    }
+    match get(client, r).await {
+        Ok(m) => Ok(Some(m.descriptor())),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub(super) async fn get(client: &Client, r: &Reference) -> Result<Manifest, StoreError> {
+    let host = client.host(&r.registry);
+    let path = format!("manifests/{}", lookup(r));
+    let req = host
+        .request(Method::GET, &r.repository, &path)?
+        .header(ACCEPT, &accept())?;
+    let resp = client.send(&host, req, &[200]).await?;
+    let media_type = resp.media_type();
+    let bytes = resp.bytes(PULL_LIMIT).await?;
+    let mut m = Manifest::from_bytes(bytes, media_type.as_deref());
+    if let Some(expected) = &r.digest {
+        if *expected != m.digest {
+            // A sha512 reference: hash the bytes with its algorithm.
+            let mut verifier = expected
+                .verifier()
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            verifier.update(&m.bytes);
+            let (got, ok) = verifier.finish();
+            if !ok {
+                return Err(StoreError::DigestMismatch {
+                    expected: expected.to_string(),
+                    got: got.to_string(),
+                });
+            }
+            m.digest = expected.clone();
+        }
+    }
+    Ok(m)
+}
+
+pub(super) async fn put(client: &Client, r: &Reference, m: &Manifest) -> Result<(), StoreError> {
+    if m.bytes.len() > PUSH_LIMIT {
+        return Err(StoreError::SizeExceeded {
+            expected: PUSH_LIMIT as u64,
+        });
+    }
+    let target = match (&r.tag, &r.digest) {
+        (Some(tag), _) => tag.clone(),
+        (None, Some(d)) => {
+            check_digest(r, &m.digest)?;
+            d.to_string()
+        }
+        (None, None) => m.digest.to_string(),
+    };
+    let host = client.host(&r.registry);
+    let req = host
+        .request(Method::PUT, &r.repository, &format!("manifests/{target}"))?
+        .header(CONTENT_TYPE, &m.media_type)?
+        .body(Body::Bytes(m.bytes.clone()));
+    let resp = client.send(&host, req, &[201]).await?;
+    if let Some(got) = resp.header("docker-content-digest") {
+        if got != m.digest.as_str() {
+            return Err(StoreError::DigestMismatch {
+                expected: m.digest.to_string(),
+                got: got.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_digest(r: &Reference, got: &Digest) -> Result<(), StoreError> {
+    match &r.digest {
+        Some(expected) if expected != got => Err(StoreError::DigestMismatch {
+            expected: expected.to_string(),
+            got: got.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
