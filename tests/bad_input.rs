@@ -96,7 +96,12 @@ fn unknown_step_type() {
     );
     let out = regsync(&["once"], &config(&[&src, &dst], 0, &[step]));
     out.assert_fail();
-    out.assert_one_error_line(&["invalid input", &src.r("a:v1")]);
+    out.assert_one_error_line(&[
+        "invalid input",
+        &src.r("a:v1"),
+        "mirror-everything",
+        "sync[0]",
+    ]);
     let e = out.logs("Type not recognized, must be one of: registry, repository, or image");
     assert_eq!(e.len(), 1, "{}", out.dump());
     assert_eq!(e[0]["level"], "ERROR");

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// How to reach one registry name (spec §3.3), after creds/docker-config merging.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Its `Debug` output hides the secrets, so it is safe in logs and test failures.
+#[derive(Clone, Default, PartialEq)]
 pub struct HostConfig {
     /// Registry name as used in references (`docker.io`, `127.0.0.1:5000`).
     pub name: String,
@@ -69,6 +70,30 @@ impl HostConfig {
         } else {
             3
         }
+    }
+}
+
+impl std::fmt::Debug for HostConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |s: &str| if s.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("HostConfig")
+            .field("name", &self.name)
+            .field("hostname", &self.hostname)
+            .field("tls", &self.tls)
+            .field("user", &self.user)
+            .field("pass", &secret(&self.pass))
+            .field("token", &secret(&self.token))
+            .field("regcert", &self.regcert.len())
+            .field("client_cert", &self.client_cert.len())
+            .field("client_key", &secret(&self.client_key))
+            .field("path_prefix", &self.path_prefix)
+            .field("req_concurrent", &self.req_concurrent)
+            .field("req_per_sec", &self.req_per_sec)
+            .field("blob_chunk", &self.blob_chunk)
+            .field("blob_max", &self.blob_max)
+            .field("repo_auth", &self.repo_auth)
+            .field("disable_head", &self.disable_head)
+            .finish()
     }
 }
 
@@ -197,5 +222,26 @@ impl Store for RegistryStore {
         pages: mpsc::Sender<Vec<String>>,
     ) -> Result<(), StoreError> {
         listing::catalog(&self.client, registry, pages).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_config_debug_hides_secrets() {
+        let h = HostConfig {
+            user: "alice".into(),
+            pass: "hunter2".into(),
+            token: "tok3n".into(),
+            client_key: "-----BEGIN PRIVATE KEY-----".into(),
+            ..HostConfig::for_name("r.io")
+        };
+        let text = format!("{h:?}");
+        assert!(text.contains("alice") && text.contains("r.io"), "{text}");
+        for secret in ["hunter2", "tok3n", "PRIVATE KEY"] {
+            assert!(!text.contains(secret), "{text}");
+        }
     }
 }

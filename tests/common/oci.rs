@@ -485,7 +485,7 @@ async fn send(host: &str, auth: &Option<(String, String)>, req: Req<'_>) -> reqw
 
 /// Parse `Bearer realm="x",service="y",scope="z"` into key/value pairs.
 pub fn parse_challenge(h: &str) -> Vec<(String, String)> {
-    let rest = h.splitn(2, ' ').nth(1).unwrap_or("");
+    let rest = h.split_once(' ').map(|x| x.1).unwrap_or("");
     let mut out = Vec::new();
     let mut chars = rest.chars().peekable();
     loop {
