@@ -22,7 +22,8 @@ impl Verbosity {
         if s == "trace" {
             return Ok(Verbosity(Self::TRACE));
         }
-        let err = || format!("unable to parse verbosity {s}: slog: level string {s:?}: unknown name");
+        let err =
+            || format!("unable to parse verbosity {s}: slog: level string {s:?}: unknown name");
         let split = s.find(['+', '-']).unwrap_or(s.len());
         let (name, offset) = s.split_at(split);
         let base = match name.to_ascii_lowercase().as_str() {
@@ -132,8 +133,7 @@ impl<W: std::io::Write + Send> Drain for RegsyncDrain<W> {
 /// Go slog's text handler quotes values with spaces, quotes, `=` or control characters.
 fn quote(v: &str) -> String {
     let needs = v.is_empty()
-        || v
-            .chars()
+        || v.chars()
             .any(|c| c.is_whitespace() || c == '"' || c == '=' || c.is_control());
     if needs {
         format!("{v:?}")

@@ -55,7 +55,11 @@ fn run(cli: Cli) -> Result<(), Vec<String>> {
             Ok(())
         }
         Command::Once(flags) => {
-            let mode = if flags.missing { Mode::Missing } else { Mode::Copy };
+            let mode = if flags.missing {
+                Mode::Missing
+            } else {
+                Mode::Copy
+            };
             run_engine(&cli, log, mode, flags.run.abort_on_error)
         }
         Command::Check(flags) => run_engine(&cli, log, Mode::Check, flags.abort_on_error),
@@ -70,7 +74,12 @@ fn load(cli: &Cli) -> Result<Config, Vec<String>> {
     Config::load(path).map_err(|e| vec![e.to_string()])
 }
 
-fn run_engine(cli: &Cli, log: slog::Logger, mode: Mode, abort_on_error: bool) -> Result<(), Vec<String>> {
+fn run_engine(
+    cli: &Cli,
+    log: slog::Logger,
+    mode: Mode,
+    abort_on_error: bool,
+) -> Result<(), Vec<String>> {
     let config = load(cli)?;
     let system = actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()

@@ -168,9 +168,17 @@ pub struct Platform {
     pub architecture: String,
     #[serde(default)]
     pub os: String,
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
-    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.features",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_features: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
@@ -286,7 +294,11 @@ impl Manifest {
     }
 
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(&self.media_type, self.digest.clone(), self.bytes.len() as i64)
+        Descriptor::new(
+            &self.media_type,
+            self.digest.clone(),
+            self.bytes.len() as i64,
+        )
     }
 
     pub fn is_index(&self) -> bool {
@@ -330,7 +342,12 @@ fn infer_media_type(bytes: &[u8]) -> String {
         let docker = children
             .first()
             .is_some_and(|c| c.media_type.starts_with("application/vnd.docker."));
-        return if docker { media::DOCKER_LIST } else { media::OCI_INDEX }.into();
+        return if docker {
+            media::DOCKER_LIST
+        } else {
+            media::OCI_INDEX
+        }
+        .into();
     }
     if let Some(config) = body.config {
         if config.media_type.starts_with("application/vnd.docker.") {

@@ -80,8 +80,12 @@ pub trait Store: Send + Sync {
     async fn manifest_get(&self, r: &Reference) -> Result<Manifest, StoreError>;
     /// Push the exact bytes under `r`'s tag, or by digest when it has none. `child` manifests
     /// (platform children, referrers) are not given a top-level entry where that matters (ocidir).
-    async fn manifest_put(&self, r: &Reference, m: &Manifest, child: bool)
-        -> Result<(), StoreError>;
+    async fn manifest_put(
+        &self,
+        r: &Reference,
+        m: &Manifest,
+        child: bool,
+    ) -> Result<(), StoreError>;
     /// Does the repository hold this blob?
     async fn blob_head(&self, repo: &Reference, digest: &Digest) -> Result<bool, StoreError>;
     /// Stream a blob. The stream is already wrapped by [`verified`].
@@ -108,6 +112,13 @@ pub trait Store: Send + Sync {
         repo: &Reference,
         pages: mpsc::Sender<Vec<String>>,
     ) -> Result<(), StoreError>;
+    /// An image copy into `r` begins. Paired with [`Store::close`]; an OCI layout uses the
+    /// pair to garbage-collect only when no copy into it is in flight.
+    async fn open(&self, _r: &Reference) {}
+    /// An image copy into `r` ended (successfully or not). Spec §5.5 step 15.
+    async fn close(&self, _r: &Reference) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Send the registry's repositories page by page (`_catalog`). `registry` is a reference
     /// whose repository is empty.
     async fn catalog(
@@ -121,7 +132,11 @@ pub trait Store: Send + Sync {
 /// pass through. The last item is an error on any mismatch, so an upload fed by this
 /// stream is aborted rather than committed.
 pub fn verified(desc: &Descriptor, inner: BlobStream) -> BlobStream {
-    let expected_size = if desc.size >= 0 { Some(desc.size as u64) } else { None };
+    let expected_size = if desc.size >= 0 {
+        Some(desc.size as u64)
+    } else {
+        None
+    };
     let verifier = match desc.digest.verifier() {
         Ok(v) => v,
         Err(e) => {
@@ -193,7 +208,12 @@ mod tests {
     #[tokio::test]
     async fn verified_stream_checks_size_and_digest() {
         let d = Descriptor::new("x", Digest::sha256_of(b"abcdef"), 6);
-        assert_eq!(drain(verified(&d, stream_of(vec![b"abc", b"def"]))).await.unwrap(), b"abcdef");
+        assert_eq!(
+            drain(verified(&d, stream_of(vec![b"abc", b"def"])))
+                .await
+                .unwrap(),
+            b"abcdef"
+        );
         let short = drain(verified(&d, stream_of(vec![b"abc"]))).await;
         assert!(matches!(short, Err(StoreError::ShortRead { .. })));
         let bad = drain(verified(&d, stream_of(vec![b"abc", b"deF"]))).await;

@@ -126,16 +126,8 @@ async fn move_blob(
     if source.same_repository(&target) {
         return Ok(BlobMoved::Present);
     }
-    match tgt_store.blob_head(&target, digest).await {
-        Ok(true) => {
-            bump(&run.counters.blobs_skipped);
-            slog::debug!(run.log, "Blob copy skipped, already exists";
-                "source" => %source, "target" => %target, "digest" => %digest);
-            return Ok(BlobMoved::Present);
-        }
-        Ok(false) => {}
-        Err(e) => slog::debug!(run.log, "Blob HEAD failed, copying"; "target" => %target, "err" => %e),
-    }
+    // A mount answers 201 whether or not the blob was there already, so with a lender it
+    // replaces the HEAD (one request instead of two).
     if let Some(from) = from {
         match tgt_store.blob_mount(&target, &from, digest).await {
             Ok(true) => {
@@ -147,6 +139,18 @@ async fn move_blob(
             Ok(false) => {}
             Err(e) => slog::warn!(run.log, "Failed to mount blob";
                 "source" => %from, "target" => %target, "digest" => %digest, "err" => %e),
+        }
+    }
+    match tgt_store.blob_head(&target, digest).await {
+        Ok(true) => {
+            bump(&run.counters.blobs_skipped);
+            slog::debug!(run.log, "Blob copy skipped, already exists";
+                "source" => %source, "target" => %target, "digest" => %digest);
+            return Ok(BlobMoved::Present);
+        }
+        Ok(false) => {}
+        Err(e) => {
+            slog::debug!(run.log, "Blob HEAD failed, copying"; "target" => %target, "err" => %e)
         }
     }
     let mut attempt = 0;
@@ -179,16 +183,20 @@ async fn stream_once(
 ) -> Result<u64, CopyError> {
     let src_store = run.stores.for_ref(source);
     let tgt_store = run.stores.for_ref(target);
-    let body = src_store
-        .blob_get(source, desc)
-        .await
-        .map_err(|e| CopyError::store(format!("failed to get blob {} from {source}", desc.digest), e))?;
+    let body = src_store.blob_get(source, desc).await.map_err(|e| {
+        CopyError::store(
+            format!("failed to get blob {} from {source}", desc.digest),
+            e,
+        )
+    })?;
     let counted = Arc::new(AtomicU64::new(0));
     let body = counting(body, counted.clone(), run.clone());
-    tgt_store
-        .blob_put(target, desc, body)
-        .await
-        .map_err(|e| CopyError::store(format!("failed to push blob {} to {target}", desc.digest), e))?;
+    tgt_store.blob_put(target, desc, body).await.map_err(|e| {
+        CopyError::store(
+            format!("failed to push blob {} to {target}", desc.digest),
+            e,
+        )
+    })?;
     Ok(counted.load(Ordering::Relaxed))
 }
 

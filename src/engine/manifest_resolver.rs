@@ -93,10 +93,7 @@ impl ImageJob {
                     slog::error!(self.log(), "Failed to sync";
                         "target" => %target, "source" => %source, "error" => %e);
                 }
-                ImageOutcome::Failed(format!(
-                    "{} {source} -> {target}: {e}",
-                    self.step.name()
-                ))
+                ImageOutcome::Failed(format!("{} {source} -> {target}: {e}", self.step.name()))
             }
         }
     }
@@ -123,14 +120,22 @@ impl ImageJob {
                 return Err(CopyError::store("failed to lookup source manifest", e));
             }
         };
-        // Any failure to read the target means "absent" (spec §5.5 step 3).
-        let tgt_desc = stores
-            .for_ref(target)
-            .manifest_head(target)
-            .await
-            .ok()
-            .flatten();
-        let matches = tgt_desc.as_ref().is_some_and(|t| t.digest == src_desc.digest);
+        // A failure to read the target means "absent" (spec §5.5 step 3), except when the
+        // target cannot be reached at all: then nothing can be copied (spec §6.2 step 2).
+        let tgt_desc = match stores.for_ref(target).manifest_head(target).await {
+            Ok(d) => d,
+            Err(e @ StoreError::Network { .. }) => {
+                return Err(CopyError::store("failed to access target registry", e))
+            }
+            Err(e) => {
+                slog::debug!(self.log(), "Target lookup failed, treating as absent";
+                    "target" => %target, "error" => %e);
+                None
+            }
+        };
+        let matches = tgt_desc
+            .as_ref()
+            .is_some_and(|t| t.digest == src_desc.digest);
         let fast = self.step.flag(step.fast_check);
         let recursive = self.step.flag(step.force_recursive)
             || self.step.flag(step.referrers)
@@ -172,11 +177,16 @@ impl ImageJob {
         slog::debug!(self.log(), "Image sync running"; "source" => %source, "target" => %target);
         // Fetch by digest so a tag moving upstream mid-copy cannot mix two versions.
         let src_by_digest = source.with_digest(&src_desc.digest);
+        let tgt_store = stores.for_ref(target);
+        tgt_store.open(target).await;
         let copy = self.copy_manifest(src_by_digest, target.clone(), src_desc, false);
         let result = tokio::select! {
             r = copy => r,
             _ = cancel.cancelled() => Err(CopyError::Canceled),
         };
+        if let Err(e) = tgt_store.close(target).await {
+            slog::error!(self.log(), "Error closing ref"; "ref" => %target, "error" => %e);
+        }
         match result {
             Ok(()) => Ok(ImageOutcome::Copied),
             Err(e) => {
@@ -268,7 +278,8 @@ impl ImageJob {
         }
         slog::debug!(self.log(), "Copy platform"; "source" => %child_src, "target" => %child_tgt,
             "platform" => child.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture)).unwrap_or_default());
-        self.copy_manifest(child_src, child_tgt, child.clone(), true).await
+        self.copy_manifest(child_src, child_tgt, child.clone(), true)
+            .await
     }
 
     async fn copy_blob(
@@ -296,7 +307,9 @@ impl ImageJob {
                     "source" => %src, "target" => %tgt, "layer" => %blob.digest, "err" => %e);
                 Err(e)
             }
-            Err(e) => Err(CopyError::Invalid(format!("internal error: blob mover: {e}"))),
+            Err(e) => Err(CopyError::Invalid(format!(
+                "internal error: blob mover: {e}"
+            ))),
         }
     }
 }

@@ -138,7 +138,11 @@ pub struct EngineOptions {
 }
 
 impl Engine {
-    pub fn start(config: &Config, opts: EngineOptions, log: slog::Logger) -> Result<Engine, EngineError> {
+    pub fn start(
+        config: &Config,
+        opts: EngineOptions,
+        log: slog::Logger,
+    ) -> Result<Engine, EngineError> {
         let gate = Arc::new(throttler::ThrottleGate::new(log.clone()));
         let mut base = Vec::new();
         if !config.defaults.skip_docker_config {
@@ -152,7 +156,10 @@ impl Engine {
             slog::warn!(log, "{}", w);
         }
         let user_agent = if config.defaults.user_agent.is_empty() {
-            format!("regclient/regsync (regsync-rs {})", env!("CARGO_PKG_VERSION"))
+            format!(
+                "regclient/regsync (regsync-rs {})",
+                env!("CARGO_PKG_VERSION")
+            )
         } else {
             config.defaults.user_agent.clone()
         };
@@ -189,7 +196,11 @@ impl Engine {
                 })
             })
             .collect();
-        match self.scheduler.send(messages::RunSteps { steps, mode }).await {
+        match self
+            .scheduler
+            .send(messages::RunSteps { steps, mode })
+            .await
+        {
             Ok(report) => report,
             Err(e) => RunReport {
                 errors: vec![format!("internal error: scheduler stopped: {e}")],

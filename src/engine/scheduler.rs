@@ -35,7 +35,13 @@ impl Handler<RunSteps> for Scheduler {
             let list = |step| {
                 let lister = lister.clone();
                 async move {
-                    match lister.send(ListStep { step, mode: msg.mode }).await {
+                    match lister
+                        .send(ListStep {
+                            step,
+                            mode: msg.mode,
+                        })
+                        .await
+                    {
                         Ok(r) => r.errors,
                         Err(e) => vec![format!("internal error: tag lister: {e}")],
                     }

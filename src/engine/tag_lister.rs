@@ -96,7 +96,10 @@ impl StepLister {
         };
         let result = match step.kind.as_str() {
             "image" => self.image(&step.source, &step.target, &mut pending).await,
-            "repository" => self.repository(&step.source, &step.target, &mut pending).await,
+            "repository" => {
+                self.repository(&step.source, &step.target, &mut pending)
+                    .await
+            }
             "registry" => self.registry(&mut pending).await,
             other => {
                 slog::error!(self.log(), "Type not recognized, must be one of: registry, repository, or image";
@@ -116,7 +119,11 @@ impl StepLister {
         StepResult { errors }
     }
 
-    fn dispatch(&self, source: Reference, target: Reference) -> futures::future::BoxFuture<'static, ImageOutcome> {
+    fn dispatch(
+        &self,
+        source: Reference,
+        target: Reference,
+    ) -> futures::future::BoxFuture<'static, ImageOutcome> {
         let msg = SyncImage {
             step: self.step.clone(),
             source,
@@ -151,7 +158,12 @@ impl StepLister {
     }
 
     /// Spec §5.3: list, filter, (missing: drop existing), one image job per tag.
-    async fn repository(&self, source: &str, target: &str, pending: &mut Pending) -> Result<(), String> {
+    async fn repository(
+        &self,
+        source: &str,
+        target: &str,
+        pending: &mut Pending,
+    ) -> Result<(), String> {
         let src = self.parse("source", source)?;
         let tgt = self.parse("target", target)?;
         let step = &self.step.step;
@@ -190,7 +202,11 @@ impl StepLister {
                 format!("{} source {source:?}: {e}", self.step.name())
             })?;
             if let Some(existing) = &existing {
-                selected_all.extend(selected.into_iter().filter(|t| existing.binary_search(t).is_err()));
+                selected_all.extend(
+                    selected
+                        .into_iter()
+                        .filter(|t| existing.binary_search(t).is_err()),
+                );
                 continue;
             }
             for tag in selected {
@@ -206,7 +222,10 @@ impl StepLister {
         }
         if let Err(e) = listing_result {
             slog::error!(self.log(), "Failed getting source tags"; "source" => %src, "error" => %e);
-            return Err(format!("{} source {source:?}: failed getting source tags: {e}", self.step.name()));
+            return Err(format!(
+                "{} source {source:?}: failed getting source tags: {e}",
+                self.step.name()
+            ));
         }
         if existing.is_some() {
             selected_all.sort();
@@ -222,7 +241,13 @@ impl StepLister {
         Ok(())
     }
 
-    async fn dispatch_tag(&self, source: &str, target: &str, tag: &str, pending: &mut Pending) -> Result<(), String> {
+    async fn dispatch_tag(
+        &self,
+        source: &str,
+        target: &str,
+        tag: &str,
+        pending: &mut Pending,
+    ) -> Result<(), String> {
         if self.step.run.cancel.is_cancelled() {
             return Ok(());
         }
@@ -303,7 +328,10 @@ impl StepLister {
         if let Err(e) = listing_result {
             slog::error!(self.log(), "Failed to list source repositories"; "source" => source, "error" => %e);
             // regsync reports only the catalog error here (spec §5.2).
-            return Err(format!("{} source {source:?}: failed to list source repositories: {e}", self.step.name()));
+            return Err(format!(
+                "{} source {source:?}: failed to list source repositories: {e}",
+                self.step.name()
+            ));
         }
         if !repo_errors.is_empty() {
             return Err(repo_errors.join("\n"));
@@ -311,4 +339,3 @@ impl StepLister {
         Ok(())
     }
 }
-

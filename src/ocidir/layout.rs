@@ -6,7 +6,10 @@
 //! * `blobs/<alg>/<hex>` — manifests and blobs, streamed to a uniquely named temp file in the
 //!   same directory, verified (size and digest), then renamed: a crash or a mismatch never
 //!   leaves a file under a digest name.
+//! * Garbage collection (spec §10.4, [`super::gc`]) runs when the last image copy into a
+//!   modified layout closes (`Store::open` / `Store::close`).
 
+use super::gc::{self, InFlight, Release};
 use crate::oci::{media, Descriptor, Digest, Manifest};
 use crate::reference::{Reference, Scheme};
 use crate::store::{verified, BlobStream, Store, StoreError};
@@ -225,6 +228,10 @@ async fn write_blob(
     body: BlobStream,
 ) -> Result<bool, StoreError> {
     let dest = blob_path(layout, &desc.digest)?;
+    let key = lock_key(layout);
+    // registered before the existence check, so a concurrent GC cannot delete the file
+    // between that check and our caller using it
+    let _in_flight = InFlight::new(&key, &desc.digest);
     if let Ok(meta) = tokio::fs::metadata(&dest).await {
         if meta.is_file() && (desc.size < 0 || meta.len() == desc.size as u64) {
             return Ok(false);
@@ -259,6 +266,8 @@ async fn write_blob(
     .await;
     if res.is_err() {
         let _ = tokio::fs::remove_file(&tmp).await;
+    } else {
+        gc::mark_modified(&key);
     }
     res.map(|_| true)
 }
@@ -326,6 +335,7 @@ async fn write_index(dir: &Path, index: &IndexFile) -> Result<(), StoreError> {
     index.media_type = Some(media::OCI_INDEX.to_string());
     let data = serde_json::to_vec(&index)
         .map_err(|e| StoreError::Invalid(format!("encoding {INDEX_FILE}: {e}")))?;
+    gc::mark_modified(&lock_key(dir));
     write_atomic(dir, INDEX_FILE, &data).await?;
     write_atomic(dir, LAYOUT_FILE, LAYOUT_CONTENT).await
 }
@@ -371,6 +381,71 @@ impl OciDirStore {
             .or_insert_with(|| Arc::new(Mutex::new(())))
             .clone();
         m.lock_owned().await
+    }
+
+    /// Garbage-collect the layout (spec §10.4): under the index lock, delete every file under
+    /// `blobs/<alg>/` not reachable from `index.json`. Deletes nothing when `index.json` is
+    /// missing or any manifest it reaches cannot be read (warning), when a copy into the
+    /// layout is in flight, or for digests being written; temp files only when stale.
+    async fn collect(&self, dir: &Path, key: &Path) -> Result<(), StoreError> {
+        let _guard = Self::lock_layout(dir).await;
+        let layout = dir.display().to_string();
+        if gc::is_held(key) {
+            // a copy started while we waited; its close collects
+            gc::mark_modified(key);
+            slog::debug!(self.log, "ocidir GC deferred, layout in use"; "layout" => &layout);
+            return Ok(());
+        }
+        match tokio::fs::metadata(dir.join(INDEX_FILE)).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                slog::debug!(self.log, "ocidir GC skipped, no index"; "layout" => &layout);
+                return Ok(());
+            }
+            Err(e) => return Err(io_err("stat", &dir.join(INDEX_FILE), e)),
+        }
+        let skip = |reason: String| {
+            gc::mark_modified(key);
+            slog::warn!(self.log, "ocidir garbage collection skipped, nothing deleted";
+                "layout" => &layout, "reason" => reason);
+            Ok(())
+        };
+        let index = match read_index(dir).await {
+            Ok(i) => i,
+            Err(e) => return skip(e.to_string()),
+        };
+        let mut roots = index.manifests.clone();
+        roots.extend(index.subject.clone());
+        let reachable = match gc::reachable(dir, &roots).await {
+            Ok(r) => r,
+            Err(reason) => return skip(reason),
+        };
+        slog::debug!(self.log, "ocidir GC running";
+            "layout" => &layout, "reachable" => reachable.len());
+        let (d, k) = (dir.to_path_buf(), key.to_path_buf());
+        let now = std::time::SystemTime::now();
+        let swept = tokio::task::spawn_blocking(move || gc::sweep(&d, &k, &reachable, now))
+            .await
+            .map_err(|e| StoreError::Io(format!("ocidir GC of {layout}: {e}")))?;
+        for f in &swept.removed {
+            slog::debug!(self.log, "ocidir garbage collect"; "layout" => &layout, "file" => f);
+        }
+        if swept.interrupted {
+            gc::mark_modified(key);
+            slog::debug!(self.log, "ocidir GC interrupted, layout in use"; "layout" => &layout);
+        }
+        slog::debug!(self.log, "ocidir GC done"; "layout" => &layout,
+            "removed" => swept.removed.len(), "kept_in_flight" => swept.kept_in_flight);
+        match swept.errors.first() {
+            None => Ok(()),
+            Some(first) => {
+                gc::mark_modified(key);
+                Err(StoreError::Io(format!(
+                    "ocidir garbage collection of {layout}: {first} ({} error(s))",
+                    swept.errors.len()
+                )))
+            }
+        }
     }
 
     /// Find the manifest `r` names: its index entry (if listed) and digest. `None` when the
@@ -482,6 +557,8 @@ impl Store for OciDirStore {
             }
         }
         init_layout(&dir).await?;
+        // protect the manifest blob from GC until the index lists it
+        let _in_flight = InFlight::new(&lock_key(&dir), &m.digest);
         let desc = Descriptor::new(&m.media_type, m.digest.clone(), m.bytes.len() as i64);
         let body = futures::stream::once(futures::future::ready(Ok(m.bytes.clone()))).boxed();
         write_blob(&dir, &desc, body).await?;
@@ -587,6 +664,25 @@ impl Store for OciDirStore {
             .send(tags.into_iter().collect())
             .await
             .map_err(|_| StoreError::Canceled)
+    }
+
+    async fn open(&self, r: &Reference) {
+        if let Ok(dir) = layout_dir(r) {
+            gc::hold(&lock_key(&dir));
+        }
+    }
+
+    async fn close(&self, r: &Reference) -> Result<(), StoreError> {
+        let dir = layout_dir(r)?;
+        let key = lock_key(&dir);
+        let (release, unpaired) = gc::release(&key);
+        if unpaired {
+            slog::debug!(self.log, "ocidir close without open"; "layout" => &r.path);
+        }
+        match release {
+            Release::StillHeld | Release::Unmodified => Ok(()),
+            Release::Collect => self.collect(&dir, &key).await,
+        }
     }
 
     async fn catalog(

@@ -34,6 +34,9 @@ pub(super) async fn head(
     }
 }
 
+/// The download is lazy: the GET is sent when the stream is first polled. A copy therefore
+/// holds no source request slot while it waits for the target's upload session (POST), only
+/// while bytes actually flow.
 pub(super) async fn get(
     client: Arc<Client>,
     repo: &Reference,
@@ -41,34 +44,22 @@ pub(super) async fn get(
 ) -> Result<BlobStream, StoreError> {
     let host = client.host(&repo.registry);
     let path = format!("blobs/{}", desc.digest);
-    let resp = client
-        .send(
-            &host,
-            host.request(Method::GET, &repo.repository, &path)?,
-            &[200],
-        )
-        .await?;
-    let announced = resp.content_length();
-    let expected = u64::try_from(desc.size).ok();
-    if let (Some(announced), Some(expected)) = (announced, expected) {
-        if announced != expected {
-            return Err(StoreError::Invalid(format!(
-                "blob {}: registry announces {announced} bytes, descriptor says {expected}",
-                desc.digest
-            )));
-        }
-    }
+    // Build the request once up front so a malformed reference fails here, not mid-upload.
+    host.request(Method::GET, &repo.repository, &path)?;
     let download = Download {
         source: Source {
             client,
             host,
             repo: repo.repository.clone(),
             path,
+            digest: desc.digest.clone(),
+            expected: u64::try_from(desc.size).ok(),
         },
-        total: expected.or(announced),
+        total: u64::try_from(desc.size).ok(),
         offset: 0,
         resumes: 0,
-        body: Some(resp.into_stream()),
+        started: false,
+        body: None,
     };
     Ok(verified(desc, download.into_stream()))
 }
@@ -80,13 +71,25 @@ struct Download {
     total: Option<u64>,
     offset: u64,
     resumes: u32,
-    /// None once finished or failed.
+    /// Whether the first GET has been sent.
+    started: bool,
+    /// None before the first poll and once finished or failed.
     body: Option<BlobStream>,
 }
 
 impl Download {
     fn into_stream(self) -> BlobStream {
         futures::stream::unfold(self, |mut d| async move {
+            if !d.started {
+                d.started = true;
+                match d.source.first().await {
+                    Ok((body, announced)) => {
+                        d.total = d.total.or(announced);
+                        d.body = Some(body);
+                    }
+                    Err(e) => return Some((Err(e), d)),
+                }
+            }
             loop {
                 let body = d.body.as_mut()?;
                 let interruption = match tokio::time::timeout(IDLE_TIMEOUT, body.next()).await {
@@ -132,9 +135,28 @@ struct Source {
     host: Arc<Host>,
     repo: String,
     path: String,
+    digest: Digest,
+    expected: Option<u64>,
 }
 
 impl Source {
+    /// The initial GET; a registry announcing another size than the descriptor is refused
+    /// before any byte is forwarded.
+    async fn first(&self) -> Result<(BlobStream, Option<u64>), StoreError> {
+        let req = self.host.request(Method::GET, &self.repo, &self.path)?;
+        let resp = self.client.send(&self.host, req, &[200]).await?;
+        let announced = resp.content_length();
+        if let (Some(announced), Some(expected)) = (announced, self.expected) {
+            if announced != expected {
+                return Err(StoreError::Invalid(format!(
+                    "blob {}: registry announces {announced} bytes, descriptor says {expected}",
+                    self.digest
+                )));
+            }
+        }
+        Ok((resp.into_stream(), announced))
+    }
+
     /// `Range: bytes=<offset>-`; only a 206 starting exactly at `offset` will do.
     async fn resume(&self, offset: u64) -> Result<BlobStream, StoreError> {
         let req = self
