@@ -18,6 +18,7 @@ use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tokio::sync::Semaphore;
 
 type Move = Shared<BoxFuture<'static, Result<BlobMoved, CopyError>>>;
 
@@ -31,6 +32,10 @@ pub struct BlobMover {
     in_flight: HashMap<String, Move>,
     /// `<target registry key>@<digest>` → a repository there that has it (or is getting it).
     known: HashMap<String, (Reference, Move)>,
+    /// A stream from a registry into itself needs two request slots of the same host (GET
+    /// inside the PUT). Letting one such stream run at a time keeps the host's slots from all
+    /// being held by PUTs waiting for their GETs (deadlock) whenever `reqConcurrent` ≥ 2.
+    same_registry_streams: Arc<Semaphore>,
 }
 
 impl BlobMover {
@@ -39,6 +44,7 @@ impl BlobMover {
             run,
             in_flight: HashMap::new(),
             known: HashMap::new(),
+            same_registry_streams: Arc::new(Semaphore::new(1)),
         }
     }
 }
@@ -78,13 +84,14 @@ impl Handler<MoveBlob> for BlobMover {
         };
         let target_repo = msg.target.repo_only();
         let run = self.run.clone();
+        let same_registry_streams = self.same_registry_streams.clone();
         let job = async move {
             if let Some((_, Some(mv))) = &lender {
                 // Wait for the lender's own upload; its outcome does not matter here.
                 let _ = mv.clone().await;
             }
             let from = lender.map(|(r, _)| r);
-            on_pool(move_blob(run, msg, from), |e| Err(CopyError::Invalid(e))).await
+            on_pool(move_blob(run, msg, from, same_registry_streams), |e| Err(CopyError::Invalid(e))).await
         };
         let mv: Move = job.boxed().shared();
         self.in_flight.insert(key.clone(), mv.clone());
@@ -114,6 +121,7 @@ async fn move_blob(
     run: Arc<RunCtx>,
     msg: MoveBlob,
     from: Option<Reference>,
+    same_registry_streams: Arc<Semaphore>,
 ) -> Result<BlobMoved, CopyError> {
     let MoveBlob {
         source,
@@ -159,6 +167,11 @@ async fn move_blob(
         if run.cancel.is_cancelled() {
             return Err(CopyError::Canceled);
         }
+        let _one_at_a_time = if source.same_registry(&target) {
+            same_registry_streams.clone().acquire_owned().await.ok()
+        } else {
+            None
+        };
         let result = stream_once(&run, &source, &target, &desc).await;
         match result {
             Ok(bytes) => {

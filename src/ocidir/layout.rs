@@ -1203,4 +1203,256 @@ mod tests {
         assert!(idx.set(Some("c"), d(5, Some("c"))));
         assert_eq!(idx.manifests.len(), 4);
     }
+
+    // ---- garbage collection (spec §10.4) ----
+
+    /// Put `data` as a blob; its descriptor.
+    async fn put_blob(s: &OciDirStore, dir: &Path, mt: &str, data: &[u8]) -> Descriptor {
+        let desc = Descriptor::new(mt, Digest::sha256_of(data), data.len() as i64);
+        let body =
+            futures::stream::once(futures::future::ready(Ok(Bytes::copy_from_slice(data)))).boxed();
+        s.blob_put(&oref(dir, ""), &desc, body).await.unwrap();
+        desc
+    }
+
+    fn json_manifest(v: serde_json::Value) -> Manifest {
+        Manifest::from_bytes(Bytes::from(serde_json::to_vec(&v).unwrap()), None)
+    }
+
+    /// An image with its own config, the given layers, and `data` as a unique layer; blobs put.
+    async fn put_image(s: &OciDirStore, dir: &Path, data: &str, shared: &[Descriptor]) -> Manifest {
+        let config = put_blob(
+            s,
+            dir,
+            "application/vnd.oci.image.config.v1+json",
+            format!(r#"{{"c":"{data}"}}"#).as_bytes(),
+        )
+        .await;
+        let mut layers = shared.to_vec();
+        layers.push(
+            put_blob(
+                s,
+                dir,
+                "application/vnd.oci.image.layer.v1.tar",
+                data.as_bytes(),
+            )
+            .await,
+        );
+        json_manifest(serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_MANIFEST,
+            "config": config,
+            "layers": layers,
+        }))
+    }
+
+    fn blob_set(dir: &Path) -> BTreeSet<String> {
+        std::fs::read_dir(dir.join("blobs/sha256"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn hexes<'a>(ds: impl IntoIterator<Item = &'a Digest>) -> BTreeSet<String> {
+        ds.into_iter().map(|d| d.hex().to_string()).collect()
+    }
+
+    fn links_of(m: &Manifest) -> Vec<Digest> {
+        m.links()
+            .unwrap()
+            .blobs
+            .into_iter()
+            .map(|d| d.digest)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn gc_after_tag_overwrite_keeps_only_reachable_blobs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("gc");
+        let s = store();
+        let r = oref(&dir, ":v1");
+        let shared = put_blob(
+            &s,
+            &dir,
+            "application/vnd.oci.image.layer.v1.tar",
+            b"shared",
+        )
+        .await;
+
+        // v1 = image A; "multi" = an index over image C with one absent (sparse) child;
+        // a subject-less referrer index listing an artifact manifest with `blobs`
+        s.open(&r).await;
+        let a = put_image(&s, &dir, "a-unique", std::slice::from_ref(&shared)).await;
+        s.manifest_put(&r, &a, false).await.unwrap();
+        let c = put_image(&s, &dir, "c-unique", &[]).await;
+        s.manifest_put(&oref(&dir, ""), &c, true).await.unwrap();
+        let missing = image(77).descriptor();
+        let idx = json_manifest(serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_INDEX,
+            "manifests": [c.descriptor(), missing],
+        }));
+        s.manifest_put(&oref(&dir, ":multi"), &idx, false)
+            .await
+            .unwrap();
+        let art_blob = put_blob(&s, &dir, "text/plain", b"signature").await;
+        let art = json_manifest(serde_json::json!({
+            "mediaType": media::OCI_ARTIFACT,
+            "artifactType": "application/example",
+            "blobs": [art_blob],
+        }));
+        s.manifest_put(&oref(&dir, ""), &art, true).await.unwrap();
+        let referrers = json_manifest(serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_INDEX,
+            "manifests": [art.descriptor()],
+        }));
+        let fallback = format!(":sha256-{}", a.digest.hex());
+        s.manifest_put(&oref(&dir, &fallback), &referrers, false)
+            .await
+            .unwrap();
+        s.close(&r).await.unwrap();
+        let before = blob_set(&dir);
+        assert_eq!(before.len(), 11, "{before:?}");
+
+        // overwrite v1 with B (shares one layer with A)
+        s.open(&r).await;
+        let b = put_image(&s, &dir, "b-unique", std::slice::from_ref(&shared)).await;
+        s.manifest_put(&r, &b, false).await.unwrap();
+        assert_eq!(blob_set(&dir).len(), 14, "nothing deleted while held");
+        s.close(&r).await.unwrap();
+
+        let mut gone = hexes([&a.digest]);
+        gone.extend(hexes(&links_of(&a)));
+        gone.remove(shared.digest.hex());
+        assert_eq!(gone.len(), 3);
+        let mut want = before.clone();
+        want.retain(|h| !gone.contains(h));
+        want.insert(b.digest.hex().to_string());
+        want.extend(hexes(&links_of(&b)));
+        assert_eq!(blob_set(&dir), want);
+        assert!(want.contains(shared.digest.hex()));
+        assert!(want.contains(art_blob.digest.hex()));
+        assert_eq!(
+            s.manifest_get(&r).await.unwrap().digest,
+            b.digest,
+            "the layout stays readable"
+        );
+
+        // a second close with nothing modified does nothing, even with new garbage on disk
+        let stray = dir
+            .join("blobs/sha256")
+            .join(Digest::sha256_of(b"stray").hex());
+        std::fs::write(&stray, b"stray").unwrap();
+        s.open(&r).await;
+        s.close(&r).await.unwrap();
+        assert!(stray.exists());
+    }
+
+    #[tokio::test]
+    async fn gc_waits_for_the_last_hold() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("held");
+        let s = store();
+        let (r1, r2) = (oref(&dir, ":v1"), oref(&dir, ":v2"));
+        s.manifest_put(&r1, &image(1), false).await.unwrap();
+        s.manifest_put(&r2, &image(2), false).await.unwrap();
+        s.open(&r1).await;
+        s.open(&oref(&dir.join("."), ":v2")).await; // same layout, other spelling
+        s.manifest_put(&r1, &image(3), false).await.unwrap();
+        s.close(&r1).await.unwrap();
+        assert!(
+            blob_set(&dir).contains(image(1).digest.hex()),
+            "held by the other copy"
+        );
+        s.close(&r2).await.unwrap();
+        let left = blob_set(&dir);
+        assert!(!left.contains(image(1).digest.hex()));
+        assert!(left.contains(image(2).digest.hex()) && left.contains(image(3).digest.hex()));
+        // a close without an open on an idle, unmodified layout is harmless
+        s.close(&r1).await.unwrap();
+        assert_eq!(blob_set(&dir), left);
+    }
+
+    #[tokio::test]
+    async fn gc_spares_fresh_temp_files_and_in_flight_digests() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("tmpfiles");
+        let s = store();
+        let r = oref(&dir, ":v1");
+        s.manifest_put(&r, &image(1), false).await.unwrap();
+        let blobs = dir.join("blobs/sha256");
+        let writing = Digest::sha256_of(b"being written");
+        let fresh = blobs.join(format!("{}.0123456789abcdef.tmp", writing.hex()));
+        std::fs::write(&fresh, b"partial").unwrap();
+        let foreign = blobs.join("upload-1234");
+        std::fs::write(&foreign, b"another tool").unwrap();
+        let old = blobs.join(format!(
+            "{}.fedcba9876543210.tmp",
+            Digest::sha256_of(b"x").hex()
+        ));
+        let f = std::fs::File::create(&old).unwrap();
+        f.set_modified(std::time::SystemTime::now() - 2 * gc::TEMP_MAX_AGE)
+            .unwrap();
+        drop(f);
+        // a finished, unreferenced blob whose digest is still held by a writer of this process
+        let held = Digest::sha256_of(b"held");
+        std::fs::write(blobs.join(held.hex()), b"held").unwrap();
+        let guard = InFlight::new(&lock_key(&dir), &held);
+
+        s.open(&r).await;
+        s.manifest_put(&r, &image(2), false).await.unwrap();
+        s.close(&r).await.unwrap();
+        assert!(
+            fresh.exists() && foreign.exists(),
+            "fresh temp files survive"
+        );
+        assert!(!old.exists(), "stale temp files go");
+        assert!(blobs.join(held.hex()).exists(), "in-flight digest kept");
+        assert!(!blobs.join(image(1).digest.hex()).exists());
+
+        drop(guard);
+        s.open(&r).await;
+        s.manifest_put(&r, &image(3), false).await.unwrap();
+        s.close(&r).await.unwrap();
+        assert!(!blobs.join(held.hex()).exists());
+        assert!(fresh.exists());
+    }
+
+    #[tokio::test]
+    async fn gc_deletes_nothing_when_a_manifest_is_unreadable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("broken");
+        let s = store();
+        let r = oref(&dir, ":v1");
+        s.manifest_put(&r, &image(1), false).await.unwrap();
+        s.manifest_put(&oref(&dir, ":v2"), &image(2), false)
+            .await
+            .unwrap();
+        // v2's manifest is corrupted on disk; v1 is overwritten (image 1 becomes garbage)
+        std::fs::write(blob_path(&dir, &image(2).digest).unwrap(), b"{}").unwrap();
+        s.open(&r).await;
+        s.manifest_put(&r, &image(3), false).await.unwrap();
+        s.close(&r).await.unwrap();
+        assert!(blob_set(&dir).contains(image(1).digest.hex()));
+
+        // an index entry whose manifest is missing also stops GC
+        std::fs::remove_file(blob_path(&dir, &image(2).digest).unwrap()).unwrap();
+        s.open(&r).await;
+        s.close(&r).await.unwrap();
+        assert!(blob_set(&dir).contains(image(1).digest.hex()));
+
+        // repaired: the (still pending) collection goes ahead on the next close
+        s.manifest_put(&oref(&dir, ":v2"), &image(4), false)
+            .await
+            .unwrap();
+        s.open(&r).await;
+        s.close(&r).await.unwrap();
+        assert!(!blob_set(&dir).contains(image(1).digest.hex()));
+        assert!(blob_set(&dir).contains(image(4).digest.hex()));
+    }
 }
