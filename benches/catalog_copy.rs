@@ -12,7 +12,8 @@
 //! 2. Floor: a minimal raw copier (the Rust twin of `shared/registry/refcopy.py`) plans from the
 //!    tags, streams each distinct blob once GET -> POST + PUT `?digest=` with `--jobs` (4)
 //!    concurrent jobs, cross-repo mounts it into the other repos that need it and PUTs the
-//!    manifests byte for byte, children first, into a fresh empty target.
+//!    manifests byte for byte, children first, into a fresh empty target; the fastest of
+//!    `--runs` such copies is `floor_seconds`.
 //! 3. `--runs` (3) times: a fresh empty target, `regsync once -c CONFIG` (one `type: repository`
 //!    step per repo, `defaults.parallel: 4`, `tls: disabled` for both hosts), then the target is
 //!    read back and compared with the source (every tag's digest, every manifest byte for byte,
@@ -180,7 +181,7 @@ impl Catalog {
 }
 
 fn repo_name(r: usize) -> String {
-    format!("bench/repo{r:02}")
+    format!("repo-{r:03}")
 }
 
 fn seed(src: &Registry, p: &Profile, jobs: usize) -> Catalog {
@@ -565,8 +566,26 @@ struct ChildRun {
     maxrss_kib: i64,
 }
 
-/// Run `cmd` with stdout+stderr appended to `log`, no proxies and an empty `DOCKER_CONFIG`.
-fn run_timed(mut cmd: Command, log: &Path, docker_cfg: &Path) -> Result<ChildRun> {
+const GNU_TIME: &str = "/usr/bin/time";
+
+/// Run `cmd` with stdout+stderr written to `log`, no proxies and an empty `DOCKER_CONFIG`.
+///
+/// Peak RSS: a child's `ru_maxrss` (wait4) also counts the memory of the process it was
+/// spawned from (Linux carries the pre-exec high-water mark across exec), i.e. this bench
+/// process. So when `/usr/bin/time` exists the command runs under `time -f %M`, which forks it
+/// from a ~2 MiB process, and its figure is used; otherwise wait4's (an upper bound).
+fn run_timed(cmd: Command, log: &Path, docker_cfg: &Path) -> Result<ChildRun> {
+    let rss_file = log.with_extension("maxrss");
+    let mut cmd = if Path::new(GNU_TIME).exists() {
+        let mut t = Command::new(GNU_TIME);
+        t.args(["-f", "%M", "-o"])
+            .arg(&rss_file)
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        t
+    } else {
+        cmd
+    };
     for k in [
         "HTTP_PROXY",
         "HTTPS_PROXY",
@@ -619,11 +638,15 @@ fn run_timed(mut cmd: Command, log: &Path, docker_cfg: &Path) -> Result<ChildRun
     } else {
         (false, format!("signal {}", libc::WTERMSIG(status)))
     };
+    // GNU time writes "Command exited with non-zero status N" first when it fails.
+    let timed = std::fs::read_to_string(&rss_file)
+        .ok()
+        .and_then(|t| t.lines().last().and_then(|l| l.trim().parse::<i64>().ok()));
     Ok(ChildRun {
         seconds,
         success: success && !killed,
         status: if killed { "timed out".into() } else { status },
-        maxrss_kib: ru.ru_maxrss,
+        maxrss_kib: timed.unwrap_or(ru.ru_maxrss),
     })
 }
 
@@ -721,6 +744,17 @@ fn r3(x: f64) -> f64 {
 // ---------------------------------------------------------------------------------------------
 
 fn main() -> ExitCode {
+    // One line per panic (verification turns the harness's assertion panics into failures).
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        let at = info.location().map(|l| l.to_string()).unwrap_or_default();
+        eprintln!("catalog_copy: panic at {at}: {}", msg.replace('\n', " "));
+    }));
     let opts = match parse_args() {
         Ok(Some(o)) => o,
         Ok(None) => {
@@ -782,22 +816,25 @@ fn bench(o: &Opts) -> Result<bool> {
         t.elapsed().as_secs_f64()
     );
 
-    // 2. floor
-    let floor_secs = {
+    // 2. floor: fastest of `--runs` copies, each into a fresh target
+    let mut floor_runs = Vec::new();
+    for i in 1..=o.runs {
         let dst = Registry::start();
         let st =
             floor::run(&src.host(), &dst.host(), &cat.repos, o.jobs).context("floor copier")?;
         verify(&cat, &src, &dst, o.jobs).context("floor copy does not verify")?;
         say!(
-            "floor: {:.3}s ({} uploads, {} mounts, {:.1} MiB uploaded, {} jobs), verify ok",
+            "floor {i}/{}: {:.3}s ({} uploads, {} mounts, {:.1} MiB uploaded, {} jobs), verify ok",
+            o.runs,
             st.seconds,
             st.uploads,
             st.mounts,
             st.bytes as f64 / 1048576.0,
             o.jobs
         );
-        st.seconds
-    };
+        floor_runs.push(st.seconds);
+    }
+    let floor_secs = floor_runs.iter().copied().fold(f64::INFINITY, f64::min);
 
     // 3. regsync runs
     let mut times = Vec::new();
@@ -898,23 +935,42 @@ fn bench(o: &Opts) -> Result<bool> {
     }
 
     let med = median(&times);
-    let out = json!({
-        "bench": "catalog_copy",
-        "profile": p.name,
-        "repos": cat.repos.len(),
-        "tags": cat.tag_count(),
-        "blobs": cat.blob_count(),
-        "bytes": cat.bytes(),
-        "floor_seconds": r3(floor_secs),
-        "regsync_seconds": r3(med),
-        "regsync_runs": times.iter().map(|t| r3(*t)).collect::<Vec<_>>(),
-        "ratio_to_floor": if all_ok { Some((med / floor_secs * 100.0).round() / 100.0) } else { None },
-        "noop_seconds": r3(noop_secs),
-        "peak_rss_kib": peak_rss,
-        "skopeo_seconds": skopeo_secs.map(r3),
-        "skopeo_ratio": skopeo_secs.map(|s| (s / floor_secs * 100.0).round() / 100.0),
-        "verify": if all_ok { "ok" } else { "fail" },
-    });
-    println!("{out}");
+    // Ordered like the brief (serde_json's map would sort the keys).
+    let fields: Vec<(&str, Value)> = vec![
+        ("bench", json!("catalog_copy")),
+        ("profile", json!(p.name)),
+        ("repos", json!(cat.repos.len())),
+        ("tags", json!(cat.tag_count())),
+        ("blobs", json!(cat.blob_count())),
+        ("bytes", json!(cat.bytes())),
+        ("floor_seconds", json!(r3(floor_secs))),
+        ("regsync_seconds", json!(r3(med))),
+        (
+            "regsync_runs",
+            json!(times.iter().map(|t| r3(*t)).collect::<Vec<_>>()),
+        ),
+        (
+            "ratio_to_floor",
+            json!(if all_ok {
+                Some((med / floor_secs * 100.0).round() / 100.0)
+            } else {
+                None
+            }),
+        ),
+        ("noop_seconds", json!(r3(noop_secs))),
+        ("peak_rss_kib", json!(peak_rss)),
+        ("skopeo_seconds", json!(skopeo_secs.map(r3))),
+        (
+            "skopeo_ratio",
+            json!(skopeo_secs.map(|s| (s / floor_secs * 100.0).round() / 100.0)),
+        ),
+        ("verify", json!(if all_ok { "ok" } else { "fail" })),
+    ];
+    let out = fields
+        .iter()
+        .map(|(k, v)| format!("{}:{v}", json!(k)))
+        .collect::<Vec<_>>()
+        .join(",");
+    println!("{{{out}}}");
     Ok(all_ok)
 }
