@@ -28,7 +28,13 @@ fn quickstart_mirrors_the_shipped_layout_into_mirror() {
     copy_dir(&examples, &work.path().join("config-examples"));
     let run = || {
         Command::new(env!("CARGO_BIN_EXE_regsync"))
-            .args(["once", "-c", "config-examples/quickstart.yml", "--logopt", "json"])
+            .args([
+                "once",
+                "-c",
+                "config-examples/quickstart.yml",
+                "--logopt",
+                "json",
+            ])
             .current_dir(work.path())
             .env_remove("DOCKER_CONFIG")
             .output()
@@ -38,7 +44,11 @@ fn quickstart_mirrors_the_shipped_layout_into_mirror() {
     let stderr = String::from_utf8_lossy(&first.stderr);
     assert!(first.status.success(), "quickstart failed: {stderr}");
 
-    let source = Loc::from(work.path().join("config-examples/quickstart/hello").as_path());
+    let source = Loc::from(
+        work.path()
+            .join("config-examples/quickstart/hello")
+            .as_path(),
+    );
     let mirror = Loc::from(work.path().join("mirror/hello").as_path());
     let mut mirrored = common::tags(&mirror, "");
     mirrored.sort();

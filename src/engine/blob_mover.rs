@@ -91,7 +91,10 @@ impl Handler<MoveBlob> for BlobMover {
                 let _ = mv.clone().await;
             }
             let from = lender.map(|(r, _)| r);
-            on_pool(move_blob(run, msg, from, same_registry_streams), |e| Err(CopyError::Invalid(e))).await
+            on_pool(move_blob(run, msg, from, same_registry_streams), |e| {
+                Err(CopyError::Invalid(e))
+            })
+            .await
         };
         let mv: Move = job.boxed().shared();
         self.in_flight.insert(key.clone(), mv.clone());
