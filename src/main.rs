@@ -1,25 +1,22 @@
 //! Thin binary: parse the command line, build the actix System on a multi-threaded tokio
 //! runtime, run the engine, and map errors to one line each on stderr and an exit code.
 
-use clap::Parser;
-use regsync::cli::{Cli, Command};
-use regsync::config::Config;
+use regsync::cli::{self, Cli, Command, Parsed};
+use regsync::config::{config_yaml, template, Config};
 use regsync::engine::{Engine, EngineOptions, Mode};
 use regsync::log::{logger, Verbosity};
+use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
-                return ExitCode::SUCCESS;
-            }
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{}", first.trim_start_matches("error: "));
+    let cli = match cli::parse(std::env::args_os()) {
+        Parsed::Run(c) => c,
+        Parsed::Print(text) => {
+            print_out(&text);
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Fail(message) => {
+            eprintln!("{message}");
             return ExitCode::FAILURE;
         }
     };
@@ -34,24 +31,47 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes to stdout, ignoring a closed pipe (`regsync completion bash | head`).
+fn print_out(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
 fn run(cli: Cli) -> Result<(), Vec<String>> {
     let one = |e: String| vec![e];
-    let verbosity = Verbosity::parse(&cli.verbosity).map_err(one)?;
-    let log = logger(verbosity, cli.json_logs());
+    let verbosity = match cli.check().map_err(one)? {
+        Some(v) => v,
+        None => {
+            // no command (or `completion` without a shell): help on stdout, exit 0
+            let help = match &cli.command {
+                Some(Command::Completion(_)) => cli::completion_help(),
+                _ => cli::root_help(),
+            };
+            print_out(&help);
+            return Ok(());
+        }
+    };
     let Some(command) = &cli.command else {
-        use clap::CommandFactory;
-        let _ = Cli::command().print_help();
         return Ok(());
     };
     match command {
-        Command::Version { format: _ } => {
-            println!("VCSTag:     {}", env!("CARGO_PKG_VERSION"));
+        Command::Version(flags) => {
+            let text = template::render_version(&flags.format, &cli::version_info()).map_err(one)?;
+            print_out(&text);
             Ok(())
         }
-        Command::Config => {
+        Command::Completion(flags) => {
+            if let Some(shell) = &flags.shell {
+                let mut buf = Vec::new();
+                cli::write_completion(shell, &mut buf);
+                print_out(&String::from_utf8_lossy(&buf));
+            }
+            Ok(())
+        }
+        Command::Config(_) => {
             let config = load(&cli)?;
-            let text = serde_yaml::to_string(&config).map_err(|e| one(e.to_string()))?;
-            print!("{text}");
+            print_out(&config_yaml(&config));
             Ok(())
         }
         Command::Once(flags) => {
@@ -60,9 +80,9 @@ fn run(cli: Cli) -> Result<(), Vec<String>> {
             } else {
                 Mode::Copy
             };
-            run_engine(&cli, log, mode, flags.run.abort_on_error)
+            run_engine(&cli, verbosity, mode, flags.run.abort_on_error)
         }
-        Command::Check(flags) => run_engine(&cli, log, Mode::Check, flags.abort_on_error),
+        Command::Check(flags) => run_engine(&cli, verbosity, Mode::Check, flags.abort_on_error),
         Command::Server(_) => Err(one(
             "server: not implemented yet in regsync-rs (use `once` from cron)".into(),
         )),
@@ -76,10 +96,11 @@ fn load(cli: &Cli) -> Result<Config, Vec<String>> {
 
 fn run_engine(
     cli: &Cli,
-    log: slog::Logger,
+    verbosity: Verbosity,
     mode: Mode,
     abort_on_error: bool,
 ) -> Result<(), Vec<String>> {
+    let log = logger(verbosity, cli.json_logs());
     let config = load(cli)?;
     let system = actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()

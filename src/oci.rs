@@ -270,6 +270,8 @@ pub struct ManifestLinks {
     pub children: Vec<Descriptor>,
     /// Config blob (if any) followed by layers / artifact blobs.
     pub blobs: Vec<Descriptor>,
+    /// Whether `blobs[0]` is the config (logs name it `Copy config`).
+    pub has_config: bool,
     pub subject: Option<Descriptor>,
     pub artifact_type: Option<String>,
     pub annotations: Option<BTreeMap<String, String>>,
@@ -322,6 +324,7 @@ impl Manifest {
         }
         if let Some(config) = body.config {
             links.blobs.push(config);
+            links.has_config = true;
         }
         links.blobs.extend(body.layers.unwrap_or_default());
         links.blobs.extend(body.blobs.unwrap_or_default());

@@ -30,6 +30,9 @@ pub enum StoreError {
     SizeExceeded { expected: u64 },
     #[error("failed to access {host}: {detail}")]
     Network { host: String, detail: String },
+    /// The connection broke after the response headers arrived (a body cut short).
+    #[error("failed reading the response from {host}: {detail}")]
+    BodyInterrupted { host: String, detail: String },
     #[error("{0}")]
     Io(String),
     #[error("unsupported: {0}")]
@@ -49,6 +52,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Network { .. }
+            | StoreError::BodyInterrupted { .. }
             | StoreError::RateLimited { .. }
             | StoreError::ShortRead { .. } => true,
             StoreError::HttpStatus { status, .. } => {

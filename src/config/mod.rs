@@ -9,13 +9,17 @@ mod de;
 pub mod defaults;
 pub mod duration;
 pub mod hosts;
+pub mod print;
 pub mod schema;
+pub mod template;
 pub mod validate;
 
 pub use defaults::merge_defaults;
 pub use duration::{duration_of, format_duration, parse_duration, DurationError, GoDuration};
 pub use hosts::merge_hosts;
+pub use print::config_yaml;
 pub use schema::*;
+pub use template::{expand_templates, render_backup};
 pub use validate::{check_step, validate};
 
 use crate::registry::HostConfig;
@@ -54,7 +58,8 @@ pub enum ConfigError {
         context: String,
         message: String,
     },
-    /// A template failed to parse or execute (templates come in a later issue).
+    /// A template failed to parse or execute; `message` starts with the field
+    /// (`target: template: out:1: ...`).
     #[error("{}{context}: {message}", file_prefix(.file))]
     Template {
         file: String,
@@ -184,16 +189,6 @@ fn typed_error(name: &str, text: &str, e: serde_yaml::Error) -> ConfigError {
         column: None,
         message: msg,
     }
-}
-
-/// Go-template expansion of creds (`registry`, `user`, `pass`, `regcert`, `clientCert`,
-/// `clientKey`) and steps (`source`, `referrerSource`, `target`, `referrerTarget`), spec §3.7.
-///
-/// Hook only: the Go-template engine comes in a later issue; for now the config is returned
-/// unchanged.
-pub fn expand_templates(config: &mut Config) -> Result<(), ConfigError> {
-    let _ = config;
-    Ok(())
 }
 
 /// Rewrites duration fields in Go's canonical form and lowers `tls` values; run after

@@ -1,21 +1,31 @@
 //! BlobMover: makes a blob present in a target repository, once.
 //!
-//! It owns the in-flight table: a second request for the same digest into the same target
-//! repository joins the first instead of uploading again, and only hears back when the blob has
-//! *landed*. A manifest therefore never gets pushed while one of its blobs is still uploading in
-//! another image's task (the `MANIFEST_BLOB_UNKNOWN` race). Blobs already landed in another
-//! repository of the same target registry are mounted from there instead of re-streamed.
+//! It owns three tables:
+//! * in flight (`<target repo>@<digest>`): a second request for a blob already moving into the
+//!   same repository joins the first and hears back only when the blob has *landed*, so a
+//!   manifest is never pushed while one of its blobs is still uploading in another image's
+//!   task (the `MANIFEST_BLOB_UNKNOWN` race);
+//! * landed (`<target repo>@<digest>`): blobs this run made (or found) present; asked again,
+//!   the answer needs no request — and no re-mount, which on distribution rewrites the link
+//!   file under a concurrent manifest PUT;
+//! * lenders (`<target registry>@<digest>`): a sibling repository on the same target registry
+//!   where the blob landed, to mount from instead of streaming it again.
+//!
+//! Request slots: a streamed copy needs a slot on the source host (GET) and one on the target
+//! host (PUT) at once. To stay deadlock-free when copies run in both directions, every copy
+//! takes them in the same global order (by hostname): when the source sorts first the GET is
+//! started before the upload, otherwise the GET starts lazily inside the PUT.
 
 use super::messages::{BlobMoved, BlobSettled, MoveBlob};
 use super::report::bump;
 use super::{on_pool, CopyError, RunCtx};
 use crate::oci::Descriptor;
-use crate::reference::Reference;
+use crate::reference::{Reference, Scheme};
 use crate::store::BlobStream;
 use actix::{Actor, AsyncContext, Context, Handler, ResponseFuture};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -28,14 +38,12 @@ const BLOB_ATTEMPTS: u32 = 3;
 
 pub struct BlobMover {
     run: Arc<RunCtx>,
-    /// `<target repo key>@<digest>` → the move in progress.
     in_flight: HashMap<String, Move>,
-    /// `<target registry key>@<digest>` → a repository there that has it (or is getting it).
-    known: HashMap<String, (Reference, Move)>,
-    /// A stream from a registry into itself needs two request slots of the same host (GET
-    /// inside the PUT). Letting one such stream run at a time keeps the host's slots from all
-    /// being held by PUTs waiting for their GETs (deadlock) whenever `reqConcurrent` ≥ 2.
-    same_registry_streams: Arc<Semaphore>,
+    landed: HashSet<String>,
+    lenders: HashMap<String, Reference>,
+    /// A stream from a host into itself needs two slots of that host; one such stream at a
+    /// time keeps all of its slots from being held by PUTs waiting for their GETs.
+    same_host_streams: Arc<Semaphore>,
 }
 
 impl BlobMover {
@@ -43,8 +51,9 @@ impl BlobMover {
         BlobMover {
             run,
             in_flight: HashMap::new(),
-            known: HashMap::new(),
-            same_registry_streams: Arc::new(Semaphore::new(1)),
+            landed: HashSet::new(),
+            lenders: HashMap::new(),
+            same_host_streams: Arc::new(Semaphore::new(1)),
         }
     }
 }
@@ -55,8 +64,8 @@ impl Actor for BlobMover {
 
 fn registry_key(r: &Reference) -> String {
     match r.scheme {
-        crate::reference::Scheme::Reg => format!("reg:{}", r.registry),
-        crate::reference::Scheme::OciDir => format!("ocidir:{}", r.path),
+        Scheme::Reg => format!("reg:{}", r.registry),
+        Scheme::OciDir => format!("ocidir:{}", r.path),
     }
 }
 
@@ -66,45 +75,38 @@ impl Handler<MoveBlob> for BlobMover {
     fn handle(&mut self, msg: MoveBlob, ctx: &mut Context<Self>) -> Self::Result {
         let digest = msg.desc.digest.clone();
         let key = format!("{}@{}", msg.target.repo_key(), digest);
+        if self.landed.contains(&key) {
+            bump(&self.run.counters.blobs_skipped);
+            return Box::pin(async { Ok(BlobMoved::Present) });
+        }
         if let Some(existing) = self.in_flight.get(&key) {
             bump(&self.run.counters.blobs_deduped);
             let existing = existing.clone();
             return Box::pin(async move { existing.await.map(|_| BlobMoved::Joined) });
         }
-        // A sibling repository on the same target registry that has (or is getting) the blob
-        // can lend it by mount; the source repository can when source and target share a
-        // registry (spec §6.3 step 4).
+        // Mount from a sibling repository where the blob landed, or from the source when
+        // source and target share a registry (spec §6.3 step 4).
         let reg_key = format!("{}@{}", registry_key(&msg.target), digest);
-        let lender = match self.known.get(&reg_key) {
-            Some((repo, mv)) if repo.repo_key() != msg.target.repo_key() => {
-                Some((repo.clone(), Some(mv.clone())))
-            }
-            _ if msg.source.same_registry(&msg.target) => Some((msg.source.repo_only(), None)),
-            _ => None,
+        let lender = match self.lenders.get(&reg_key) {
+            Some(repo) => Some(repo.clone()),
+            None if msg.source.same_registry(&msg.target) => Some(msg.source.repo_only()),
+            None => None,
         };
         let target_repo = msg.target.repo_only();
         let run = self.run.clone();
-        let same_registry_streams = self.same_registry_streams.clone();
-        let job = async move {
-            if let Some((_, Some(mv))) = &lender {
-                // Wait for the lender's own upload; its outcome does not matter here.
-                let _ = mv.clone().await;
-            }
-            let from = lender.map(|(r, _)| r);
-            on_pool(move_blob(run, msg, from, same_registry_streams), |e| {
-                Err(CopyError::Invalid(e))
-            })
-            .await
-        };
+        let same_host_streams = self.same_host_streams.clone();
+        let job = on_pool(move_blob(run, msg, lender, same_host_streams), |e| {
+            Err(CopyError::Invalid(e))
+        });
         let mv: Move = job.boxed().shared();
         self.in_flight.insert(key.clone(), mv.clone());
-        self.known
-            .entry(reg_key)
-            .or_insert_with(|| (target_repo, mv.clone()));
         let addr = ctx.address();
         Box::pin(async move {
             let out = mv.await;
-            addr.do_send(BlobSettled { key });
+            addr.do_send(BlobSettled {
+                key,
+                lender: out.is_ok().then_some((reg_key, target_repo)),
+            });
             out
         })
     }
@@ -115,16 +117,20 @@ impl Handler<BlobSettled> for BlobMover {
 
     fn handle(&mut self, msg: BlobSettled, _ctx: &mut Context<Self>) {
         self.in_flight.remove(&msg.key);
+        if let Some((reg_key, repo)) = msg.lender {
+            self.landed.insert(msg.key);
+            self.lenders.entry(reg_key).or_insert(repo);
+        }
     }
 }
 
-/// HEAD the target, else mount from `from`, else stream source → target with the digest
-/// checked in flight.
+/// HEAD the target; if absent mount from `lender`, else stream source → target with the
+/// digest checked in flight.
 async fn move_blob(
     run: Arc<RunCtx>,
     msg: MoveBlob,
-    from: Option<Reference>,
-    same_registry_streams: Arc<Semaphore>,
+    lender: Option<Reference>,
+    same_host_streams: Arc<Semaphore>,
 ) -> Result<BlobMoved, CopyError> {
     let MoveBlob {
         source,
@@ -136,21 +142,6 @@ async fn move_blob(
     let digest = &desc.digest;
     if source.same_repository(&target) {
         return Ok(BlobMoved::Present);
-    }
-    // A mount answers 201 whether or not the blob was there already, so with a lender it
-    // replaces the HEAD (one request instead of two).
-    if let Some(from) = from {
-        match tgt_store.blob_mount(&target, &from, digest).await {
-            Ok(true) => {
-                bump(&run.counters.blobs_mounted);
-                slog::debug!(run.log, "Blob copy performed server side with registry mount";
-                    "source" => %from, "target" => %target, "digest" => %digest);
-                return Ok(BlobMoved::Mounted);
-            }
-            Ok(false) => {}
-            Err(e) => slog::warn!(run.log, "Failed to mount blob";
-                "source" => %from, "target" => %target, "digest" => %digest, "err" => %e),
-        }
     }
     match tgt_store.blob_head(&target, digest).await {
         Ok(true) => {
@@ -164,25 +155,41 @@ async fn move_blob(
             slog::debug!(run.log, "Blob HEAD failed, copying"; "target" => %target, "err" => %e)
         }
     }
+    if let Some(from) = lender {
+        match tgt_store.blob_mount(&target, &from, digest).await {
+            Ok(true) => {
+                bump(&run.counters.blobs_mounted);
+                slog::debug!(run.log, "Blob copy performed server side with registry mount";
+                    "source" => %from, "target" => %target, "digest" => %digest);
+                return Ok(BlobMoved::Mounted);
+            }
+            Ok(false) => {}
+            Err(e) => slog::warn!(run.log, "Failed to mount blob";
+                "source" => %from, "target" => %target, "digest" => %digest, "err" => %e),
+        }
+    }
+    let src_host = slot_host(&run, &source);
+    let tgt_host = slot_host(&run, &target);
     let mut attempt = 0;
     loop {
         attempt += 1;
         if run.cancel.is_cancelled() {
             return Err(CopyError::Canceled);
         }
-        let _one_at_a_time = if source.same_registry(&target) {
-            same_registry_streams.clone().acquire_owned().await.ok()
+        let same_host = src_host.is_some() && src_host == tgt_host;
+        let _one_at_a_time = if same_host {
+            same_host_streams.clone().acquire_owned().await.ok()
         } else {
             None
         };
-        let result = stream_once(&run, &source, &target, &desc).await;
-        match result {
+        let source_first = matches!((&src_host, &tgt_host), (Some(s), Some(t)) if s < t);
+        match stream_once(&run, &source, &target, &desc, source_first).await {
             Ok(bytes) => {
                 bump(&run.counters.blobs_copied);
                 return Ok(BlobMoved::Copied { bytes });
             }
             Err(e) if attempt < BLOB_ATTEMPTS && e.is_transient() => {
-                slog::warn!(run.log, "Failed to push blob, retrying";
+                slog::warn!(run.log, "Failed to push blob";
                     "source" => %source, "target" => %target, "digest" => %digest,
                     "attempt" => attempt, "err" => %e);
             }
@@ -191,20 +198,40 @@ async fn move_blob(
     }
 }
 
+/// The host whose request slots `r` uses; layouts have none.
+fn slot_host(run: &RunCtx, r: &Reference) -> Option<String> {
+    match r.scheme {
+        Scheme::Reg => Some(run.stores.registry.slot_host(&r.registry)),
+        Scheme::OciDir => None,
+    }
+}
+
 async fn stream_once(
     run: &Arc<RunCtx>,
     source: &Reference,
     target: &Reference,
     desc: &Descriptor,
+    source_first: bool,
 ) -> Result<u64, CopyError> {
     let src_store = run.stores.for_ref(source);
     let tgt_store = run.stores.for_ref(target);
-    let body = src_store.blob_get(source, desc).await.map_err(|e| {
+    let get_failed = |e| {
         CopyError::store(
             format!("failed to get blob {} from {source}", desc.digest),
             e,
         )
-    })?;
+    };
+    let body = src_store.blob_get(source, desc).await.map_err(get_failed)?;
+    let body = if source_first {
+        // Start the GET (taking the source slot) before the upload takes a target slot.
+        let mut body = body.peekable();
+        if let Some(Err(e)) = std::pin::Pin::new(&mut body).peek().await {
+            return Err(get_failed(e.clone()));
+        }
+        body.boxed()
+    } else {
+        body
+    };
     let counted = Arc::new(AtomicU64::new(0));
     let body = counting(body, counted.clone(), run.clone());
     tgt_store.blob_put(target, desc, body).await.map_err(|e| {

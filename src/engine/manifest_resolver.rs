@@ -28,7 +28,7 @@ pub struct ManifestResolver {
 
 impl ManifestResolver {
     pub fn new(run: Arc<RunCtx>, blobs: Addr<BlobMover>) -> Self {
-        let n = run.parallel.max(1) as usize;
+        let n = run.parallel.clamp(1, 1 << 16) as usize;
         slog::debug!(run.log, "Configuring parallel settings"; "concurrent" => n);
         ManifestResolver {
             run,
@@ -106,7 +106,16 @@ impl ImageJob {
     ) -> Result<ImageOutcome, CopyError> {
         let step = &self.step.step;
         let stores = &self.run().stores;
-        let src_desc = match stores.for_ref(source).manifest_head(source).await {
+        let src_head = match stores.for_ref(source).manifest_head(source).await {
+            // apiOpts.disableHead (spec §3.3): read the source with GET instead.
+            Err(StoreError::Unsupported(_)) => stores
+                .for_ref(source)
+                .manifest_get(source)
+                .await
+                .map(|m| Some(m.descriptor())),
+            other => other,
+        };
+        let src_desc = match src_head {
             Ok(Some(d)) => d,
             Ok(None) => {
                 let e = StoreError::NotFound(None);
@@ -124,7 +133,7 @@ impl ImageJob {
         // target cannot be reached at all: then nothing can be copied (spec §6.2 step 2).
         let tgt_desc = match stores.for_ref(target).manifest_head(target).await {
             Ok(d) => d,
-            Err(e @ StoreError::Network { .. }) => {
+            Err(e @ StoreError::Network { .. }) if mode != Mode::Check => {
                 return Err(CopyError::store("failed to access target registry", e))
             }
             Err(e) => {
@@ -227,7 +236,14 @@ impl ImageJob {
             if !src.same_repository(&tgt) {
                 let links = manifest.links().map_err(|e| CopyError::Invalid(e.to_string()))?;
                 let children = links.children.iter().map(|c| self.copy_child(&src, &tgt, c));
-                let blobs = links.blobs.iter().map(|b| self.copy_blob(&src, &tgt, b));
+                let blobs = links.blobs.iter().enumerate().map(|(i, b)| {
+                    let kind = if i == 0 && links.has_config {
+                        BlobKind::Config
+                    } else {
+                        BlobKind::Layer
+                    };
+                    self.copy_blob(&src, &tgt, b, kind)
+                });
                 // Every future must succeed before the push below; the first error drops
                 // (cancels) the rest.
                 let children = try_join_all(children);
@@ -257,7 +273,7 @@ impl ImageJob {
     ) -> Result<(), CopyError> {
         if !media::is_manifest(&child.media_type) {
             // Indexes may list blobs directly (spec §6.2 step 6).
-            return self.copy_blob(src, tgt, child).await;
+            return self.copy_blob(src, tgt, child, BlobKind::Layer).await;
         }
         let child_src = src.with_digest(&child.digest);
         let child_tgt = tgt.with_digest(&child.digest);
@@ -287,13 +303,20 @@ impl ImageJob {
         src: &Reference,
         tgt: &Reference,
         blob: &Descriptor,
+        kind: BlobKind,
     ) -> Result<(), CopyError> {
         if blob.is_external() && !self.step.flag(self.step.step.include_external) {
             slog::debug!(self.log(), "Skipping external layer";
                 "source" => %src, "target" => %tgt, "layer" => %blob.digest);
             return Ok(());
         }
-        slog::info!(self.log(), "Copy layer"; "source" => %src, "target" => %tgt, "layer" => %blob.digest);
+        // regsync's message names and fields (spec §14).
+        match kind {
+            BlobKind::Config => slog::info!(self.log(), "Copy config";
+                "source" => %src, "target" => %tgt, "digest" => %blob.digest),
+            BlobKind::Layer => slog::info!(self.log(), "Copy layer";
+                "source" => %src, "target" => %tgt, "layer" => %blob.digest),
+        }
         let msg = MoveBlob {
             step: self.step.clone(),
             source: src.repo_only(),
@@ -303,8 +326,12 @@ impl ImageJob {
         match self.blobs.send(msg).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => {
-                slog::warn!(self.log(), "Failed to copy layer";
-                    "source" => %src, "target" => %tgt, "layer" => %blob.digest, "err" => %e);
+                match kind {
+                    BlobKind::Config => slog::warn!(self.log(), "Failed to copy config";
+                        "source" => %src, "target" => %tgt, "digest" => %blob.digest, "err" => %e),
+                    BlobKind::Layer => slog::warn!(self.log(), "Failed to copy layer";
+                        "source" => %src, "target" => %tgt, "layer" => %blob.digest, "err" => %e),
+                }
                 Err(e)
             }
             Err(e) => Err(CopyError::Invalid(format!(
@@ -312,4 +339,10 @@ impl ImageJob {
             ))),
         }
     }
+}
+
+#[derive(Clone, Copy)]
+enum BlobKind {
+    Config,
+    Layer,
 }

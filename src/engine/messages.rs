@@ -60,11 +60,13 @@ pub enum BlobMoved {
     Joined,
 }
 
-/// BlobMover → itself: an in-flight move finished; forget it.
+/// BlobMover → itself: an in-flight move finished. On success `lender` names the target
+/// registry key and the repository that now holds the blob.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct BlobSettled {
     pub key: String,
+    pub lender: Option<(String, Reference)>,
 }
 
 /// RegistryThrottler ← HTTP layer: wait for a request slot on this host.

@@ -151,9 +151,12 @@ impl Engine {
                 Err(e) => slog::warn!(log, "Failed to load docker creds"; "err" => e.to_string()),
             }
         }
-        let (hosts, warnings) = crate::config::merge_hosts(base, &config.creds);
-        for w in warnings {
-            slog::warn!(log, "{}", w);
+        let (mut hosts, warnings) = crate::config::hosts::merge_host_table(base, &config.creds);
+        for h in &mut hosts {
+            h.skip_docker_certs = config.defaults.skip_docker_config;
+        }
+        for w in &warnings {
+            w.log(&log);
         }
         let user_agent = if config.defaults.user_agent.is_empty() {
             format!(

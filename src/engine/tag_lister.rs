@@ -8,6 +8,7 @@ use super::report::{ImageOutcome, StepResult};
 use super::{on_pool, Mode, StepCtx};
 use crate::filter::{filter_repos, filter_tags};
 use crate::reference::Reference;
+use crate::store::StoreError;
 use actix::{Actor, Addr, Context, Handler, ResponseFuture};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
@@ -69,6 +70,12 @@ impl Pending {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Listing {
+    Tags,
+    Catalog,
+}
+
 struct StepLister {
     step: Arc<StepCtx>,
     mode: Mode,
@@ -87,7 +94,7 @@ impl StepLister {
         let limit = if self.mode == Mode::Check {
             1
         } else {
-            (self.step.run.parallel.max(1) as usize) * 4
+            (self.step.run.parallel.clamp(1, 1 << 16) as usize) * 4
         };
         let mut pending = Pending {
             futs: FuturesUnordered::new(),
@@ -110,10 +117,13 @@ impl StepLister {
                 ))
             }
         };
+        if result.is_err() {
+            // With --abort-on-error, stop the images still queued before waiting for them.
+            self.step.run.failed();
+        }
         pending.drain().await;
         let mut errors = pending.errors;
         if let Err(e) = result {
-            self.step.run.failed();
             errors.push(e);
         }
         StepResult { errors }
@@ -167,15 +177,6 @@ impl StepLister {
         let src = self.parse("source", source)?;
         let tgt = self.parse("target", target)?;
         let step = &self.step.step;
-        let src_store = self.step.run.stores.for_ref(&src);
-        let (tx, mut rx) = mpsc::channel::<Vec<String>>(4);
-        let src_repo = src.repo_only();
-        let listing = src_store.tag_list(&src_repo, tx);
-        tokio::pin!(listing);
-        let mut listing_done = false;
-        let mut listing_result = Ok(());
-        let mut selected_all: Vec<String> = Vec::new();
-        let mut available = 0usize;
         // Missing mode needs the target's tags first and processes in sorted order.
         let existing = if self.mode == Mode::Missing {
             let mut t = self.target_tags(&tgt).await;
@@ -184,61 +185,94 @@ impl StepLister {
         } else {
             None
         };
-        loop {
-            let page = tokio::select! {
-                r = &mut listing, if !listing_done => {
-                    listing_done = true;
-                    listing_result = r;
-                    continue;
+        let (mut pages, listing) = self.spawn_listing(src.repo_only(), Listing::Tags);
+        let mut available: Vec<String> = Vec::new();
+        let mut selected_any = false;
+        let mut missing: Vec<String> = Vec::new();
+        let mut failure = None;
+        while let Some(page) = pages.recv().await {
+            let selected = match filter_tags(&step.tags, &step.tag_sets, &page) {
+                Ok(s) => s,
+                Err(e) => {
+                    slog::error!(self.log(), "Failed processing tag filters";
+                        "source" => %src, "allow" => format!("{:?}", step.tags.allow),
+                        "deny" => format!("{:?}", step.tags.deny),
+                        "semverRange" => format!("{:?}", step.tags.semver_range), "error" => %e);
+                    failure = Some(format!("{} source {source:?}: {e}", self.step.name()));
+                    break;
                 }
-                p = rx.recv() => p,
             };
-            let Some(page) = page else { break };
-            available += page.len();
-            let selected = filter_tags(&step.tags, &step.tag_sets, &page).map_err(|e| {
-                slog::error!(self.log(), "Failed processing tag filters";
-                    "source" => %src, "allow" => format!("{:?}", step.tags.allow),
-                    "deny" => format!("{:?}", step.tags.deny), "error" => %e);
-                format!("{} source {source:?}: {e}", self.step.name())
-            })?;
-            if let Some(existing) = &existing {
-                selected_all.extend(
+            available.extend(page);
+            selected_any |= !selected.is_empty();
+            match &existing {
+                Some(existing) => missing.extend(
                     selected
                         .into_iter()
                         .filter(|t| existing.binary_search(t).is_err()),
-                );
-                continue;
-            }
-            for tag in selected {
-                selected_all.push(tag.clone());
-                self.dispatch_tag(source, target, &tag, pending).await?;
+                ),
+                None => {
+                    for tag in selected {
+                        self.dispatch_tag(source, target, &tag, pending).await?;
+                    }
+                }
             }
             if self.step.run.cancel.is_cancelled() {
                 break;
             }
         }
-        if !listing_done {
-            listing_result = listing.await;
+        // Closing our end stops a listing we no longer read (abort, filter error).
+        drop(pages);
+        let listed = listing
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Io(e.to_string())));
+        if let Some(f) = failure {
+            return Err(f);
         }
-        if let Err(e) = listing_result {
+        if let Err(e) = listed {
+            if self.step.run.cancel.is_cancelled() {
+                return Ok(());
+            }
             slog::error!(self.log(), "Failed getting source tags"; "source" => %src, "error" => %e);
             return Err(format!(
                 "{} source {source:?}: failed getting source tags: {e}",
                 self.step.name()
             ));
         }
-        if existing.is_some() {
-            selected_all.sort();
-            selected_all.dedup();
-            for tag in &selected_all {
-                self.dispatch_tag(source, target, tag, pending).await?;
-            }
-        }
-        if selected_all.is_empty() && existing.is_none() {
+        if !selected_any {
             slog::warn!(self.log(), "No matching tags found";
-                "source" => %src, "tags" => format!("{:?}", step.tags), "available" => available);
+                "source" => %src, "tags" => format!("{:?}", step.tags),
+                "tagSets" => format!("{:?}", step.tag_sets),
+                "available" => format!("[{}]", available.join(" ")));
+            return Ok(());
+        }
+        missing.sort();
+        missing.dedup();
+        for tag in &missing {
+            self.dispatch_tag(source, target, tag, pending).await?;
         }
         Ok(())
+    }
+
+    /// List tags or repositories on a task of its own, so the listing never waits for us
+    /// while holding one of the host's request slots (it waits only in the page channel).
+    fn spawn_listing(
+        &self,
+        repo: Reference,
+        what: Listing,
+    ) -> (
+        mpsc::Receiver<Vec<String>>,
+        tokio::task::JoinHandle<Result<(), StoreError>>,
+    ) {
+        let (tx, rx) = mpsc::channel::<Vec<String>>(4);
+        let run = self.step.run.clone();
+        let handle = tokio::spawn(async move {
+            let store = run.stores.for_ref(&repo);
+            match what {
+                Listing::Tags => store.tag_list(&repo, tx).await,
+                Listing::Catalog => store.catalog(&repo, tx).await,
+            }
+        });
+        (rx, handle)
     }
 
     async fn dispatch_tag(
@@ -258,22 +292,22 @@ impl StepLister {
     }
 
     async fn target_tags(&self, tgt: &Reference) -> Vec<String> {
-        let (tx, mut rx) = mpsc::channel::<Vec<String>>(4);
-        let store = self.step.run.stores.for_ref(tgt);
-        let repo = tgt.repo_only();
-        let collect = async {
-            let mut all = Vec::new();
-            while let Some(p) = rx.recv().await {
-                all.extend(p);
-            }
-            all
-        };
-        let (res, all) = futures::join!(store.tag_list(&repo, tx), collect);
-        if let Err(e) = res {
-            slog::debug!(self.log(), "Failed getting target tags"; "target" => %tgt, "error" => %e);
-            return Vec::new();
+        let (mut pages, listing) = self.spawn_listing(tgt.repo_only(), Listing::Tags);
+        let mut all = Vec::new();
+        while let Some(p) = pages.recv().await {
+            all.extend(p);
         }
-        all
+        match listing.await {
+            Ok(Ok(())) => all,
+            Ok(Err(e)) => {
+                slog::debug!(self.log(), "Failed getting target tags"; "target" => %tgt, "error" => %e);
+                Vec::new()
+            }
+            Err(e) => {
+                slog::debug!(self.log(), "Failed getting target tags"; "target" => %tgt, "error" => %e.to_string());
+                Vec::new()
+            }
+        }
     }
 
     /// Spec §5.2: catalog pages → repo filter → one repository listing per repo.
@@ -288,44 +322,44 @@ impl StepLister {
         let host = self
             .parse("source", &format!("{source}/catalog-probe"))?
             .repo_only();
-        let store = self.step.run.stores.for_ref(&host);
-        let (tx, mut rx) = mpsc::channel::<Vec<String>>(4);
-        let listing = store.catalog(&host, tx);
-        tokio::pin!(listing);
-        let mut listing_done = false;
-        let mut listing_result = Ok(());
+        let (mut pages, listing) = self.spawn_listing(host, Listing::Catalog);
         let mut repo_errors = Vec::new();
-        loop {
-            let page = tokio::select! {
-                r = &mut listing, if !listing_done => {
-                    listing_done = true;
-                    listing_result = r;
-                    continue;
+        let mut failure = None;
+        'pages: while let Some(page) = pages.recv().await {
+            let repos = match filter_repos(&step.repos, &page) {
+                Ok(r) => r,
+                Err(e) => {
+                    slog::error!(self.log(), "Failed processing repo filters";
+                        "source" => source, "allow" => format!("{:?}", step.repos.allow),
+                        "deny" => format!("{:?}", step.repos.deny), "error" => %e);
+                    failure = Some(format!("{} source {source:?}: {e}", self.step.name()));
+                    break;
                 }
-                p = rx.recv() => p,
             };
-            let Some(page) = page else { break };
-            let repos = filter_repos(&step.repos, &page).map_err(|e| {
-                slog::error!(self.log(), "Failed processing repo filters";
-                    "source" => source, "allow" => format!("{:?}", step.repos.allow),
-                    "deny" => format!("{:?}", step.repos.deny), "error" => %e);
-                format!("{} source {source:?}: {e}", self.step.name())
-            })?;
             for repo in repos {
                 if self.step.run.cancel.is_cancelled() {
-                    break;
+                    break 'pages;
                 }
                 let src = format!("{source}/{repo}");
                 let tgt = format!("{}/{repo}", step.target);
                 if let Err(e) = self.repository(&src, &tgt, pending).await {
+                    // With --abort-on-error the first failing repository ends the step.
+                    self.step.run.failed();
                     repo_errors.push(e);
                 }
             }
         }
-        if !listing_done {
-            listing_result = listing.await;
+        drop(pages);
+        let listed = listing
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Io(e.to_string())));
+        if let Some(f) = failure {
+            return Err(f);
         }
-        if let Err(e) = listing_result {
+        if let Err(e) = listed {
+            if self.step.run.cancel.is_cancelled() && !repo_errors.is_empty() {
+                return Err(repo_errors.join("\n"));
+            }
             slog::error!(self.log(), "Failed to list source repositories"; "source" => source, "error" => %e);
             // regsync reports only the catalog error here (spec §5.2).
             return Err(format!(

@@ -20,14 +20,15 @@ pub struct RegistryThrottler {
 
 impl RegistryThrottler {
     pub fn new(host: &HostConfig) -> Self {
-        let pacing = (host.req_per_sec > 0.0).then(|| {
-            // reqPerSec is a minimum spacing between requests (spec §7.3): no bursts.
-            let period = Duration::from_secs_f64(1.0 / host.req_per_sec);
-            let quota = Quota::with_period(period)
-                .expect("positive period")
-                .allow_burst(NonZeroU32::MIN);
-            Arc::new(RateLimiter::direct(quota))
-        });
+        // reqPerSec is a minimum spacing between requests (spec §7.3): no bursts. Absurd
+        // values (inf, 1e12, 1e-30) are clamped rather than allowed to panic.
+        let pacing = (host.req_per_sec > 0.0 && host.req_per_sec.is_finite())
+            .then(|| {
+                let secs = (1.0 / host.req_per_sec).clamp(1e-9, 86_400.0);
+                Quota::with_period(Duration::from_secs_f64(secs))
+            })
+            .flatten()
+            .map(|q| Arc::new(RateLimiter::direct(q.allow_burst(NonZeroU32::MIN))));
         RegistryThrottler {
             slots: Arc::new(Semaphore::new(host.concurrency())),
             pacing,

@@ -206,9 +206,16 @@ async fn write_atomic(dir: &Path, final_name: &str, data: &[u8]) -> Result<(), S
     let tmp = dir.join(format!("{final_name}.{}.tmp", random_suffix()));
     let dest = dir.join(final_name);
     let res = async {
-        tokio::fs::write(&tmp, data)
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| io_err("create", &tmp, e))?;
+        file.write_all(data)
             .await
             .map_err(|e| io_err("write", &tmp, e))?;
+        // On disk before the rename: after a power loss the name never points at a
+        // partial file.
+        file.sync_all().await.map_err(|e| io_err("sync", &tmp, e))?;
+        drop(file);
         tokio::fs::rename(&tmp, &dest)
             .await
             .map_err(|e| io_err("rename to", &dest, e))
@@ -258,6 +265,10 @@ async fn write_blob(
                 .map_err(|e| io_err("write", &tmp, e))?;
         }
         out.flush().await.map_err(|e| io_err("write", &tmp, e))?;
+        out.get_ref()
+            .sync_all()
+            .await
+            .map_err(|e| io_err("sync", &tmp, e))?;
         drop(out);
         tokio::fs::rename(&tmp, &dest)
             .await

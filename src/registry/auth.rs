@@ -3,10 +3,14 @@
 //!
 //! The first request to a host goes without credentials. A 401 challenge tells which scheme
 //! the host wants; from then on every request carries credentials up front.
+//!
+//! Credentials come from the host's configuration or, with `credHelper`, from the helper
+//! (run lazily and cached, see [`cred_helper`](super::cred_helper)). Header values holding
+//! them are marked sensitive and never logged.
 
 use super::client::{self, Body, Client, Host, Response};
+use super::cred_helper::{Creds, HelperCache};
 use super::header::Lexer;
-use super::HostConfig;
 use crate::store::StoreError;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -174,8 +178,9 @@ struct Bearer {
     token: Option<Token>,
     /// From a previous token response; used for the POST flow.
     refresh_token: Option<String>,
-    /// The token server refused the configured identity token: do not offer it again.
-    identity_refused: bool,
+    /// The configured (or helper-given) identity token the token server refused: not
+    /// offered again until it changes.
+    refused_identity: Option<String>,
 }
 
 struct Token {
@@ -222,7 +227,7 @@ impl Auth {
             return Ok(Some(header));
         }
         if state.basic {
-            return Ok(basic_header(&host.config));
+            return Ok(basic_header(&host_creds(host, &client.log).await));
         }
         Ok(None)
     }
@@ -263,7 +268,7 @@ impl Auth {
                         scopes: Scopes::default(),
                         token: None,
                         refresh_token: None,
-                        identity_refused: false,
+                        refused_identity: None,
                     });
                     if bearer.realm != realm || bearer.service != service {
                         warn!(log, "Bearer challenge changed realm or service, rejected";
@@ -282,7 +287,7 @@ impl Auth {
                     return true;
                 }
                 "basic" => {
-                    let Some(header) = basic_header(&host.config) else {
+                    let Some(header) = basic_header(&host_creds(host, log).await) else {
                         debug!(log, "Basic challenge but no credentials"; "host" => &host.config.name);
                         continue;
                     };
@@ -300,13 +305,18 @@ impl Auth {
     }
 }
 
+/// The credentials for requests to `host`: configured, or from its credential helper.
+async fn host_creds(host: &Host, log: &Logger) -> Creds {
+    HelperCache::global().creds(&host.config, log).await
+}
+
 /// `Basic base64(user:pass)`, only when both are set (spec §8.3).
-fn basic_header(h: &HostConfig) -> Option<HeaderValue> {
-    if h.user.is_empty() || h.pass.is_empty() {
+fn basic_header(c: &Creds) -> Option<HeaderValue> {
+    if c.user.is_empty() || c.pass.is_empty() {
         return None;
     }
     let encoded =
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", h.user, h.pass));
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.user, c.pass));
     let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
     value.set_sensitive(true);
     Some(value)
@@ -320,8 +330,9 @@ async fn fetch_token(
     bearer: &mut Bearer,
 ) -> Result<Token, StoreError> {
     let scopes = bearer.scopes.to_strings();
-    let identity =
-        Some(host.config.token.clone()).filter(|t| !t.is_empty() && !bearer.identity_refused);
+    let creds = host_creds(host, &client.log).await;
+    let identity = Some(creds.token.clone())
+        .filter(|t| !t.is_empty() && bearer.refused_identity.as_ref() != Some(t));
     let refresh = bearer.refresh_token.clone().or(identity);
     if let Some(refresh) = refresh {
         let form = url::form_urlencoded::Serializer::new(String::new())
@@ -346,7 +357,7 @@ async fn fetch_token(
         debug!(client.log, "refresh token refused, requesting a token with GET";
             "host" => &host.config.name, "status" => resp.status());
         if bearer.refresh_token.take().is_none() {
-            bearer.identity_refused = true;
+            bearer.refused_identity = Some(refresh);
         }
     }
 
@@ -360,12 +371,12 @@ async fn fetch_token(
         for scope in &scopes {
             q.append_pair("scope", scope);
         }
-        if !host.config.user.is_empty() {
-            q.append_pair("account", &host.config.user);
+        if !creds.user.is_empty() {
+            q.append_pair("account", &creds.user);
         }
     }
     let mut headers = HeaderMap::new();
-    if let Some(basic) = basic_header(&host.config) {
+    if let Some(basic) = basic_header(&creds) {
         headers.insert(AUTHORIZATION, basic);
     }
     let resp = client
@@ -511,7 +522,9 @@ mod tests {
 
     #[test]
     fn basic_needs_user_and_pass() {
-        let mut h = HostConfig::for_name("r");
+        let mut h = Creds::default();
+        assert!(basic_header(&h).is_none());
+        h.user = "testuser".into();
         assert!(basic_header(&h).is_none());
         h.user = "testuser".into();
         h.pass = "testpass".into();

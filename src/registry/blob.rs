@@ -7,7 +7,7 @@ use crate::reference::Reference;
 use crate::store::{verified, BlobStream, StoreError};
 use bytes::BytesMut;
 use futures::StreamExt;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use reqwest::Method;
 use slog::debug;
 use std::sync::Arc;
@@ -16,8 +16,9 @@ use url::Url;
 /// How often an interrupted download is picked up again where it stopped.
 const MAX_RESUMES: u32 = 5;
 const DEFAULT_CHUNK: usize = 1 << 20;
-/// Spec Appendix B: chunk cap, also for a registry's `OCI-Chunk-Min-Length`.
-const MAX_CHUNK: usize = 1 << 30;
+/// Cap on the chunk held in memory, also for a registry's `OCI-Chunk-Min-Length` (the spec's
+/// 1 GiB would let one header make every chunked upload hold 1 GiB).
+const MAX_CHUNK: usize = 64 << 20;
 const OCTET_STREAM: &str = "application/octet-stream";
 
 pub(super) async fn head(
@@ -25,9 +26,19 @@ pub(super) async fn head(
     repo: &Reference,
     digest: &Digest,
 ) -> Result<bool, StoreError> {
-    let host = client.host(&repo.registry);
-    let req = host.request(Method::HEAD, &repo.repository, &format!("blobs/{digest}"))?;
-    match client.send(&host, req, &[200]).await {
+    let path = format!("blobs/{digest}");
+    let headers = HeaderMap::new();
+    match client
+        .read(
+            &repo.registry,
+            Method::HEAD,
+            &repo.repository,
+            &path,
+            &headers,
+            &[200],
+        )
+        .await
+    {
         Ok(_) => Ok(true),
         Err(e) if e.is_not_found() => Ok(false),
         Err(e) => Err(e),
@@ -47,9 +58,10 @@ pub(super) async fn get(
     // Build the request once up front so a malformed reference fails here, not mid-upload.
     host.request(Method::GET, &repo.repository, &path)?;
     let download = Download {
+        hostname: host.config.hostname.clone(),
         source: Source {
             client,
-            host,
+            registry: repo.registry.clone(),
             repo: repo.repository.clone(),
             path,
             digest: desc.digest.clone(),
@@ -67,6 +79,8 @@ pub(super) async fn get(
 /// A blob download that survives dropped connections by asking for the rest with `Range`.
 struct Download {
     source: Source,
+    /// The host serving the body (a mirror or the registry), for error messages.
+    hostname: String,
     /// Bytes the body must have; a body ending before is an interruption, not the end.
     total: Option<u64>,
     offset: u64,
@@ -83,9 +97,10 @@ impl Download {
             if !d.started {
                 d.started = true;
                 match d.source.first().await {
-                    Ok((body, announced)) => {
+                    Ok((hostname, body, announced)) => {
                         d.total = d.total.or(announced);
                         d.body = Some(body);
+                        d.hostname = hostname;
                     }
                     Err(e) => return Some((Err(e), d)),
                 }
@@ -106,7 +121,7 @@ impl Download {
                         _ => return None,
                     },
                     Err(_) => StoreError::Network {
-                        host: d.source.host.config.hostname.clone(),
+                        host: d.hostname.clone(),
                         detail: "timed out reading the blob".into(),
                     },
                 };
@@ -120,7 +135,10 @@ impl Download {
                     "repo" => &d.source.repo, "path" => &d.source.path, "offset" => d.offset,
                     "error" => %interruption, "resume" => d.resumes);
                 match d.source.resume(d.offset).await {
-                    Ok(body) => d.body = Some(body),
+                    Ok((hostname, body)) => {
+                        d.body = Some(body);
+                        d.hostname = hostname;
+                    }
                     Err(e) => return Some((Err(e), d)),
                 }
             }
@@ -129,10 +147,11 @@ impl Download {
     }
 }
 
-/// Where a blob download comes from (kept apart from the body, which is not `Sync`).
+/// Where a blob download comes from (kept apart from the body, which is not `Sync`): the
+/// registry or, for each request anew, one of its mirrors (spec §7.1).
 struct Source {
     client: Arc<Client>,
-    host: Arc<Host>,
+    registry: String,
     repo: String,
     path: String,
     digest: Digest,
@@ -142,9 +161,18 @@ struct Source {
 impl Source {
     /// The initial GET; a registry announcing another size than the descriptor is refused
     /// before any byte is forwarded.
-    async fn first(&self) -> Result<(BlobStream, Option<u64>), StoreError> {
-        let req = self.host.request(Method::GET, &self.repo, &self.path)?;
-        let resp = self.client.send(&self.host, req, &[200]).await?;
+    async fn first(&self) -> Result<(String, BlobStream, Option<u64>), StoreError> {
+        let (host, resp) = self
+            .client
+            .read(
+                &self.registry,
+                Method::GET,
+                &self.repo,
+                &self.path,
+                &HeaderMap::new(),
+                &[200],
+            )
+            .await?;
         let announced = resp.content_length();
         if let (Some(announced), Some(expected)) = (announced, self.expected) {
             if announced != expected {
@@ -154,16 +182,27 @@ impl Source {
                 )));
             }
         }
-        Ok((resp.into_stream(), announced))
+        Ok((host.config.hostname.clone(), resp.into_stream(), announced))
     }
 
     /// `Range: bytes=<offset>-`; only a 206 starting exactly at `offset` will do.
-    async fn resume(&self, offset: u64) -> Result<BlobStream, StoreError> {
-        let req = self
-            .host
-            .request(Method::GET, &self.repo, &self.path)?
-            .header(RANGE, &format!("bytes={offset}-"))?;
-        let resp = self.client.send(&self.host, req, &[206]).await?;
+    async fn resume(&self, offset: u64) -> Result<(String, BlobStream), StoreError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            RANGE,
+            HeaderValue::from_str(&format!("bytes={offset}-")).expect("digits"),
+        );
+        let (host, resp) = self
+            .client
+            .read(
+                &self.registry,
+                Method::GET,
+                &self.repo,
+                &self.path,
+                &headers,
+                &[206],
+            )
+            .await?;
         let start = resp
             .header("content-range")
             .and_then(|cr| cr.strip_prefix("bytes "))
@@ -175,7 +214,7 @@ impl Source {
                 resp.header("content-range")
             )));
         }
-        Ok(resp.into_stream())
+        Ok((host.config.hostname.clone(), resp.into_stream()))
     }
 }
 

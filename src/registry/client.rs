@@ -9,6 +9,7 @@
 //!   and retried like everything else.
 
 use super::auth::{self, Auth};
+use super::tls::{self, TlsKey};
 use super::{HostConfig, Permit, RegistryError, RequestGate, Tls};
 use crate::store::{BlobStream, StoreError};
 use bytes::{Bytes, BytesMut};
@@ -18,8 +19,9 @@ use reqwest::{Method, StatusCode};
 use slog::{debug, trace, warn, Logger};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use url::Url;
 
 /// Retries after the first attempt (spec §7.3: 6 attempts).
@@ -34,7 +36,6 @@ const RETRY_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Request bodies up to this size (manifests, token forms) count as small.
 const SMALL_BODY: usize = 4 << 20;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Error bodies are only read for the registry error code.
 const ERROR_BODY_LIMIT: usize = 1 << 20;
 const MAX_REDIRECTS: usize = 10;
@@ -101,6 +102,8 @@ pub(crate) struct Request {
     pub repo: String,
     /// Bearer scopes the request needs (spec §8.4).
     pub scopes: Vec<String>,
+    /// How often a network error or a 408/429/5xx is retried on the same host.
+    pub retries: u32,
 }
 
 impl Request {
@@ -118,6 +121,7 @@ impl Request {
             headers: HeaderMap::new(),
             body: Body::Empty,
             repo: repo.to_string(),
+            retries: MAX_RETRIES,
         }
     }
 
@@ -130,6 +134,7 @@ impl Request {
             body: Body::Empty,
             repo: String::new(),
             scopes: Vec::new(),
+            retries: MAX_RETRIES,
         }
     }
 
@@ -215,11 +220,15 @@ impl Response {
             });
         }
         let mut buf = BytesMut::new();
+        let interrupted = |host: &str, detail: String| StoreError::BodyInterrupted {
+            host: host.to_string(),
+            detail,
+        };
         loop {
             let chunk = tokio::time::timeout(IDLE_TIMEOUT, self.inner.chunk())
                 .await
-                .map_err(|_| self.network_error("timed out reading the response"))?
-                .map_err(|e| network_error(&self.host, e))?;
+                .map_err(|_| interrupted(&self.host, "timed out reading the response".into()))?
+                .map_err(|e| interrupted(&self.host, error_chain(&e.without_url())))?;
             let Some(chunk) = chunk else { break };
             if buf.len() + chunk.len() > limit {
                 return Err(StoreError::SizeExceeded {
@@ -257,11 +266,24 @@ impl Response {
         let body = self.bytes(ERROR_BODY_LIMIT).await.unwrap_or_default();
         status_error(status, &body, retry_after)
     }
+}
 
-    fn network_error(&self, detail: &str) -> StoreError {
-        StoreError::Network {
-            host: self.host.clone(),
-            detail: detail.to_string(),
+/// Run `attempt` again when a response body was cut off after its headers arrived: the
+/// request-level retries of `execute` end once the headers are in, and small bodies
+/// (manifests, listings, tokens) are re-requested whole.
+pub(crate) async fn retry_body<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut n = 0;
+    loop {
+        match attempt().await {
+            Err(StoreError::BodyInterrupted { .. }) if n < MAX_RETRIES => {
+                tokio::time::sleep(backoff(n)).await;
+                n += 1;
+            }
+            other => return other,
         }
     }
 }
@@ -272,6 +294,9 @@ pub(crate) struct Host {
     http: reqwest::Client,
     /// One auth state per host, or per repository with `repoAuth` (spec §8.4).
     auth: Mutex<HashMap<String, Arc<Auth>>>,
+    /// Until when this host is backing off: reads try it after the hosts that are not (spec
+    /// §7.1 host order).
+    backoff_until: Mutex<Option<Instant>>,
 }
 
 impl Host {
@@ -283,6 +308,19 @@ impl Host {
             config,
             http,
             auth: Mutex::new(HashMap::new()),
+            backoff_until: Mutex::new(None),
+        }
+    }
+
+    /// When the host's backoff ends, if it is still backing off.
+    fn backing_off(&self, now: Instant) -> Option<Instant> {
+        self.backoff_until.lock().unwrap().filter(|t| *t > now)
+    }
+
+    fn back_off(&self, until: Instant) {
+        let mut b = self.backoff_until.lock().unwrap();
+        if b.is_none_or(|t| t < until) {
+            *b = Some(until);
         }
     }
 
@@ -335,35 +373,18 @@ fn parse_url(s: &str) -> Result<Url, StoreError> {
     Url::parse(s).map_err(|e| StoreError::Invalid(format!("invalid registry URL {s:?}: {e}")))
 }
 
-/// What makes two hosts need different HTTP clients.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
-struct TlsKey {
-    insecure: bool,
-    regcert: String,
-    client_cert: String,
-    client_key: String,
-}
-
-impl TlsKey {
-    fn of(h: &HostConfig) -> Self {
-        match h.tls {
-            // Plain http never negotiates TLS: share the default client.
-            Tls::Disabled => TlsKey::default(),
-            Tls::Enabled | Tls::Insecure => TlsKey {
-                insecure: h.tls == Tls::Insecure,
-                regcert: h.regcert.clone(),
-                client_cert: h.client_cert.clone(),
-                client_key: h.client_key.clone(),
-            },
-        }
-    }
-}
-
 /// The HTTP core shared by every operation of a `RegistryStore`.
 pub(crate) struct Client {
     hosts: Mutex<HashMap<String, Arc<Host>>>,
-    /// For registry names never configured: default TLS.
+    /// HTTP clients by TLS settings: hosts with the same settings share a connection pool.
+    clients: Mutex<HashMap<TlsKey, reqwest::Client>>,
+    /// For registry names never configured, when their client cannot be built.
     default_http: reqwest::Client,
+    /// Docker's per-host CA directory (spec §7.5).
+    certs_dir: Option<PathBuf>,
+    /// `skipDockerConfig` for registry names never configured: the engine sets the flag on
+    /// every configured host alike.
+    skip_docker_certs: bool,
     gate: Arc<dyn RequestGate>,
     pub user_agent: String,
     pub log: Logger,
@@ -378,45 +399,216 @@ impl Client {
         user_agent: String,
         log: Logger,
     ) -> Result<Client, RegistryError> {
-        let default_http = build_http(&TlsKey::default(), "", &user_agent, &log)?;
-        // Hosts with the same TLS settings share one client, hence one connection pool.
-        let mut clients = HashMap::from([(TlsKey::default(), default_http.clone())]);
-        let mut by_name = HashMap::new();
-        for config in hosts {
-            let key = TlsKey::of(&config);
-            let http = match clients.get(&key) {
-                Some(http) => http.clone(),
-                None => {
-                    let http = build_http(&key, &config.name, &user_agent, &log)?;
-                    clients.insert(key, http.clone());
-                    http
-                }
-            };
-            by_name.insert(config.name.clone(), Arc::new(Host::new(config, http)));
-        }
-        Ok(Client {
-            hosts: Mutex::new(by_name),
+        Self::with_certs_dir(
+            hosts,
+            gate,
+            user_agent,
+            log,
+            Some(PathBuf::from(tls::DOCKER_CERTS_DIR)),
+        )
+    }
+
+    pub fn with_certs_dir(
+        hosts: Vec<HostConfig>,
+        gate: Arc<dyn RequestGate>,
+        user_agent: String,
+        log: Logger,
+        certs_dir: Option<PathBuf>,
+    ) -> Result<Client, RegistryError> {
+        let default_http = tls::build_http(&TlsKey::default(), "", &user_agent, &log)?;
+        let skip_docker_certs = hosts.iter().any(|h| h.skip_docker_certs);
+        let client = Client {
+            hosts: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::from([(TlsKey::default(), default_http.clone())])),
             default_http,
+            certs_dir,
+            skip_docker_certs,
             gate,
             user_agent,
             log,
             warnings: Mutex::new(HashSet::new()),
-        })
+        };
+        let mut by_name = HashMap::new();
+        for config in hosts {
+            let http = client.http_for(&config)?;
+            by_name.insert(config.name.clone(), Arc::new(Host::new(config, http)));
+        }
+        *client.hosts.lock().unwrap() = by_name;
+        Ok(client)
+    }
+
+    /// The (shared) HTTP client for a host's TLS settings.
+    fn http_for(&self, config: &HostConfig) -> Result<reqwest::Client, RegistryError> {
+        let mut config = config.clone();
+        if config.hostname.is_empty() {
+            config.hostname = HostConfig::for_name(&config.name).hostname;
+        }
+        let key = TlsKey::of(&config, self.certs_dir.as_deref());
+        let mut clients = self.clients.lock().unwrap();
+        if let Some(http) = clients.get(&key) {
+            return Ok(http.clone());
+        }
+        let http = tls::build_http(&key, &config.name, &self.user_agent, &self.log)?;
+        clients.insert(key, http.clone());
+        Ok(http)
     }
 
     /// The host for a registry name; names never configured get defaults, kept so that their
     /// auth state lives on.
     pub fn host(&self, name: &str) -> Arc<Host> {
-        let mut hosts = self.hosts.lock().unwrap();
-        hosts
+        if let Some(h) = self.hosts.lock().unwrap().get(name) {
+            return h.clone();
+        }
+        let config = HostConfig {
+            skip_docker_certs: self.skip_docker_certs,
+            ..HostConfig::for_name(name)
+        };
+        let http = self.http_for(&config).unwrap_or_else(|e| {
+            warn!(self.log, "Failed to set up the HTTP client, using defaults";
+                "registry" => name, "err" => %e);
+            self.default_http.clone()
+        });
+        self.hosts
+            .lock()
+            .unwrap()
             .entry(name.to_string())
-            .or_insert_with(|| {
-                Arc::new(Host::new(
-                    HostConfig::for_name(name),
-                    self.default_http.clone(),
-                ))
-            })
+            .or_insert_with(|| Arc::new(Host::new(config, http)))
             .clone()
+    }
+
+    /// The hosts a read of `upstream` may go to, in the order to try them (spec §7.1): hosts
+    /// backing off last (the soonest back first), then ascending `priority`, then mirrors
+    /// before the upstream.
+    ///
+    /// Ascending: a lower `priority` value is tried first. regclient documents the opposite
+    /// but sorts this way (spec §16 quirk 11); configs tuned against regsync keep working.
+    pub fn read_hosts(&self, upstream: &Arc<Host>) -> Vec<Arc<Host>> {
+        let mut hosts: Vec<Arc<Host>> = Vec::new();
+        for m in &upstream.config.mirrors {
+            let m = m.trim();
+            if m.is_empty() || m == upstream.config.name {
+                continue;
+            }
+            let h = self.host(m);
+            if !hosts.iter().any(|x| Arc::ptr_eq(x, &h)) {
+                hosts.push(h);
+            }
+        }
+        hosts.push(upstream.clone());
+        let now = Instant::now();
+        hosts.sort_by_key(|h| {
+            let backoff = h.backing_off(now);
+            (
+                backoff.is_some(),
+                backoff,
+                h.config.priority,
+                Arc::ptr_eq(h, upstream),
+            )
+        });
+        hosts
+    }
+
+    /// A read (manifest / blob HEAD or GET, tag list) of `<repo>/<path>` on the registry
+    /// `registry`, served by its mirrors when it has any (spec §7.1). Returns the host that
+    /// answered, for follow-up requests (`Link` pages, resumed downloads).
+    ///
+    /// Per host: 404 and 416 try the next host; network errors and 408/429/5xx back the host
+    /// off and try the next (the same host again when it is the last); any other failure
+    /// backs the host off and drops it. `disableHead` hosts are skipped for HEADs. When no
+    /// host is left, the last error is returned.
+    pub async fn read(
+        &self,
+        registry: &str,
+        method: Method,
+        repo: &str,
+        path: &str,
+        headers: &HeaderMap,
+        accept: &[u16],
+    ) -> Result<(Arc<Host>, Response), StoreError> {
+        let upstream = self.host(registry);
+        let mut hosts = self.read_hosts(&upstream);
+        let request = |h: &Host, retries: u32| -> Result<Request, StoreError> {
+            let mut url = h.repo_url(repo, path)?;
+            if h.config.hostname != upstream.config.hostname {
+                url.query_pairs_mut()
+                    .append_pair("ns", &upstream.config.hostname);
+            }
+            let mut req = Request::repo(method.clone(), url, &h.repo_path(repo));
+            req.headers = headers.clone();
+            req.retries = retries;
+            Ok(req)
+        };
+        let head_disabled = |h: &Host| method == Method::HEAD && h.config.disable_head;
+        if hosts.len() == 1 && !head_disabled(&upstream) {
+            // No mirrors: the plain path, with the usual retries.
+            let resp = self
+                .send(&upstream, request(&upstream, MAX_RETRIES)?, accept)
+                .await?;
+            return Ok((upstream, resp));
+        }
+        let mut last_err: Option<StoreError> = None;
+        let mut attempts = 0;
+        let mut backoffs = 0;
+        let mut i = 0;
+        while !hosts.is_empty() {
+            if i >= hosts.len() {
+                i = 0;
+            }
+            let h = hosts[i].clone();
+            if head_disabled(&h) {
+                last_err = Some(StoreError::Unsupported(format!(
+                    "head requests disabled for host {:?}",
+                    h.config.name
+                )));
+                hosts.remove(i);
+                continue;
+            }
+            if attempts > MAX_RETRIES {
+                break;
+            }
+            attempts += 1;
+            if let Some(until) = h.backing_off(Instant::now()) {
+                tokio::time::sleep_until(until.into()).await;
+            }
+            // One attempt per host and round while there are others to try; the last host
+            // left gets the usual retries, and its failure is final.
+            let last = hosts.len() == 1;
+            let retries = if last { MAX_RETRIES } else { 0 };
+            let err = match self.send(&h, request(&h, retries)?, accept).await {
+                Ok(resp) => return Ok((h, resp)),
+                Err(e) if last => return Err(e),
+                Err(e) => e,
+            };
+            debug!(self.log, "read failed on host"; "host" => &h.config.name,
+                "upstream" => registry, "path" => path, "err" => %err);
+            let (backoff, drop) = match &err {
+                StoreError::NotFound(_) | StoreError::Unauthorized { .. } => (None, true),
+                StoreError::HttpStatus { status: 416, .. } => (None, true),
+                StoreError::Canceled => return Err(err),
+                StoreError::RateLimited {
+                    retry_after: Some(s),
+                } if Duration::from_secs(*s) > BACKOFF_MAX => (Some(Duration::from_secs(*s)), true),
+                StoreError::RateLimited {
+                    retry_after: Some(s),
+                } => (Some(Duration::from_secs(*s)), false),
+                e if e.is_transient() => (Some(backoff(backoffs)), false),
+                _ => (Some(backoff(backoffs)), true),
+            };
+            let mut drop = drop;
+            if let Some(delay) = backoff {
+                h.back_off(Instant::now() + delay);
+                backoffs += 1;
+                // Spec §7.3: after 5 backoffs the host is dropped for this request.
+                drop |= backoffs >= MAX_RETRIES;
+            }
+            last_err = Some(err);
+            if drop {
+                hosts.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        Err(last_err.unwrap_or_else(|| StoreError::Invalid("no registry host to try".into())))
     }
 
     /// Send a registry request with auth; `Ok` only for a status in `accept`, every other
@@ -434,6 +626,7 @@ impl Client {
             mut body,
             repo,
             scopes,
+            retries,
         } = req;
         let auth = host.auth(&repo);
         let mut challenged = false;
@@ -444,7 +637,7 @@ impl Client {
                 headers.insert(AUTHORIZATION, value.clone());
             }
             let resp = self
-                .execute(host, &method, &url, headers, &mut body)
+                .execute_with(host, &method, &url, headers, &mut body, retries)
                 .await?;
             let status = resp.status();
             if accept.contains(&status) {
@@ -479,6 +672,20 @@ impl Client {
         url: &Url,
         headers: HeaderMap,
         body: &mut Body,
+    ) -> Result<Response, StoreError> {
+        self.execute_with(host, method, url, headers, body, MAX_RETRIES)
+            .await
+    }
+
+    /// [`Client::execute`] with at most `max_retries` retries.
+    async fn execute_with(
+        &self,
+        host: &Host,
+        method: &Method,
+        url: &Url,
+        headers: HeaderMap,
+        body: &mut Body,
+        max_retries: u32,
     ) -> Result<Response, StoreError> {
         let authority = authority(url);
         let mut attempt = 0;
@@ -521,7 +728,7 @@ impl Client {
                         permit,
                         host: authority.clone(),
                     };
-                    if !RETRY_STATUSES.contains(&status) || !replayable || attempt >= MAX_RETRIES {
+                    if !RETRY_STATUSES.contains(&status) || !replayable || attempt >= max_retries {
                         return Ok(resp);
                     }
                     let delay = match retry_after(resp.headers()) {
@@ -540,14 +747,20 @@ impl Client {
                             if e.is_builder() || e.is_redirect() {
                                 return Err(StoreError::Invalid(error_chain(&e.without_url())));
                             }
-                            network_error(&authority, e)
+                            let mut err = network_error(&authority, e);
+                            if let StoreError::Network { detail, .. } = &mut err {
+                                if let Some(hint) = tls::hint(detail, url, &host.config) {
+                                    detail.push_str(&format!(" ({hint})"));
+                                }
+                            }
+                            err
                         }
                         (None, None) => StoreError::Network {
                             host: authority.clone(),
                             detail: "timed out waiting for the response".into(),
                         },
                     };
-                    if !replayable || attempt >= MAX_RETRIES {
+                    if !replayable || attempt >= max_retries || tls::is_permanent(&err) {
                         return Err(err);
                     }
                     (err.to_string(), backoff(attempt))
@@ -585,62 +798,9 @@ impl Client {
     }
 }
 
-fn build_http(
-    key: &TlsKey,
-    name: &str,
-    user_agent: &str,
-    log: &Logger,
-) -> Result<reqwest::Client, RegistryError> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(user_agent)
-        .redirect(redirect_policy())
-        // The previous URL may be a registry URL carrying upload state: never pass it on.
-        .referer(false)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_keepalive(Duration::from_secs(60))
-        .http2_adaptive_window(true);
-    if key.insecure {
-        builder = builder.danger_accept_invalid_certs(true);
-    }
-    if !key.regcert.is_empty() {
-        // Spec §7.5: invalid CA material is a warning, the default roots stay in use.
-        match reqwest::Certificate::from_pem_bundle(key.regcert.as_bytes()) {
-            Ok(certs) if !certs.is_empty() => {
-                for cert in certs {
-                    builder = builder.add_root_certificate(cert);
-                }
-            }
-            _ => warn!(log, "Failed to load regcert, using default roots"; "registry" => name),
-        }
-    }
-    match (key.client_cert.is_empty(), key.client_key.is_empty()) {
-        (true, true) => {}
-        (false, false) => {
-            let pem = format!("{}\n{}", key.client_cert, key.client_key);
-            let identity = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| {
-                RegistryError::ClientCert {
-                    registry: name.to_string(),
-                    detail: error_chain(&e),
-                }
-            })?;
-            builder = builder.identity(identity);
-        }
-        _ => {
-            return Err(RegistryError::ClientCert {
-                registry: name.to_string(),
-                detail: "clientCert and clientKey must be set together".into(),
-            })
-        }
-    }
-    builder.build().map_err(|e| RegistryError::HttpClient {
-        registry: name.to_string(),
-        detail: error_chain(&e),
-    })
-}
-
 /// Spec §7.3: at most 10 redirects, never from https to http, never from a remote host to a
 /// local address. reqwest drops `Authorization` itself when a redirect leaves the host.
-fn redirect_policy() -> reqwest::redirect::Policy {
+pub(crate) fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
         if attempt.previous().len() > MAX_REDIRECTS {
             return attempt.error("too many redirects");
@@ -745,7 +905,7 @@ fn network_error(host: &str, e: reqwest::Error) -> StoreError {
 
 /// An error and its causes on one line. URLs are stripped by the callers (`without_url`):
 /// upload URLs carry session state.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -831,6 +991,61 @@ mod tests {
             hub.repo_url("library/x", "tags/list").unwrap().as_str(),
             "https://registry-1.docker.io/v2/library/x/tags/list"
         );
+    }
+
+    fn client(hosts: Vec<HostConfig>) -> Client {
+        let log = Logger::root(slog::Discard, slog::o!());
+        Client::with_certs_dir(
+            hosts,
+            Arc::new(super::super::OpenGate),
+            "ua".into(),
+            log,
+            None,
+        )
+        .unwrap()
+    }
+
+    fn names(hosts: &[Arc<Host>]) -> Vec<&str> {
+        hosts.iter().map(|h| h.config.name.as_str()).collect()
+    }
+
+    #[test]
+    fn read_hosts_order() {
+        let cfg = |name: &str, priority: u64, mirrors: &[&str]| HostConfig {
+            priority,
+            mirrors: mirrors.iter().map(|m| m.to_string()).collect(),
+            ..HostConfig::for_name(name)
+        };
+        let c = client(vec![
+            cfg("up", 0, &["m1", "m2", "up", "m3", "m1"]),
+            cfg("m1", 2, &[]),
+            cfg("m2", 1, &[]),
+        ]);
+        let up = c.host("up");
+        // Ascending priority (m3 is unconfigured: 0), mirrors before the upstream at equal
+        // priority, duplicates and the upstream itself removed from the mirror list.
+        assert_eq!(names(&c.read_hosts(&up)), ["m3", "up", "m2", "m1"]);
+        // A host backing off goes last, the soonest back first.
+        let now = Instant::now();
+        c.host("m3").back_off(now + Duration::from_secs(60));
+        c.host("m2").back_off(now + Duration::from_secs(30));
+        assert_eq!(names(&c.read_hosts(&up)), ["up", "m1", "m2", "m3"]);
+        // Backoffs that are over do not count, and never shorten a longer one.
+        c.host("m2").back_off(now);
+        assert_eq!(names(&c.read_hosts(&up)), ["up", "m1", "m2", "m3"]);
+        // Without mirrors: the upstream alone.
+        assert_eq!(names(&c.read_hosts(&c.host("m1"))), ["m1"]);
+    }
+
+    #[test]
+    fn unconfigured_hosts_follow_skip_docker_certs() {
+        let c = client(vec![HostConfig {
+            skip_docker_certs: true,
+            ..HostConfig::for_name("a")
+        }]);
+        assert!(c.host("b").config.skip_docker_certs);
+        let c = client(vec![HostConfig::for_name("a")]);
+        assert!(!c.host("b").config.skip_docker_certs);
     }
 
     #[test]

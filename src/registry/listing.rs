@@ -1,10 +1,10 @@
 //! Tag list and catalog, page by page (spec §7.2, §5.2).
 
-use super::client::{Client, Request, Response};
+use super::client::{retry_body, Client, Request, Response};
 use super::header::Lexer;
 use crate::reference::Reference;
 use crate::store::StoreError;
-use reqwest::header::{HeaderMap, ACCEPT, LINK};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, LINK};
 use reqwest::Method;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -34,21 +34,46 @@ pub(super) async fn tag_list(
     repo: &Reference,
     pages: mpsc::Sender<Vec<String>>,
 ) -> Result<(), StoreError> {
-    let host = client.host(&repo.registry);
-    let mut url = host.repo_url(&repo.repository, "tags/list")?;
-    let mut seen = vec![url.clone()];
-    loop {
-        let req = Request::repo(Method::GET, url.clone(), &host.repo_path(&repo.repository))
-            .header(ACCEPT, "application/json")?;
-        let resp = client.send(&host, req, &[200]).await?;
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    // The first page may come from a mirror (spec §7.1); its `Link`s lead on from there.
+    // Each page is re-requested whole if its body is cut off (`retry_body`).
+    let (host, first_url, mut next, page) = retry_body(|| async {
+        let (host, resp) = client
+            .read(
+                &repo.registry,
+                Method::GET,
+                &repo.repository,
+                "tags/list",
+                &headers,
+                &[200],
+            )
+            .await?;
+        let url = resp.url().clone();
         let next = next_page(&resp)?;
         let page: TagPage = read_json(resp).await?;
-        send(&pages, page.tags.unwrap_or_default()).await?;
+        Ok((host, url, next, page))
+    })
+    .await?;
+    send(&pages, page.tags.unwrap_or_default()).await?;
+    let mut seen = vec![first_url];
+    loop {
         match next {
             // A registry sending us round in circles has no more pages.
-            Some(next) if !seen.contains(&next) => {
-                seen.push(next.clone());
-                url = next;
+            Some(url) if !seen.contains(&url) => {
+                seen.push(url.clone());
+                let (following, page) = retry_body(|| async {
+                    let req =
+                        Request::repo(Method::GET, url.clone(), &host.repo_path(&repo.repository))
+                            .header(ACCEPT, "application/json")?;
+                    let resp = client.send(&host, req, &[200]).await?;
+                    let following = next_page(&resp)?;
+                    let page: TagPage = read_json(resp).await?;
+                    Ok((following, page))
+                })
+                .await?;
+                send(&pages, page.tags.unwrap_or_default()).await?;
+                next = following;
             }
             _ => return Ok(()),
         }
@@ -70,10 +95,15 @@ pub(super) async fn catalog(
     let mut last: Option<String> = None;
     let mut linked = false;
     loop {
-        let req = Request::registry(Method::GET, url.clone()).header(ACCEPT, "application/json")?;
-        let resp = client.send(&host, req, &[200]).await?;
-        let link = next_page(&resp)?;
-        let page: CatalogPage = read_json(resp).await?;
+        let (link, page) = retry_body(|| async {
+            let req =
+                Request::registry(Method::GET, url.clone()).header(ACCEPT, "application/json")?;
+            let resp = client.send(&host, req, &[200]).await?;
+            let link = next_page(&resp)?;
+            let page: CatalogPage = read_json(resp).await?;
+            Ok((link, page))
+        })
+        .await?;
         let repos = page.repositories.unwrap_or_default();
         let page_last = repos.last().cloned();
         if page_last.is_none() || page_last == last {

@@ -1,10 +1,11 @@
-//! Manifest HEAD / GET / PUT (spec §6.4, §7.2).
+//! Manifest HEAD / GET / PUT (spec §6.4, §7.2). Reads may be served by mirrors, the PUT
+//! always goes to the registry itself.
 
-use super::client::{Body, Client};
+use super::client::{retry_body, Body, Client};
 use crate::oci::{media, Descriptor, Digest, Manifest};
 use crate::reference::Reference;
 use crate::store::StoreError;
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::Method;
 use slog::debug;
 
@@ -23,34 +24,46 @@ fn lookup(r: &Reference) -> String {
 
 /// Distribution only serves what `Accept` allows, and some proxies keep only one `Accept`
 /// line: send all types in one header.
-fn accept() -> String {
-    media::MANIFEST_ACCEPT.join(", ")
+fn accept() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let value = HeaderValue::from_str(&media::MANIFEST_ACCEPT.join(", "))
+        .expect("media types are valid header text");
+    h.insert(ACCEPT, value);
+    h
 }
 
+/// HEAD, from the registry or its mirrors. A host with `apiOpts.disableHead` is not asked;
+/// when no host is left the error is `unsupported` (spec §3.3): the source lookup then reads
+/// the manifest with GET, a target lookup takes the manifest as absent.
 pub(super) async fn head(client: &Client, r: &Reference) -> Result<Option<Descriptor>, StoreError> {
-    let host = client.host(&r.registry);
-    if !host.config.disable_head {
-        let path = format!("manifests/{}", lookup(r));
-        let req = host
-            .request(Method::HEAD, &r.repository, &path)?
-            .header(ACCEPT, &accept())?;
-        let resp = match client.send(&host, req, &[200]).await {
-            Ok(resp) => resp,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let digest = resp
-            .header("docker-content-digest")
-            .and_then(|d| Digest::parse(d).ok());
-        let media_type = resp.media_type().filter(|mt| media::is_manifest(mt));
-        if let (Some(digest), Some(media_type), Some(size)) =
-            (digest, media_type, resp.content_length())
-        {
-            check_digest(r, &digest)?;
-            return Ok(Some(Descriptor::new(&media_type, digest, size as i64)));
-        }
-        debug!(client.log, "manifest HEAD incomplete, using GET"; "ref" => %r);
+    let path = format!("manifests/{}", lookup(r));
+    let (_, resp) = match client
+        .read(
+            &r.registry,
+            Method::HEAD,
+            &r.repository,
+            &path,
+            &accept(),
+            &[200],
+        )
+        .await
+    {
+        Ok(resp) => resp,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let digest = resp
+        .header("docker-content-digest")
+        .and_then(|d| Digest::parse(d).ok());
+    let media_type = resp.media_type().filter(|mt| media::is_manifest(mt));
+    if let (Some(digest), Some(media_type), Some(size)) =
+        (digest, media_type, resp.content_length())
+    {
+        check_digest(r, &digest)?;
+        return Ok(Some(Descriptor::new(&media_type, digest, size as i64)));
     }
+    drop(resp);
+    debug!(client.log, "manifest HEAD incomplete, using GET"; "ref" => %r);
     match get(client, r).await {
         Ok(m) => Ok(Some(m.descriptor())),
         Err(e) if e.is_not_found() => Ok(None),
@@ -58,13 +71,23 @@ pub(super) async fn head(client: &Client, r: &Reference) -> Result<Option<Descri
     }
 }
 
+/// GET, from the registry or its mirrors.
 pub(super) async fn get(client: &Client, r: &Reference) -> Result<Manifest, StoreError> {
-    let host = client.host(&r.registry);
+    retry_body(|| get_once(client, r)).await
+}
+
+async fn get_once(client: &Client, r: &Reference) -> Result<Manifest, StoreError> {
     let path = format!("manifests/{}", lookup(r));
-    let req = host
-        .request(Method::GET, &r.repository, &path)?
-        .header(ACCEPT, &accept())?;
-    let resp = client.send(&host, req, &[200]).await?;
+    let (_, resp) = client
+        .read(
+            &r.registry,
+            Method::GET,
+            &r.repository,
+            &path,
+            &accept(),
+            &[200],
+        )
+        .await?;
     let media_type = resp.media_type();
     let bytes = resp.bytes(PULL_LIMIT).await?;
     let mut m = Manifest::from_bytes(bytes, media_type.as_deref());

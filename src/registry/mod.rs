@@ -4,10 +4,12 @@
 mod auth;
 mod blob;
 mod client;
+mod cred_helper;
 mod docker_config;
 mod header;
 mod listing;
 mod manifest;
+mod tls;
 
 pub use docker_config::docker_config_hosts;
 
@@ -47,6 +49,17 @@ pub struct HostConfig {
     pub blob_max: i64,
     pub repo_auth: bool,
     pub disable_head: bool,
+    /// Docker credential helper program (full name, e.g. `docker-credential-ecr-login`).
+    pub cred_helper: String,
+    /// How long helper credentials are cached, in nanoseconds; 0 means 1 h.
+    pub cred_expire: i64,
+    /// Name given to the helper instead of `hostname`.
+    pub cred_host: String,
+    /// Other registry names tried first for reads (spec §7.1).
+    pub mirrors: Vec<String>,
+    pub priority: u64,
+    /// Do not trust `/etc/docker/certs.d/<hostname>/*.crt` (`defaults.skipDockerConfig`).
+    pub skip_docker_certs: bool,
 }
 
 impl HostConfig {
@@ -66,7 +79,8 @@ impl HostConfig {
 
     pub fn concurrency(&self) -> usize {
         if self.req_concurrent > 0 {
-            self.req_concurrent as usize
+            // Bounded so an absurd value cannot overflow the semaphore.
+            self.req_concurrent.min(1 << 16) as usize
         } else {
             3
         }
@@ -93,6 +107,12 @@ impl std::fmt::Debug for HostConfig {
             .field("blob_max", &self.blob_max)
             .field("repo_auth", &self.repo_auth)
             .field("disable_head", &self.disable_head)
+            .field("cred_helper", &self.cred_helper)
+            .field("cred_expire", &self.cred_expire)
+            .field("cred_host", &self.cred_host)
+            .field("mirrors", &self.mirrors)
+            .field("priority", &self.priority)
+            .field("skip_docker_certs", &self.skip_docker_certs)
             .finish()
     }
 }
@@ -155,6 +175,12 @@ impl RegistryStore {
         Ok(RegistryStore {
             client: Arc::new(client),
         })
+    }
+
+    /// The host whose request slots a registry name uses (throttlers are per hostname, and
+    /// two names may be aliases of one host).
+    pub fn slot_host(&self, registry: &str) -> String {
+        self.client.host(registry).config.hostname.clone()
     }
 }
 

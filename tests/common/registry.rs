@@ -22,6 +22,21 @@ pub struct RegistryOpts {
     pub auth: Option<(String, String)>,
     /// `storage.maintenance.readonly`: pulls work, pushes get 405.
     pub readonly: bool,
+    /// Serve https (`http.tls`). The harness's own raw client (`oci`) speaks plain http
+    /// only: seed such a registry through regsync from a plain one.
+    pub tls: Option<TlsOpts>,
+}
+
+/// `http.tls` of a registry: PEM files for its certificate and key, and optionally the CAs
+/// a client certificate must chain to (`clientcas`: then every client needs one).
+#[derive(Clone, Debug, Default)]
+pub struct TlsOpts {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cas: Option<PathBuf>,
+    /// Certificate and key (PEM files) the harness presents itself (readiness probe, access
+    /// log markers); needed with `client_cas`.
+    pub harness_identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// One access-log line: method, request URI (path + query, as sent), status.
@@ -54,6 +69,7 @@ impl Registry {
         Self::start_with(RegistryOpts {
             auth: Some((user.to_string(), pass.to_string())),
             readonly: false,
+            tls: None,
         })
     }
 
@@ -150,6 +166,16 @@ impl Registry {
         c.push_str(&format!(
             "http:\n  addr: 127.0.0.1:{port}\n  secret: regsync-test-{port}\n  headers:\n    X-Content-Type-Options: [nosniff]\n"
         ));
+        if let Some(tls) = &self.opts.tls {
+            c.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                tls.cert.display(),
+                tls.key.display()
+            ));
+            if let Some(cas) = &tls.client_cas {
+                c.push_str(&format!("    clientcas:\n      - {}\n", cas.display()));
+            }
+        }
         if self.opts.auth.is_some() {
             c.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: regsync-test\n    path: {}\n",
@@ -169,7 +195,7 @@ impl Registry {
                 }
             }
             let r = block_on(async {
-                http()
+                self.client()
                     .get(&url)
                     .timeout(Duration::from_secs(2))
                     .send()
@@ -217,9 +243,34 @@ impl Registry {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` with [`RegistryOpts::tls`]).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.opts.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The client for the harness's own requests: the shared plain one, or for a TLS registry
+    /// one that trusts anything and presents the harness identity.
+    fn client(&self) -> reqwest::Client {
+        let Some(tls) = &self.opts.tls else {
+            return http().clone();
+        };
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5));
+        if let Some((cert, key)) = &tls.harness_identity {
+            let mut pem = fs::read(cert).expect("harness cert");
+            pem.push(b'\n');
+            pem.extend(fs::read(key).expect("harness key"));
+            b = b.identity(reqwest::Identity::from_pem(&pem).expect("harness identity"));
+        }
+        b.build().expect("harness TLS client")
     }
     /// `127.0.0.1:PORT`
     pub fn host(&self) -> String {
@@ -286,7 +337,7 @@ impl Registry {
         let n = MARKER.fetch_add(1, Ordering::SeqCst);
         let path = format!("{MARKER_PREFIX}{}-{n}", std::process::id());
         let _ = block_on(async {
-            http()
+            self.client()
                 .get(format!("{}{}", self.url(), path))
                 .timeout(Duration::from_secs(5))
                 .send()

@@ -1,0 +1,3199 @@
+//! Go `text/template` expansion of config strings (spec §3.7, §4), on the `gtmpl` engine.
+//!
+//! * Load time ([`expand_templates`]): creds `registry`, `user`, `pass`, `regcert`,
+//!   `clientCert`, `clientKey` with no data; steps `source`, `referrerSource`, `target`,
+//!   `referrerTarget` in that order with `{ .Sync = <merged step> }` (Go field names). `target`
+//!   sees the expanded `Source`/`ReferrerSrc` but `referrerTarget` still sees the unexpanded
+//!   `Target` (regsync quirk, kept). A string without `{{` is left as is.
+//! * Copy time ([`render_backup`]): `backup` with `{ .Ref, .Step, .Sync }`, trimmed.
+//! * `version --format` ([`render_version`]).
+//!
+//! Functions: the 12 of regsync (`default env file join json jsonPretty printPretty lower upper
+//! split trimSpace time`) and Go's built-ins (`and or not len index slice print printf println
+//! eq ne lt le gt ge call html js urlquery`). Deliberate difference: `file` of a missing or
+//! unreadable path is an error naming the path (regsync silently yields `""`).
+//!
+//! gtmpl is a partial port of Go's engine; the text is rewritten before parsing
+//! ([`preprocess`]) so that Go syntax behaves as in Go:
+//! * method calls with arguments on data values (`(time).Now.Format "20060102"`,
+//!   `$t.AddDate 0 -1 0`, `(time).Parse LAYOUT VALUE`) become calls of an internal `_method`
+//!   function (gtmpl only calls argument-less methods, as `Func` fields of objects);
+//! * the value of every output action goes through `_out`, which prints it the way Go's `%v`
+//!   does (`[a b]`, `map[k:v]`, `<nil>`, time and duration values);
+//! * string and character literals are decoded here (Go escapes) and handed to gtmpl in a form
+//!   its lexer handles; integer literals with `0x`/`0o`/`0b`/`_`/leading-zero octal are
+//!   rewritten in decimal.
+//!
+//! Limits (documented, not Go): `break`/`continue` are unsupported; a time value's `Month` and
+//! `Weekday` are numbers (Go prints `January`/`Sunday`); the local time zone has no
+//! abbreviation unless it is UTC (`MST` prints `+0100`); struct values print their fields in
+//! Go field order but pointers print as the value, not an address; `eq` needs both sides of
+//! the same kind (an int is not equal to a float); execution errors carry no column.
+
+use super::duration::{duration_of, format_duration, parse_duration};
+use super::schema::{Config, Hook, Hooks, ReferrerFilter, RepoFilter, SyncStep, TagFilter};
+use super::validate::{creds_context, step_context};
+use super::ConfigError;
+use crate::reference::{Reference, Scheme};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Offset, Timelike};
+use gtmpl::{Context, Func, FuncError, Template, Value};
+use gtmpl_value::Function;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+// ---------------------------------------------------------------------------------------------
+// Data objects
+// ---------------------------------------------------------------------------------------------
+
+/// Hidden keys of objects (a template cannot name them: field names are identifiers).
+const KIND: &str = "\u{1}kind";
+/// `[[GoName, jsonName], ...]`: field order for `%v` and JSON (`-` = not in JSON,
+/// `name,omitempty`).
+const FIELDS: &str = "\u{1}fields";
+/// Pre-rendered `printPretty` text (Go's `MarshalPretty`).
+const PRETTY: &str = "\u{1}pretty";
+const T_SEC: &str = "\u{1}sec";
+const T_NSEC: &str = "\u{1}nsec";
+const T_OFF: &str = "\u{1}off";
+const T_ZONE: &str = "\u{1}zone";
+const D_NS: &str = "\u{1}ns";
+
+fn is_hidden(key: &str) -> bool {
+    key.starts_with('\u{1}')
+}
+
+/// Builds an object value (a Go struct).
+struct Obj {
+    map: HashMap<String, Value>,
+    fields: Vec<Value>,
+}
+
+impl Obj {
+    fn new(kind: &str) -> Obj {
+        let mut map = HashMap::new();
+        map.insert(KIND.to_string(), Value::from(kind));
+        Obj {
+            map,
+            fields: Vec::new(),
+        }
+    }
+
+    /// A data field: `go` is the template name, `json` the JSON key (`""` = same as `go`).
+    fn field(mut self, go: &str, json: &str, v: Value) -> Obj {
+        let json = if json.is_empty() { go } else { json };
+        self.fields
+            .push(Value::Array(vec![Value::from(go), Value::from(json)]));
+        self.map.insert(go.to_string(), v);
+        self
+    }
+
+    /// An argument-less method (gtmpl calls it with the object as its only argument).
+    fn method(mut self, name: &str, f: Func) -> Obj {
+        self.map
+            .insert(name.to_string(), Value::Function(Function { f }));
+        self
+    }
+
+    fn hidden(mut self, key: &str, v: Value) -> Obj {
+        self.map.insert(key.to_string(), v);
+        self
+    }
+
+    fn build(mut self) -> Value {
+        if !self.fields.is_empty() {
+            self.map
+                .insert(FIELDS.to_string(), Value::Array(self.fields));
+        }
+        Value::Object(self.map)
+    }
+}
+
+fn kind_of(v: &Value) -> Option<&str> {
+    match v {
+        Value::Object(o) => match o.get(KIND) {
+            Some(Value::String(k)) => Some(k.as_str()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// An integer the way gtmpl's literals are stored (non-negative → unsigned), so `eq` works.
+fn int_value(i: i64) -> Value {
+    Value::from(i)
+}
+
+fn str_list(v: &[String]) -> Value {
+    Value::Array(v.iter().map(|s| Value::from(s.as_str())).collect())
+}
+
+fn str_map(m: &BTreeMap<String, String>) -> Value {
+    Value::Map(
+        m.iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .collect(),
+    )
+}
+
+fn tags_value(t: &TagFilter) -> Value {
+    Obj::new("struct")
+        .field("Allow", "allow", str_list(&t.allow))
+        .field("Deny", "deny", str_list(&t.deny))
+        .field(
+            "SemverRange",
+            "semverRange,omitempty",
+            str_list(&t.semver_range),
+        )
+        .build()
+}
+
+fn repos_value(r: &RepoFilter) -> Value {
+    Obj::new("struct")
+        .field("Allow", "allow", str_list(&r.allow))
+        .field("Deny", "deny", str_list(&r.deny))
+        .build()
+}
+
+fn referrer_filter_value(f: &ReferrerFilter) -> Value {
+    Obj::new("struct")
+        .field(
+            "ArtifactType",
+            "artifactType",
+            Value::from(f.artifact_type.as_str()),
+        )
+        .field("Annotations", "annotations", str_map(&f.annotations))
+        .build()
+}
+
+fn hook_value(h: &Option<Hook>) -> Value {
+    match h {
+        None => Value::Nil,
+        Some(h) => Obj::new("struct")
+            .field("Type", "type", Value::from(h.kind.as_str()))
+            .field("Params", "params", str_list(&h.params))
+            .build(),
+    }
+}
+
+fn hooks_value(h: &Hooks) -> Value {
+    Obj::new("struct")
+        .field("Pre", "pre", hook_value(&h.pre))
+        .field("Post", "post", hook_value(&h.post))
+        .field("Unchanged", "unchanged", hook_value(&h.unchanged))
+        .build()
+}
+
+fn flag_value(b: Option<bool>) -> Value {
+    match b {
+        Some(b) => Value::Bool(b),
+        None => Value::Nil,
+    }
+}
+
+/// `.Sync` / `.Step`: a merged step with regsync's Go field names (spec §4.4).
+pub(crate) fn sync_value(s: &SyncStep) -> Value {
+    let filters = match &s.referrer_filters {
+        Some(list) => Value::Array(list.iter().map(referrer_filter_value).collect()),
+        None => Value::Array(Vec::new()),
+    };
+    let ratelimit = Obj::new("struct")
+        .field("Min", "min", int_value(s.ratelimit.min))
+        .field(
+            "Retry",
+            "retry",
+            duration_value(duration_of(&s.ratelimit.retry).nanos()),
+        )
+        .build();
+    Obj::new("struct")
+        .field("Source", "source", Value::from(s.source.as_str()))
+        .field("Target", "target", Value::from(s.target.as_str()))
+        .field("Type", "type", Value::from(s.kind.as_str()))
+        .field("Tags", "tags", tags_value(&s.tags))
+        .field(
+            "TagSets",
+            "tagSets",
+            Value::Array(s.tag_sets.iter().map(tags_value).collect()),
+        )
+        .field("Repos", "repos", repos_value(&s.repos))
+        .field("DigestTags", "digestTags", flag_value(s.digest_tags))
+        .field("Referrers", "referrers", flag_value(s.referrers))
+        .field("ReferrerFilters", "referrerFilters", filters)
+        .field(
+            "ReferrerSrc",
+            "referrerSource",
+            Value::from(s.referrer_source.as_str()),
+        )
+        .field(
+            "ReferrerTgt",
+            "referrerTarget",
+            Value::from(s.referrer_target.as_str()),
+        )
+        .field("ReferrerSlow", "referrerSlow", flag_value(s.referrer_slow))
+        .field("Platform", "platform", Value::from(s.platform.as_str()))
+        .field("Platforms", "platforms", str_list(&s.platforms))
+        .field("FastCheck", "fastCheck", flag_value(s.fast_check))
+        .field(
+            "ForceRecursive",
+            "forceRecursive",
+            flag_value(s.force_recursive),
+        )
+        .field(
+            "IncludeExternal",
+            "includeExternal",
+            flag_value(s.include_external),
+        )
+        .field("Backup", "backup", Value::from(s.backup.as_str()))
+        .field(
+            "Interval",
+            "interval",
+            duration_value(duration_of(&s.interval).nanos()),
+        )
+        .field("Schedule", "schedule", Value::from(s.schedule.as_str()))
+        .field("RateLimit", "ratelimit", ratelimit)
+        .field("MediaTypes", "mediaTypes", str_list(&s.media_types))
+        .field("Hooks", "hooks", hooks_value(&s.hooks))
+        .build()
+}
+
+fn m_common_name(args: &[Value]) -> Result<Value, FuncError> {
+    match args.first() {
+        Some(Value::Object(o)) => match o.get("\u{1}cn") {
+            Some(v) => Ok(v.clone()),
+            None => Ok(Value::from("")),
+        },
+        _ => Err(FuncError::Generic("CommonName: not a reference".into())),
+    }
+}
+
+/// `.Ref` of the backup template: Go's `ref.Ref` fields plus `CommonName`.
+pub(crate) fn ref_value(r: &Reference) -> Value {
+    let scheme = match r.scheme {
+        Scheme::Reg => "reg",
+        Scheme::OciDir => "ocidir",
+    };
+    // Go's ref.New sets the tag to `latest` when neither a tag nor a digest is given.
+    let tag = match (&r.tag, &r.digest) {
+        (Some(t), _) => t.clone(),
+        (None, None) => "latest".to_string(),
+        (None, Some(_)) => String::new(),
+    };
+    let digest = r
+        .digest
+        .as_ref()
+        .map(|d| d.as_str().to_string())
+        .unwrap_or_default();
+    let mut cn = r.clone();
+    if cn.tag.is_none() && cn.digest.is_none() {
+        cn.tag = Some(tag.clone());
+    }
+    Obj::new("struct")
+        .field("Scheme", "", Value::from(scheme))
+        .field("Reference", "", Value::from(r.original.as_str()))
+        .field("Registry", "", Value::from(r.registry.as_str()))
+        .field("Repository", "", Value::from(r.repository.as_str()))
+        .field("Tag", "", Value::from(tag))
+        .field("Digest", "", Value::from(digest))
+        .field("Path", "", Value::from(r.path.as_str()))
+        .method("CommonName", m_common_name)
+        .hidden("\u{1}cn", Value::from(cn.common_name()))
+        .build()
+}
+
+/// Build information shown by `version` (spec §2.3).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VersionInfo {
+    pub vcs_tag: String,
+    pub vcs_ref: String,
+    pub vcs_commit: String,
+    pub vcs_state: String,
+    pub vcs_date: String,
+    pub platform: String,
+    /// The compiler version (`GoVer` in regsync).
+    pub go_ver: String,
+    /// The compiler name (`GoCompiler` in regsync).
+    pub go_compiler: String,
+}
+
+impl VersionInfo {
+    /// regsync's `MarshalPretty`: an aligned two-column listing (Go tabwriter, padding 1).
+    pub fn pretty(&self) -> String {
+        let rows = [
+            ("VCSTag:", &self.vcs_tag),
+            ("VCSRef:", &self.vcs_ref),
+            ("VCSCommit:", &self.vcs_commit),
+            ("VCSState:", &self.vcs_state),
+            ("VCSDate:", &self.vcs_date),
+            ("Platform:", &self.platform),
+            ("GoVer:", &self.go_ver),
+            ("GoCompiler:", &self.go_compiler),
+        ];
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+        let mut out = String::new();
+        for (k, v) in rows {
+            let _ = writeln!(out, "{k:width$}{v}");
+        }
+        out
+    }
+
+    fn value(&self) -> Value {
+        let main = Obj::new("struct")
+            .field("Path", "", Value::from("regsync-rs"))
+            .field("Version", "", Value::from(self.vcs_tag.as_str()))
+            .field("Sum", "", Value::from(""))
+            .field("Replace", "", Value::Nil)
+            .build();
+        let setting = |k: &str, v: &str| {
+            Obj::new("struct")
+                .field("Key", "", Value::from(k))
+                .field("Value", "", Value::from(v))
+                .build()
+        };
+        let modified = match self.vcs_state.as_str() {
+            "dirty" => "true",
+            "clean" => "false",
+            _ => "unknown",
+        };
+        let debug = Obj::new("struct")
+            .field("GoVersion", "", Value::from(self.go_ver.as_str()))
+            .field("Path", "", Value::from("regsync-rs"))
+            .field("Main", "", main)
+            .field("Deps", "", Value::Array(Vec::new()))
+            .field(
+                "Settings",
+                "",
+                Value::Array(vec![
+                    setting("vcs", "git"),
+                    setting("vcs.revision", &self.vcs_commit),
+                    setting("vcs.time", &self.vcs_date),
+                    setting("vcs.modified", modified),
+                ]),
+            )
+            .build();
+        Obj::new("struct")
+            .field("GoVer", "goVersion", Value::from(self.go_ver.as_str()))
+            .field(
+                "GoCompiler",
+                "goCompiler",
+                Value::from(self.go_compiler.as_str()),
+            )
+            .field("Platform", "platform", Value::from(self.platform.as_str()))
+            .field(
+                "VCSCommit",
+                "vcsCommit",
+                Value::from(self.vcs_commit.as_str()),
+            )
+            .field("VCSDate", "vcsDate", Value::from(self.vcs_date.as_str()))
+            .field("VCSRef", "vcsRef", Value::from(self.vcs_ref.as_str()))
+            .field("VCSState", "vcsState", Value::from(self.vcs_state.as_str()))
+            .field("VCSTag", "vcsTag", Value::from(self.vcs_tag.as_str()))
+            .field("Debug", "debug,omitempty", debug)
+            .hidden(PRETTY, Value::from(self.pretty()))
+            .build()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Go time and duration values
+// ---------------------------------------------------------------------------------------------
+
+/// A Go `time.Time`: an instant, the zone offset east of UTC and the zone abbreviation
+/// (`""` for an unnamed zone).
+#[derive(Clone, Debug, PartialEq)]
+struct GoTime {
+    sec: i64,
+    nsec: u32,
+    off: i32,
+    zone: String,
+}
+
+/// Seconds from 0001-01-01 to 1970-01-01 (Go's zero time).
+const ZERO_TIME_UNIX: i64 = -62_135_596_800;
+
+impl GoTime {
+    fn now() -> GoTime {
+        let now = chrono::Local::now();
+        let off = now.offset().fix().local_minus_utc();
+        GoTime {
+            sec: now.timestamp(),
+            nsec: now.timestamp_subsec_nanos(),
+            off,
+            zone: local_zone_name(off),
+        }
+    }
+
+    /// The wall clock in the time's zone.
+    fn civil(&self) -> NaiveDateTime {
+        DateTime::from_timestamp(self.sec.saturating_add(self.off as i64), self.nsec)
+            .unwrap_or_default()
+            .naive_utc()
+    }
+
+    fn from_civil(dt: NaiveDateTime, off: i32, zone: String) -> GoTime {
+        let utc = dt.and_utc();
+        GoTime {
+            sec: utc.timestamp() - off as i64,
+            nsec: utc.timestamp_subsec_nanos(),
+            off,
+            zone,
+        }
+    }
+
+    fn utc(&self) -> GoTime {
+        GoTime {
+            off: 0,
+            zone: "UTC".to_string(),
+            ..self.clone()
+        }
+    }
+
+    fn local(&self) -> GoTime {
+        let off = DateTime::from_timestamp(self.sec, self.nsec)
+            .map(|d| {
+                d.with_timezone(&chrono::Local)
+                    .offset()
+                    .fix()
+                    .local_minus_utc()
+            })
+            .unwrap_or(0);
+        GoTime {
+            off,
+            zone: local_zone_name(off),
+            ..self.clone()
+        }
+    }
+
+    fn unix_nanos(&self) -> i128 {
+        self.sec as i128 * 1_000_000_000 + self.nsec as i128
+    }
+
+    fn add_nanos(&self, d: i64) -> GoTime {
+        let total = self.unix_nanos() + d as i128;
+        GoTime {
+            sec: total.div_euclid(1_000_000_000) as i64,
+            nsec: total.rem_euclid(1_000_000_000) as u32,
+            ..self.clone()
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        Obj::new("time")
+            .hidden(T_SEC, Value::from(self.sec))
+            .hidden(T_NSEC, Value::from(self.nsec))
+            .hidden(T_OFF, Value::from(self.off))
+            .hidden(T_ZONE, Value::from(self.zone.as_str()))
+            .method("Unix", tm_unix)
+            .method("UnixMilli", tm_unix_milli)
+            .method("UnixMicro", tm_unix_micro)
+            .method("UnixNano", tm_unix_nano)
+            .method("UTC", tm_utc)
+            .method("Local", tm_local)
+            .method("Year", tm_year)
+            .method("Month", tm_month)
+            .method("Day", tm_day)
+            .method("Hour", tm_hour)
+            .method("Minute", tm_minute)
+            .method("Second", tm_second)
+            .method("Nanosecond", tm_nanosecond)
+            .method("YearDay", tm_year_day)
+            .method("Weekday", tm_weekday)
+            .method("IsZero", tm_is_zero)
+            .method("String", tm_string)
+            .build()
+    }
+
+    fn from_value(v: &Value) -> Option<GoTime> {
+        let Value::Object(o) = v else { return None };
+        if kind_of(v) != Some("time") {
+            return None;
+        }
+        let num = |k: &str| match o.get(k) {
+            Some(Value::Number(n)) => n.as_i64(),
+            _ => None,
+        };
+        Some(GoTime {
+            sec: num(T_SEC)?,
+            nsec: num(T_NSEC)? as u32,
+            off: num(T_OFF)? as i32,
+            zone: match o.get(T_ZONE) {
+                Some(Value::String(s)) => s.clone(),
+                _ => String::new(),
+            },
+        })
+    }
+
+    /// Go's `Time.String`.
+    fn go_string(&self) -> String {
+        go_format(self, "2006-01-02 15:04:05.999999999 -0700 MST")
+    }
+}
+
+/// The local zone's abbreviation: known only for UTC here (no zone database).
+fn local_zone_name(off: i32) -> String {
+    if off == 0 {
+        "UTC".to_string()
+    } else {
+        String::new()
+    }
+}
+
+fn recv_time(args: &[Value], name: &str) -> Result<GoTime, FuncError> {
+    args.first()
+        .and_then(GoTime::from_value)
+        .ok_or_else(|| FuncError::Generic(format!("{name}: not a time value")))
+}
+
+macro_rules! time_method {
+    ($fname:ident, $name:literal, |$t:ident| $body:expr) => {
+        fn $fname(args: &[Value]) -> Result<Value, FuncError> {
+            let $t = recv_time(args, $name)?;
+            Ok($body)
+        }
+    };
+}
+
+time_method!(tm_unix, "Unix", |t| int_value(t.sec));
+time_method!(tm_unix_milli, "UnixMilli", |t| int_value(
+    (t.unix_nanos() / 1_000_000) as i64
+));
+time_method!(tm_unix_micro, "UnixMicro", |t| int_value(
+    (t.unix_nanos() / 1_000) as i64
+));
+time_method!(tm_unix_nano, "UnixNano", |t| int_value(
+    t.unix_nanos().clamp(i64::MIN as i128, i64::MAX as i128) as i64
+));
+time_method!(tm_utc, "UTC", |t| t.utc().to_value());
+time_method!(tm_local, "Local", |t| t.local().to_value());
+time_method!(tm_year, "Year", |t| int_value(t.civil().year() as i64));
+time_method!(tm_month, "Month", |t| int_value(t.civil().month() as i64));
+time_method!(tm_day, "Day", |t| int_value(t.civil().day() as i64));
+time_method!(tm_hour, "Hour", |t| int_value(t.civil().hour() as i64));
+time_method!(
+    tm_minute,
+    "Minute",
+    |t| int_value(t.civil().minute() as i64)
+);
+time_method!(
+    tm_second,
+    "Second",
+    |t| int_value(t.civil().second() as i64)
+);
+time_method!(tm_nanosecond, "Nanosecond", |t| int_value(t.nsec as i64));
+time_method!(tm_year_day, "YearDay", |t| int_value(
+    t.civil().ordinal() as i64
+));
+time_method!(tm_weekday, "Weekday", |t| int_value(
+    t.civil().weekday().num_days_from_sunday() as i64
+));
+time_method!(tm_is_zero, "IsZero", |t| Value::Bool(
+    t.sec == ZERO_TIME_UNIX && t.nsec == 0
+));
+time_method!(tm_string, "String", |t| Value::from(t.go_string()));
+
+fn duration_value(ns: i64) -> Value {
+    Obj::new("duration")
+        .hidden(D_NS, Value::from(ns))
+        .method("Hours", dm_hours)
+        .method("Minutes", dm_minutes)
+        .method("Seconds", dm_seconds)
+        .method("Milliseconds", dm_milliseconds)
+        .method("Microseconds", dm_microseconds)
+        .method("Nanoseconds", dm_nanoseconds)
+        .method("String", dm_string)
+        .build()
+}
+
+fn duration_ns(v: &Value) -> Option<i64> {
+    match v {
+        Value::Object(o) if kind_of(v) == Some("duration") => match o.get(D_NS) {
+            Some(Value::Number(n)) => n.as_i64(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn recv_duration(args: &[Value]) -> Result<i64, FuncError> {
+    args.first()
+        .and_then(duration_ns)
+        .ok_or_else(|| FuncError::Generic("not a duration value".into()))
+}
+
+fn float_value(f: f64) -> Value {
+    // gtmpl stores whole floats as integers; keep them floats for printing.
+    if f.fract() == 0.0 && f.abs() < 1e15 {
+        int_value(f as i64)
+    } else {
+        Value::from(f)
+    }
+}
+
+fn dm_hours(a: &[Value]) -> Result<Value, FuncError> {
+    Ok(float_value(recv_duration(a)? as f64 / 3.6e12))
+}
+fn dm_minutes(a: &[Value]) -> Result<Value, FuncError> {
+    Ok(float_value(recv_duration(a)? as f64 / 6e10))
+}
+fn dm_seconds(a: &[Value]) -> Result<Value, FuncError> {
+    Ok(float_value(recv_duration(a)? as f64 / 1e9))
+}
+fn dm_milliseconds(a: &[Value]) -> Result<Value, FuncError> {
+    Ok(int_value(recv_duration(a)? / 1_000_000))
+}
+fn dm_microseconds(a: &[Value]) -> Result<Value, FuncError> {
+    Ok(int_value(recv_duration(a)? / 1_000))
+}
+fn dm_nanoseconds(a: &[Value]) -> Result<Value, FuncError> {
+    Ok(int_value(recv_duration(a)?))
+}
+fn dm_string(a: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::from(format_duration(
+        super::duration::GoDuration::from_nanos(recv_duration(a)?),
+    )))
+}
+
+fn tf_now(_args: &[Value]) -> Result<Value, FuncError> {
+    Ok(GoTime::now().to_value())
+}
+
+/// `time`: an object with `Now` and `Parse LAYOUT VALUE` (via `_method`).
+fn f_time(args: &[Value]) -> Result<Value, FuncError> {
+    check_args("time", args, 0)?;
+    Ok(Obj::new("timefuncs").method("Now", tf_now).build())
+}
+
+// --- Go layouts ------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Std {
+    LongMonth,
+    Month,
+    NumMonth,
+    ZeroMonth,
+    LongWeekDay,
+    WeekDay,
+    Day,
+    UnderDay,
+    ZeroDay,
+    UnderYearDay,
+    ZeroYearDay,
+    Hour,
+    Hour12,
+    ZeroHour12,
+    Minute,
+    ZeroMinute,
+    Second,
+    ZeroSecond,
+    LongYear,
+    Year,
+    PM,
+    Pm,
+    Tz,
+    Iso8601Tz,
+    Iso8601SecondsTz,
+    Iso8601ShortTz,
+    Iso8601ColonTz,
+    Iso8601ColonSecondsTz,
+    NumTz,
+    NumSecondsTz,
+    NumShortTz,
+    NumColonTz,
+    NumColonSecondsTz,
+    /// Fractional seconds: digits, separator (`.` or `,`), trim trailing zeros (`9`s).
+    Frac(usize, u8, bool),
+}
+
+const LONG_MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const LONG_DAYS: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
+
+fn starts_lower(s: &[u8]) -> bool {
+    s.first().is_some_and(|c| c.is_ascii_lowercase())
+}
+
+fn is_digit_at(s: &[u8], i: usize) -> bool {
+    s.get(i).is_some_and(|c| c.is_ascii_digit())
+}
+
+/// Go's `nextStdChunk`: `(prefix, std, suffix)`.
+fn next_std_chunk(layout: &str) -> (&str, Option<Std>, &str) {
+    let b = layout.as_bytes();
+    let has = |i: usize, s: &str| b.len() >= i + s.len() && &b[i..i + s.len()] == s.as_bytes();
+    for i in 0..b.len() {
+        let ret = |std: Std, len: usize| (&layout[..i], Some(std), &layout[i + len..]);
+        match b[i] {
+            b'J' => {
+                if has(i, "Jan") {
+                    if has(i, "January") {
+                        return ret(Std::LongMonth, 7);
+                    }
+                    if !starts_lower(&b[i + 3..]) {
+                        return ret(Std::Month, 3);
+                    }
+                }
+            }
+            b'M' => {
+                if has(i, "Mon") {
+                    if has(i, "Monday") {
+                        return ret(Std::LongWeekDay, 6);
+                    }
+                    if !starts_lower(&b[i + 3..]) {
+                        return ret(Std::WeekDay, 3);
+                    }
+                }
+                if has(i, "MST") {
+                    return ret(Std::Tz, 3);
+                }
+            }
+            b'0' => {
+                if b.len() >= i + 2 && (b'1'..=b'6').contains(&b[i + 1]) {
+                    let std = [
+                        Std::ZeroMonth,
+                        Std::ZeroDay,
+                        Std::ZeroHour12,
+                        Std::ZeroMinute,
+                        Std::ZeroSecond,
+                        Std::Year,
+                    ][(b[i + 1] - b'1') as usize];
+                    return ret(std, 2);
+                }
+                if has(i, "002") {
+                    return ret(Std::ZeroYearDay, 3);
+                }
+            }
+            b'1' => {
+                if has(i, "15") {
+                    return ret(Std::Hour, 2);
+                }
+                return ret(Std::NumMonth, 1);
+            }
+            b'2' => {
+                if has(i, "2006") {
+                    return ret(Std::LongYear, 4);
+                }
+                return ret(Std::Day, 1);
+            }
+            b'_' => {
+                if has(i, "_2") {
+                    if has(i + 1, "2006") {
+                        return (&layout[..i + 1], Some(Std::LongYear), &layout[i + 5..]);
+                    }
+                    return ret(Std::UnderDay, 2);
+                }
+                if has(i, "__2") {
+                    return ret(Std::UnderYearDay, 3);
+                }
+            }
+            b'3' => return ret(Std::Hour12, 1),
+            b'4' => return ret(Std::Minute, 1),
+            b'5' => return ret(Std::Second, 1),
+            b'P' => {
+                if has(i, "PM") {
+                    return ret(Std::PM, 2);
+                }
+            }
+            b'p' => {
+                if has(i, "pm") {
+                    return ret(Std::Pm, 2);
+                }
+            }
+            b'-' => {
+                for (s, std) in [
+                    ("-070000", Std::NumSecondsTz),
+                    ("-07:00:00", Std::NumColonSecondsTz),
+                    ("-0700", Std::NumTz),
+                    ("-07:00", Std::NumColonTz),
+                    ("-07", Std::NumShortTz),
+                ] {
+                    if has(i, s) {
+                        return ret(std, s.len());
+                    }
+                }
+            }
+            b'Z' => {
+                for (s, std) in [
+                    ("Z070000", Std::Iso8601SecondsTz),
+                    ("Z07:00:00", Std::Iso8601ColonSecondsTz),
+                    ("Z0700", Std::Iso8601Tz),
+                    ("Z07:00", Std::Iso8601ColonTz),
+                    ("Z07", Std::Iso8601ShortTz),
+                ] {
+                    if has(i, s) {
+                        return ret(std, s.len());
+                    }
+                }
+            }
+            c @ (b'.' | b',') => {
+                if i + 1 < b.len() && (b[i + 1] == b'0' || b[i + 1] == b'9') {
+                    let ch = b[i + 1];
+                    let mut j = i + 1;
+                    while j < b.len() && b[j] == ch {
+                        j += 1;
+                    }
+                    if !is_digit_at(b, j) {
+                        let n = (j - (i + 1)).min(9);
+                        return (
+                            &layout[..i],
+                            Some(Std::Frac(n, c, ch == b'9')),
+                            &layout[j..],
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (layout, None, "")
+}
+
+fn append_int(out: &mut String, x: i64, width: usize) {
+    if x < 0 {
+        out.push('-');
+    }
+    let _ = write!(out, "{:0width$}", x.unsigned_abs());
+}
+
+/// Go's `Time.Format`.
+fn go_format(t: &GoTime, layout: &str) -> String {
+    let dt = t.civil();
+    let (year, month, day) = (dt.year() as i64, dt.month() as usize, dt.day() as i64);
+    let (hour, min, sec) = (dt.hour() as i64, dt.minute() as i64, dt.second() as i64);
+    let yday = dt.ordinal() as i64;
+    let wday = dt.weekday().num_days_from_sunday() as usize;
+    let mut out = String::with_capacity(layout.len() + 10);
+    let mut rest = layout;
+    loop {
+        let (prefix, std, suffix) = next_std_chunk(rest);
+        out.push_str(prefix);
+        let Some(std) = std else { break };
+        rest = suffix;
+        match std {
+            Std::Year => append_int(&mut out, year.rem_euclid(100), 2),
+            Std::LongYear => append_int(&mut out, year, 4),
+            Std::Month => out.push_str(&LONG_MONTHS[month - 1][..3]),
+            Std::LongMonth => out.push_str(LONG_MONTHS[month - 1]),
+            Std::NumMonth => append_int(&mut out, month as i64, 0),
+            Std::ZeroMonth => append_int(&mut out, month as i64, 2),
+            Std::WeekDay => out.push_str(&LONG_DAYS[wday][..3]),
+            Std::LongWeekDay => out.push_str(LONG_DAYS[wday]),
+            Std::Day => append_int(&mut out, day, 0),
+            Std::UnderDay => {
+                if day < 10 {
+                    out.push(' ');
+                }
+                append_int(&mut out, day, 0);
+            }
+            Std::ZeroDay => append_int(&mut out, day, 2),
+            Std::UnderYearDay => {
+                if yday < 100 {
+                    out.push(' ');
+                    if yday < 10 {
+                        out.push(' ');
+                    }
+                }
+                append_int(&mut out, yday, 0);
+            }
+            Std::ZeroYearDay => append_int(&mut out, yday, 3),
+            Std::Hour => append_int(&mut out, hour, 2),
+            Std::Hour12 | Std::ZeroHour12 => {
+                let mut hr = hour % 12;
+                if hr == 0 {
+                    hr = 12;
+                }
+                append_int(&mut out, hr, if std == Std::Hour12 { 0 } else { 2 });
+            }
+            Std::Minute => append_int(&mut out, min, 0),
+            Std::ZeroMinute => append_int(&mut out, min, 2),
+            Std::Second => append_int(&mut out, sec, 0),
+            Std::ZeroSecond => append_int(&mut out, sec, 2),
+            Std::PM => out.push_str(if hour >= 12 { "PM" } else { "AM" }),
+            Std::Pm => out.push_str(if hour >= 12 { "pm" } else { "am" }),
+            Std::Iso8601Tz
+            | Std::Iso8601ColonTz
+            | Std::Iso8601SecondsTz
+            | Std::Iso8601ShortTz
+            | Std::Iso8601ColonSecondsTz
+            | Std::NumTz
+            | Std::NumColonTz
+            | Std::NumSecondsTz
+            | Std::NumShortTz
+            | Std::NumColonSecondsTz => {
+                let iso = matches!(
+                    std,
+                    Std::Iso8601Tz
+                        | Std::Iso8601ColonTz
+                        | Std::Iso8601SecondsTz
+                        | Std::Iso8601ShortTz
+                        | Std::Iso8601ColonSecondsTz
+                );
+                if t.off == 0 && iso {
+                    out.push('Z');
+                    continue;
+                }
+                let mut zone = t.off as i64 / 60;
+                let mut abs = t.off as i64;
+                if zone < 0 {
+                    out.push('-');
+                    zone = -zone;
+                    abs = -abs;
+                } else {
+                    out.push('+');
+                }
+                append_int(&mut out, zone / 60, 2);
+                if matches!(
+                    std,
+                    Std::Iso8601ColonTz
+                        | Std::NumColonTz
+                        | Std::Iso8601ColonSecondsTz
+                        | Std::NumColonSecondsTz
+                ) {
+                    out.push(':');
+                }
+                if !matches!(std, Std::NumShortTz | Std::Iso8601ShortTz) {
+                    append_int(&mut out, zone % 60, 2);
+                }
+                if matches!(
+                    std,
+                    Std::Iso8601SecondsTz
+                        | Std::NumSecondsTz
+                        | Std::NumColonSecondsTz
+                        | Std::Iso8601ColonSecondsTz
+                ) {
+                    if matches!(std, Std::NumColonSecondsTz | Std::Iso8601ColonSecondsTz) {
+                        out.push(':');
+                    }
+                    append_int(&mut out, abs % 60, 2);
+                }
+            }
+            Std::Tz => {
+                if !t.zone.is_empty() {
+                    out.push_str(&t.zone);
+                } else {
+                    let mut zone = t.off as i64 / 60;
+                    if zone < 0 {
+                        out.push('-');
+                        zone = -zone;
+                    } else {
+                        out.push('+');
+                    }
+                    append_int(&mut out, zone / 60, 2);
+                    append_int(&mut out, zone % 60, 2);
+                }
+            }
+            Std::Frac(n, sep, trim) => {
+                if trim && (n == 0 || t.nsec == 0) {
+                    continue;
+                }
+                let mut frac = format!("{:09}", t.nsec);
+                frac.truncate(n);
+                if trim {
+                    while frac.ends_with('0') {
+                        frac.pop();
+                    }
+                    if frac.is_empty() {
+                        continue;
+                    }
+                }
+                out.push(sep as char);
+                out.push_str(&frac);
+            }
+        }
+    }
+    out
+}
+
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\x0c' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x0b' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c == '\x7f' => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() => {
+                if (c as u32) <= 0xffff {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                } else {
+                    let _ = write!(out, "\\U{:08x}", c as u32);
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn parse_error(layout: &str, value: &str, layout_elem: &str, value_elem: &str) -> String {
+    format!(
+        "parsing time {} as {}: cannot parse {} as {}",
+        go_quote(value),
+        go_quote(layout),
+        go_quote(value_elem),
+        go_quote(layout_elem)
+    )
+}
+
+/// Go's `getnum`: one or two digits (exactly two when `fixed`).
+fn getnum(s: &str, fixed: bool) -> Option<(i64, &str)> {
+    let b = s.as_bytes();
+    if !is_digit_at(b, 0) {
+        return None;
+    }
+    if !is_digit_at(b, 1) {
+        if fixed {
+            return None;
+        }
+        return Some(((b[0] - b'0') as i64, &s[1..]));
+    }
+    Some((((b[0] - b'0') as i64) * 10 + (b[1] - b'0') as i64, &s[2..]))
+}
+
+fn getnum3(s: &str, fixed: bool) -> Option<(i64, &str)> {
+    let b = s.as_bytes();
+    let mut n = 0i64;
+    let mut i = 0;
+    while i < 3 && is_digit_at(b, i) {
+        n = n * 10 + (b[i] - b'0') as i64;
+        i += 1;
+    }
+    if i == 0 || (fixed && i != 3) {
+        return None;
+    }
+    Some((n, &s[i..]))
+}
+
+/// Go's `skip`: the layout's literal text; a space matches any run of spaces.
+fn skip<'a>(mut value: &'a str, mut prefix: &str) -> Option<&'a str> {
+    while !prefix.is_empty() {
+        if prefix.starts_with(' ') {
+            if !value.is_empty() && !value.starts_with(' ') {
+                return None;
+            }
+            prefix = prefix.trim_start_matches(' ');
+            value = value.trim_start_matches(' ');
+            continue;
+        }
+        let c = prefix.chars().next()?;
+        if !value.starts_with(c) {
+            return None;
+        }
+        prefix = &prefix[c.len_utf8()..];
+        value = &value[c.len_utf8()..];
+    }
+    Some(value)
+}
+
+fn lookup<'a>(names: &[&str], value: &'a str, short: bool) -> Option<(usize, &'a str)> {
+    for (i, name) in names.iter().enumerate() {
+        let name = if short { &name[..3] } else { name };
+        if value.len() >= name.len()
+            && value.is_char_boundary(name.len())
+            && value[..name.len()].eq_ignore_ascii_case(name)
+        {
+            return Some((i, &value[name.len()..]));
+        }
+    }
+    None
+}
+
+fn parse_nanos(value: &str, nbytes: usize) -> Result<u32, ()> {
+    let b = value.as_bytes();
+    if !matches!(b.first(), Some(b'.' | b',')) {
+        return Err(());
+    }
+    let nbytes = nbytes.min(10);
+    let digits = &value[1..nbytes];
+    if !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(());
+    }
+    let mut ns: u32 = digits.parse().unwrap_or(0);
+    for _ in 0..(10 - nbytes) {
+        ns *= 10;
+    }
+    Ok(ns)
+}
+
+fn parse_time_zone(value: &str) -> Option<usize> {
+    let b = value.as_bytes();
+    if b.len() < 3 {
+        return None;
+    }
+    if value.starts_with("GMT") {
+        // GMT with an optional signed hour offset.
+        let rest = &b[3..];
+        if matches!(rest.first(), Some(b'+' | b'-')) {
+            let n = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if n > 0 {
+                return Some(4 + n);
+            }
+        }
+        return Some(3);
+    }
+    let n = b
+        .iter()
+        .take(6)
+        .take_while(|c| c.is_ascii_uppercase())
+        .count();
+    match n {
+        3 => Some(3),
+        4 if b[3] == b'T' || &b[..4] == b"WITA" => Some(4),
+        5 if b[4] == b'T' => Some(5),
+        _ => None,
+    }
+}
+
+fn days_in(month: i64, year: i64) -> i64 {
+    let next = if month == 12 {
+        NaiveDate::from_ymd_opt(year as i32 + 1, 1, 1)
+    } else {
+        NaiveDate::from_ymd_opt(year as i32, month as u32 + 1, 1)
+    };
+    let this = NaiveDate::from_ymd_opt(year as i32, month as u32, 1);
+    match (this, next) {
+        (Some(a), Some(b)) => (b - a).num_days(),
+        _ => 31,
+    }
+}
+
+/// Go's `time.Parse` (no local-zone abbreviation lookup: a named zone other than `UTC` gets
+/// offset 0, as Go does for zones it does not know).
+fn go_parse(layout: &str, value: &str) -> Result<GoTime, String> {
+    let (alayout, avalue) = (layout, value);
+    let mut layout = layout;
+    let mut value = value;
+    let (mut year, mut month, mut day, mut yday) = (0i64, -1i64, -1i64, -1i64);
+    let (mut hour, mut min, mut sec, mut nsec) = (0i64, 0i64, 0i64, 0u32);
+    let (mut am, mut pm) = (false, false);
+    let mut utc = false;
+    let mut zone_offset: Option<i64> = None;
+    let mut zone_name = String::new();
+    loop {
+        let (prefix, std, suffix) = next_std_chunk(layout);
+        let std_str = &layout[prefix.len()..layout.len() - suffix.len()];
+        value = match skip(value, prefix) {
+            Some(v) => v,
+            None => return Err(parse_error(alayout, avalue, prefix, value)),
+        };
+        let Some(std) = std else {
+            if !value.is_empty() {
+                return Err(format!(
+                    "parsing time {}: extra text: {}",
+                    go_quote(avalue),
+                    go_quote(value)
+                ));
+            }
+            break;
+        };
+        layout = suffix;
+        let hold = value;
+        let mut range_err = "";
+        let mut ok = true;
+        match std {
+            Std::Year => {
+                if value.len() < 2 || !value.is_char_boundary(2) {
+                    ok = false;
+                } else {
+                    match value[..2].parse::<i64>() {
+                        Ok(y) if value[..2].bytes().all(|c| c.is_ascii_digit()) => {
+                            year = if y >= 69 { y + 1900 } else { y + 2000 };
+                            value = &value[2..];
+                        }
+                        _ => ok = false,
+                    }
+                }
+            }
+            Std::LongYear => {
+                if value.len() < 4
+                    || !value.is_char_boundary(4)
+                    || !value[..4].bytes().all(|c| c.is_ascii_digit())
+                {
+                    ok = false;
+                } else {
+                    year = value[..4].parse().unwrap_or(0);
+                    value = &value[4..];
+                }
+            }
+            Std::Month | Std::LongMonth => match lookup(&LONG_MONTHS, value, std == Std::Month) {
+                Some((m, rest)) => {
+                    month = m as i64 + 1;
+                    value = rest;
+                }
+                None => ok = false,
+            },
+            Std::NumMonth | Std::ZeroMonth => match getnum(value, std == Std::ZeroMonth) {
+                Some((m, rest)) => {
+                    month = m;
+                    value = rest;
+                    if !(1..=12).contains(&m) {
+                        range_err = "month";
+                    }
+                }
+                None => ok = false,
+            },
+            Std::WeekDay | Std::LongWeekDay => {
+                match lookup(&LONG_DAYS, value, std == Std::WeekDay) {
+                    Some((_, rest)) => value = rest,
+                    None => ok = false,
+                }
+            }
+            Std::Day | Std::UnderDay | Std::ZeroDay => {
+                if std == Std::UnderDay && value.starts_with(' ') {
+                    value = &value[1..];
+                }
+                match getnum(value, std == Std::ZeroDay) {
+                    Some((d, rest)) => {
+                        day = d;
+                        value = rest;
+                    }
+                    None => ok = false,
+                }
+            }
+            Std::UnderYearDay | Std::ZeroYearDay => {
+                for _ in 0..2 {
+                    if std == Std::UnderYearDay && value.starts_with(' ') {
+                        value = &value[1..];
+                    }
+                }
+                match getnum3(value, std == Std::ZeroYearDay) {
+                    Some((d, rest)) => {
+                        yday = d;
+                        value = rest;
+                        if !(1..=366).contains(&d) {
+                            range_err = "day-of-year";
+                        }
+                    }
+                    None => ok = false,
+                }
+            }
+            Std::Hour => match getnum(value, false) {
+                Some((h, rest)) => {
+                    hour = h;
+                    value = rest;
+                    if !(0..24).contains(&h) {
+                        range_err = "hour";
+                    }
+                }
+                None => ok = false,
+            },
+            Std::Hour12 | Std::ZeroHour12 => match getnum(value, std == Std::ZeroHour12) {
+                Some((h, rest)) => {
+                    hour = h;
+                    value = rest;
+                    if !(0..=12).contains(&h) {
+                        range_err = "hour";
+                    }
+                }
+                None => ok = false,
+            },
+            Std::Minute | Std::ZeroMinute => match getnum(value, std == Std::ZeroMinute) {
+                Some((m, rest)) => {
+                    min = m;
+                    value = rest;
+                    if !(0..60).contains(&m) {
+                        range_err = "minute";
+                    }
+                }
+                None => ok = false,
+            },
+            Std::Second | Std::ZeroSecond => match getnum(value, std == Std::ZeroSecond) {
+                Some((s, rest)) => {
+                    sec = s;
+                    value = rest;
+                    if !(0..60).contains(&s) {
+                        range_err = "second";
+                    } else {
+                        let b = value.as_bytes();
+                        if b.len() >= 2 && matches!(b[0], b'.' | b',') && is_digit_at(b, 1) {
+                            let (_, next, _) = next_std_chunk(layout);
+                            if !matches!(next, Some(Std::Frac(..))) {
+                                let mut n = 2;
+                                while is_digit_at(b, n) {
+                                    n += 1;
+                                }
+                                match parse_nanos(value, n) {
+                                    Ok(ns) => nsec = ns,
+                                    Err(()) => ok = false,
+                                }
+                                value = &value[n..];
+                            }
+                        }
+                    }
+                }
+                None => ok = false,
+            },
+            Std::PM | Std::Pm => {
+                let (p, a) = if std == Std::PM {
+                    ("PM", "AM")
+                } else {
+                    ("pm", "am")
+                };
+                if value.starts_with(p) {
+                    pm = true;
+                    value = &value[2..];
+                } else if value.starts_with(a) {
+                    am = true;
+                    value = &value[2..];
+                } else {
+                    ok = false;
+                }
+            }
+            Std::Iso8601Tz
+            | Std::Iso8601ColonTz
+            | Std::Iso8601SecondsTz
+            | Std::Iso8601ShortTz
+            | Std::Iso8601ColonSecondsTz
+            | Std::NumTz
+            | Std::NumColonTz
+            | Std::NumSecondsTz
+            | Std::NumShortTz
+            | Std::NumColonSecondsTz => {
+                let iso = matches!(
+                    std,
+                    Std::Iso8601Tz
+                        | Std::Iso8601ColonTz
+                        | Std::Iso8601SecondsTz
+                        | Std::Iso8601ShortTz
+                        | Std::Iso8601ColonSecondsTz
+                );
+                if iso && value.starts_with('Z') {
+                    value = &value[1..];
+                    utc = true;
+                } else {
+                    let b = value.as_bytes();
+                    let parts: Option<(u8, &str, &str, &str, usize)> = match std {
+                        Std::Iso8601ColonTz | Std::NumColonTz => (b.len() >= 6 && b[3] == b':')
+                            .then(|| (b[0], &value[1..3], &value[4..6], "00", 6)),
+                        Std::Iso8601ShortTz | Std::NumShortTz => {
+                            (b.len() >= 3).then(|| (b[0], &value[1..3], "00", "00", 3))
+                        }
+                        Std::Iso8601ColonSecondsTz | Std::NumColonSecondsTz => {
+                            (b.len() >= 9 && b[3] == b':' && b[6] == b':')
+                                .then(|| (b[0], &value[1..3], &value[4..6], &value[7..9], 9))
+                        }
+                        Std::Iso8601SecondsTz | Std::NumSecondsTz => (b.len() >= 7)
+                            .then(|| (b[0], &value[1..3], &value[3..5], &value[5..7], 7)),
+                        _ => (b.len() >= 5).then(|| (b[0], &value[1..3], &value[3..5], "00", 5)),
+                    };
+                    let parsed = parts.and_then(|(sign, h, m, s, len)| {
+                        let (h, _) = getnum(h, true)?;
+                        let (m, _) = getnum(m, true)?;
+                        let (s, _) = getnum(s, true)?;
+                        Some((sign, h, m, s, len))
+                    });
+                    match parsed {
+                        Some((sign, h, m, s, len)) if sign == b'+' || sign == b'-' => {
+                            if h > 24 {
+                                range_err = "time zone offset hour";
+                            }
+                            if m > 60 {
+                                range_err = "time zone offset minute";
+                            }
+                            if s > 60 {
+                                range_err = "time zone offset second";
+                            }
+                            let off = (h * 60 + m) * 60 + s;
+                            zone_offset = Some(if sign == b'-' { -off } else { off });
+                            value = &value[len..];
+                        }
+                        _ => ok = false,
+                    }
+                }
+            }
+            Std::Tz => {
+                if value.starts_with("UTC") {
+                    utc = true;
+                    value = &value[3..];
+                } else {
+                    match parse_time_zone(value) {
+                        Some(n) if value.is_char_boundary(n) => {
+                            zone_name = value[..n].to_string();
+                            value = &value[n..];
+                        }
+                        _ => ok = false,
+                    }
+                }
+            }
+            Std::Frac(n, _, trim) => {
+                if !trim {
+                    let nd = 1 + n;
+                    if value.len() < nd || !value.is_char_boundary(nd) {
+                        ok = false;
+                    } else {
+                        match parse_nanos(value, nd) {
+                            Ok(ns) => nsec = ns,
+                            Err(()) => ok = false,
+                        }
+                        value = &value[nd..];
+                    }
+                } else {
+                    let b = value.as_bytes();
+                    if b.len() >= 2 && matches!(b[0], b'.' | b',') && b[1].is_ascii_digit() {
+                        let mut i = 0;
+                        while i + 1 < b.len() && b[i + 1].is_ascii_digit() {
+                            i += 1;
+                        }
+                        match parse_nanos(value, 1 + i) {
+                            Ok(ns) => nsec = ns,
+                            Err(()) => ok = false,
+                        }
+                        value = &value[1 + i..];
+                    }
+                }
+            }
+        }
+        if !range_err.is_empty() {
+            return Err(format!(
+                "parsing time {}: {range_err} out of range",
+                go_quote(avalue)
+            ));
+        }
+        if !ok {
+            return Err(parse_error(alayout, avalue, std_str, hold));
+        }
+    }
+    if pm && hour < 12 {
+        hour += 12;
+    } else if am && hour == 12 {
+        hour = 0;
+    }
+    if yday >= 0 {
+        let leap = days_in(2, year) == 29;
+        if yday > if leap { 366 } else { 365 } {
+            return Err(format!(
+                "parsing time {}: day-of-year out of range",
+                go_quote(avalue)
+            ));
+        }
+        let date = NaiveDate::from_yo_opt(year as i32, yday as u32).ok_or_else(|| {
+            format!(
+                "parsing time {}: day-of-year out of range",
+                go_quote(avalue)
+            )
+        })?;
+        if (month >= 0 && month != date.month() as i64) || (day >= 0 && day != date.day() as i64) {
+            return Err(format!(
+                "parsing time {}: day-of-year does not match month",
+                go_quote(avalue)
+            ));
+        }
+        month = date.month() as i64;
+        day = date.day() as i64;
+    } else {
+        if month < 0 {
+            month = 1;
+        }
+        if day < 0 {
+            day = 1;
+        }
+    }
+    if day < 1 || day > days_in(month, year) {
+        return Err(format!(
+            "parsing time {}: day out of range",
+            go_quote(avalue)
+        ));
+    }
+    let civil = NaiveDate::from_ymd_opt(year as i32, month as u32, day as u32)
+        .and_then(|d| d.and_hms_nano_opt(hour as u32, min as u32, sec as u32, nsec))
+        .ok_or_else(|| format!("parsing time {}: out of range", go_quote(avalue)))?;
+    if utc {
+        return Ok(GoTime::from_civil(civil, 0, "UTC".into()));
+    }
+    if let Some(off) = zone_offset {
+        return Ok(GoTime::from_civil(civil, off as i32, String::new()));
+    }
+    if !zone_name.is_empty() {
+        let mut off = 0i64;
+        if zone_name.len() > 3 && zone_name.starts_with("GMT") {
+            off = zone_name[3..].parse::<i64>().unwrap_or(0) * 3600;
+        }
+        return Ok(GoTime::from_civil(civil, off as i32, zone_name));
+    }
+    Ok(GoTime::from_civil(civil, 0, "UTC".into()))
+}
+
+/// Go's `Time.AddDate` (month and day overflow normalised).
+fn add_date(t: &GoTime, years: i64, months: i64, days: i64) -> Option<GoTime> {
+    let dt = t.civil();
+    let total_months = (dt.month0() as i64) + months;
+    let y = dt.year() as i64 + years + total_months.div_euclid(12);
+    let m = total_months.rem_euclid(12) as u32 + 1;
+    let first = NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, m, 1)?;
+    let date =
+        first.checked_add_signed(chrono::TimeDelta::try_days(dt.day() as i64 - 1 + days)?)?;
+    Some(GoTime::from_civil(
+        date.and_time(dt.time()),
+        t.off,
+        t.zone.clone(),
+    ))
+}
+
+/// Go's `Time.Truncate` / `Round` (relative to the zero time).
+fn truncate_time(t: &GoTime, d: i64, round: bool) -> GoTime {
+    if d <= 0 {
+        return t.clone();
+    }
+    let abs = t.unix_nanos() - ZERO_TIME_UNIX as i128 * 1_000_000_000;
+    let r = abs.rem_euclid(d as i128);
+    let delta = if round && r + r >= d as i128 {
+        d as i128 - r
+    } else {
+        -r
+    };
+    t.add_nanos(delta as i64)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Printing values the Go way
+// ---------------------------------------------------------------------------------------------
+
+/// Decimal digits and decimal-point position of the shortest representation of `f` (> 0).
+fn shortest_digits(f: f64) -> (String, i32) {
+    let e = format!("{:e}", f.abs());
+    let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let digits: String = mant.chars().filter(|c| *c != '.').collect();
+    let exp: i32 = exp.parse().unwrap_or(0);
+    (digits, exp + 1)
+}
+
+fn fmt_e(neg: bool, digits: &str, dp: i32) -> String {
+    let mut out = String::new();
+    if neg {
+        out.push('-');
+    }
+    out.push_str(&digits[..1]);
+    if digits.len() > 1 {
+        out.push('.');
+        out.push_str(&digits[1..]);
+    }
+    let exp = dp - 1;
+    let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    out
+}
+
+/// strconv.FormatFloat(f, 'g', -1, 64).
+pub(crate) fn format_float_g(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    let (digits, dp) = shortest_digits(f);
+    let exp = dp - 1;
+    if !(-4..6).contains(&exp) {
+        return fmt_e(f < 0.0, &digits, dp);
+    }
+    format!("{f}")
+}
+
+/// encoding/json's float format.
+fn format_float_json(f: f64) -> String {
+    if !f.is_finite() {
+        return "null".into();
+    }
+    let abs = f.abs();
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        let (digits, dp) = shortest_digits(f);
+        let s = fmt_e(f < 0.0, &digits, dp);
+        // e-07 → e-7
+        return s.replace("e-0", "e-").replace("e+0", "e+");
+    }
+    format!("{f}")
+}
+
+fn fmt_number(n: &gtmpl_value::Number) -> String {
+    if let Some(i) = n.as_i64() {
+        i.to_string()
+    } else if let Some(u) = n.as_u64() {
+        u.to_string()
+    } else if let Some(f) = n.as_f64() {
+        format_float_g(f)
+    } else {
+        n.to_string()
+    }
+}
+
+/// The declared fields of a struct object: `(go, json, value)`.
+fn struct_fields(o: &HashMap<String, Value>) -> Option<Vec<(String, String, &Value)>> {
+    let Some(Value::Array(fields)) = o.get(FIELDS) else {
+        return None;
+    };
+    let mut out = Vec::new();
+    for f in fields {
+        if let Value::Array(pair) = f {
+            if let (Some(Value::String(go)), Some(Value::String(json))) =
+                (pair.first(), pair.get(1))
+            {
+                if let Some(v) = o.get(go) {
+                    out.push((go.clone(), json.clone(), v));
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Go's `%v`.
+pub(crate) fn go_fmt(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => fmt_number(n),
+        Value::Nil => "<nil>".into(),
+        Value::NoValue => "<no value>".into(),
+        Value::Function(_) => "<func>".into(),
+        Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(go_fmt).collect();
+            format!("[{}]", items.join(" "))
+        }
+        Value::Map(m) => fmt_map(m),
+        Value::Object(o) => match kind_of(v) {
+            Some("time") => GoTime::from_value(v)
+                .map(|t| t.go_string())
+                .unwrap_or_default(),
+            Some("duration") => format_duration(super::duration::GoDuration::from_nanos(
+                duration_ns(v).unwrap_or(0),
+            )),
+            Some("timefuncs") => "&{}".into(),
+            _ => match struct_fields(o) {
+                Some(fields) => {
+                    let items: Vec<String> = fields.iter().map(|(_, _, v)| go_fmt(v)).collect();
+                    format!("{{{}}}", items.join(" "))
+                }
+                None => fmt_map(o),
+            },
+        },
+    }
+}
+
+fn fmt_map(m: &HashMap<String, Value>) -> String {
+    let mut keys: Vec<&String> = m.keys().filter(|k| !is_hidden(k)).collect();
+    keys.sort();
+    let items: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{k}:{}", go_fmt(&m[*k])))
+        .collect();
+    format!("map[{}]", items.join(" "))
+}
+
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn json_is_empty(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.is_empty(),
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0) || n.as_u64() == Some(0),
+        Value::Nil | Value::NoValue => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Map(m) => m.is_empty(),
+        _ => false,
+    }
+}
+
+/// Go's `encoding/json` (HTML escaping off); `indent` = Go's `SetIndent("", indent)`.
+fn go_json(v: &Value, indent: Option<&str>, level: usize, out: &mut String) {
+    let newline = |out: &mut String, level: usize| {
+        if let Some(ind) = indent {
+            out.push('\n');
+            for _ in 0..level {
+                out.push_str(ind);
+            }
+        }
+    };
+    let colon = if indent.is_some() { ": " } else { ":" };
+    let write_members = |members: Vec<(String, &Value)>, out: &mut String| {
+        if members.is_empty() {
+            out.push_str("{}");
+            return;
+        }
+        out.push('{');
+        for (i, (k, v)) in members.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            newline(out, level + 1);
+            json_string(out, k);
+            out.push_str(colon);
+            go_json(v, indent, level + 1, out);
+        }
+        newline(out, level);
+        out.push('}');
+    };
+    match v {
+        Value::String(s) => json_string(out, s),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) => out.push_str(&format_float_json(f)),
+            None => out.push_str(&fmt_number(n)),
+        },
+        Value::Nil | Value::NoValue | Value::Function(_) => out.push_str("null"),
+        Value::Array(a) => {
+            if a.is_empty() {
+                out.push_str("[]");
+                return;
+            }
+            out.push('[');
+            for (i, item) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                newline(out, level + 1);
+                go_json(item, indent, level + 1, out);
+            }
+            newline(out, level);
+            out.push(']');
+        }
+        Value::Map(m) => {
+            let mut keys: Vec<&String> = m.keys().filter(|k| !is_hidden(k)).collect();
+            keys.sort();
+            write_members(keys.into_iter().map(|k| (k.clone(), &m[k])).collect(), out);
+        }
+        Value::Object(o) => match kind_of(v) {
+            Some("time") => {
+                let t = GoTime::from_value(v).unwrap_or(GoTime {
+                    sec: ZERO_TIME_UNIX,
+                    nsec: 0,
+                    off: 0,
+                    zone: "UTC".into(),
+                });
+                json_string(out, &go_format(&t, "2006-01-02T15:04:05.999999999Z07:00"));
+            }
+            Some("duration") => {
+                let _ = write!(out, "{}", duration_ns(v).unwrap_or(0));
+            }
+            _ => match struct_fields(o) {
+                Some(fields) => {
+                    let members = fields
+                        .into_iter()
+                        .filter_map(|(_, json, v)| {
+                            let (name, omitempty) = match json.split_once(',') {
+                                Some((n, opt)) => (n.to_string(), opt == "omitempty"),
+                                None => (json, false),
+                            };
+                            if name == "-" || (omitempty && json_is_empty(v)) {
+                                None
+                            } else {
+                                Some((name, v))
+                            }
+                        })
+                        .collect();
+                    write_members(members, out);
+                }
+                None => {
+                    let mut keys: Vec<&String> = o
+                        .keys()
+                        .filter(|k| !is_hidden(k) && !matches!(o[*k], Value::Function(_)))
+                        .collect();
+                    keys.sort();
+                    write_members(keys.into_iter().map(|k| (k.clone(), &o[k])).collect(), out);
+                }
+            },
+        },
+    }
+}
+
+fn json_text(v: &Value, indent: Option<&str>) -> String {
+    let mut out = String::new();
+    go_json(v, indent, 0, &mut out);
+    out.push('\n');
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Functions
+// ---------------------------------------------------------------------------------------------
+
+fn err(name: &str, msg: impl std::fmt::Display) -> FuncError {
+    FuncError::Generic(format!("error calling {name}: {msg}"))
+}
+
+fn check_args(name: &str, args: &[Value], want: usize) -> Result<(), FuncError> {
+    if args.len() != want {
+        return Err(FuncError::Generic(format!(
+            "wrong number of args for {name}: want {want} got {}",
+            args.len()
+        )));
+    }
+    Ok(())
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::String(_) => "string",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.as_f64().is_some() => "float64",
+        Value::Number(_) => "int",
+        Value::Nil | Value::NoValue => "nil",
+        Value::Array(_) => "[]string",
+        Value::Map(_) => "map[string]string",
+        Value::Function(_) => "func",
+        Value::Object(_) => match kind_of(v) {
+            Some("time") => "time.Time",
+            Some("duration") => "time.Duration",
+            _ => "struct",
+        },
+    }
+}
+
+fn arg_str<'a>(name: &str, v: &'a Value) -> Result<&'a str, FuncError> {
+    match v {
+        Value::String(s) => Ok(s),
+        other => Err(FuncError::Generic(format!(
+            "wrong type for value in call to {name}; expected string; got {}",
+            type_name(other)
+        ))),
+    }
+}
+
+fn arg_int(name: &str, v: &Value) -> Result<i64, FuncError> {
+    match v {
+        Value::Number(n) => n.as_i64().ok_or_else(|| {
+            FuncError::Generic(format!(
+                "wrong type for value in call to {name}; expected int; got {}",
+                type_name(v)
+            ))
+        }),
+        other => Err(FuncError::Generic(format!(
+            "wrong type for value in call to {name}; expected int; got {}",
+            type_name(other)
+        ))),
+    }
+}
+
+fn f_default(args: &[Value]) -> Result<Value, FuncError> {
+    check_args("default", args, 2)?;
+    let (def, orig) = (&args[0], &args[1]);
+    let zero = match orig {
+        Value::Nil | Value::NoValue => true,
+        Value::String(s) => s.is_empty(),
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0) || n.as_u64() == Some(0),
+        Value::Array(_) | Value::Map(_) => {
+            return Err(err(
+                "default",
+                format!(
+                    "runtime error: comparing uncomparable type {}",
+                    type_name(orig)
+                ),
+            ))
+        }
+        Value::Object(_) | Value::Function(_) => false,
+    };
+    Ok(if zero { def.clone() } else { orig.clone() })
+}
+
+fn f_env(args: &[Value]) -> Result<Value, FuncError> {
+    check_args("env", args, 1)?;
+    let key = arg_str("env", &args[0])?;
+    let value = std::env::var_os(key)
+        .map(|v| v.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Value::from(value))
+}
+
+/// `file PATH`: contents, whitespace-trimmed. Unlike regsync, a failure is an error (naming
+/// the path), not `""`.
+fn f_file(args: &[Value]) -> Result<Value, FuncError> {
+    check_args("file", args, 1)?;
+    let path = arg_str("file", &args[0])?;
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Value::from(
+            String::from_utf8_lossy(&bytes).trim().to_string(),
+        )),
+        Err(e) => {
+            let op = if e.kind() == std::io::ErrorKind::IsADirectory
+                || std::path::Path::new(path).is_dir()
+            {
+                "read"
+            } else {
+                "open"
+            };
+            Err(err("file", format!("{op} {path}: {}", os_error_text(&e))))
+        }
+    }
+}
+
+fn os_error_text(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = match s.find(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    };
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => s,
+    }
+}
+
+fn f_join(args: &[Value]) -> Result<Value, FuncError> {
+    check_args("join", args, 2)?;
+    let sep = arg_str("join", &args[1])?;
+    match &args[0] {
+        Value::Array(items) => {
+            let parts: Vec<String> = items.iter().map(go_fmt).collect();
+            Ok(Value::from(parts.join(sep)))
+        }
+        other => Err(FuncError::Generic(format!(
+            "wrong type for value in call to join; expected []string; got {}",
+            type_name(other)
+        ))),
+    }
+}
+
+fn f_json(args: &[Value]) -> Result<Value, FuncError> {
+    check_args("json", args, 1)?;
+    Ok(Value::from(json_text(&args[0], None)))
+}
+
+fn f_json_pretty(args: &[Value]) -> Result<Value, FuncError> {
+    check_args("jsonPretty", args, 1)?;
+    Ok(Value::from(json_text(&args[0], Some("  "))))
+}
+
+fn f_print_pretty(args: &[Value]) -> Result<Value, FuncError> {
+    check_args("printPretty", args, 1)?;
+    if let Value::Object(o) = &args[0] {
+        if let Some(Value::String(p)) = o.get(PRETTY) {
+            return Ok(Value::from(p.as_str()));
+        }
+    }
+    Ok(Value::from(json_text(&args[0], Some("  "))))
+}
+
+fn f_lower(args: &[Value]) -> Result<Value, FuncError> {
+    check_args("lower", args, 1)?;
+    Ok(Value::from(arg_str("lower", &args[0])?.to_lowercase()))
+}
+
+fn f_upper(args: &[Value]) -> Result<Value, FuncError> {
+    check_args("upper", args, 1)?;
+    Ok(Value::from(arg_str("upper", &args[0])?.to_uppercase()))
+}
+
+fn f_split(args: &[Value]) -> Result<Value, FuncError> {
+    check_args("split", args, 2)?;
+    let s = arg_str("split", &args[0])?;
+    let sep = arg_str("split", &args[1])?;
+    let parts: Vec<Value> = if sep.is_empty() {
+        s.chars().map(|c| Value::from(c.to_string())).collect()
+    } else {
+        s.split(sep).map(Value::from).collect()
+    };
+    Ok(Value::Array(parts))
+}
+
+fn f_trim_space(args: &[Value]) -> Result<Value, FuncError> {
+    check_args("trimSpace", args, 1)?;
+    Ok(Value::from(arg_str("trimSpace", &args[0])?.trim()))
+}
+
+/// Go's `fmt.Sprint`: spaces between operands when neither is a string.
+fn sprint(args: &[Value]) -> String {
+    let mut out = String::new();
+    let mut prev_string = true;
+    for (i, a) in args.iter().enumerate() {
+        let is_string = matches!(a, Value::String(_));
+        if i > 0 && !is_string && !prev_string {
+            out.push(' ');
+        }
+        out.push_str(&go_fmt(a));
+        prev_string = is_string;
+    }
+    out
+}
+
+fn f_print(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::from(sprint(args)))
+}
+
+fn f_println(args: &[Value]) -> Result<Value, FuncError> {
+    let parts: Vec<String> = args.iter().map(go_fmt).collect();
+    Ok(Value::from(format!("{}\n", parts.join(" "))))
+}
+
+/// gtmpl's `printf` with composite operands pre-formatted the Go way (`%v`, `%s`).
+fn f_printf(args: &[Value]) -> Result<Value, FuncError> {
+    let converted: Vec<Value> = args
+        .iter()
+        .map(|a| match a {
+            Value::Array(_) | Value::Map(_) | Value::Object(_) | Value::Nil | Value::NoValue => {
+                Value::from(go_fmt(a))
+            }
+            other => other.clone(),
+        })
+        .collect();
+    gtmpl::funcs::printf(&converted).map_err(|e| err("printf", e))
+}
+
+fn f_len(args: &[Value]) -> Result<Value, FuncError> {
+    check_args("len", args, 1)?;
+    let n = match &args[0] {
+        Value::String(s) => s.len(),
+        Value::Array(a) => a.len(),
+        Value::Map(m) => m.len(),
+        other => {
+            return Err(err("len", format!("len of type {}", type_name(other))));
+        }
+    };
+    Ok(Value::from(n))
+}
+
+fn index_of(name: &str, v: &Value, len: usize) -> Result<usize, FuncError> {
+    let i = arg_int(name, v).map_err(|_| {
+        err(
+            name,
+            format!("cannot index slice/array with type {}", type_name(v)),
+        )
+    })?;
+    if i < 0 || i as usize > len {
+        return Err(err(name, format!("index out of range: {i}")));
+    }
+    Ok(i as usize)
+}
+
+fn f_index(args: &[Value]) -> Result<Value, FuncError> {
+    let Some(first) = args.first() else {
+        return Err(FuncError::Generic(
+            "wrong number of args for index: want at least 1 got 0".into(),
+        ));
+    };
+    let mut item = first.clone();
+    for key in &args[1..] {
+        item = match &item {
+            Value::Array(a) => {
+                let i = index_of("index", key, a.len())?;
+                match a.get(i) {
+                    Some(v) => v.clone(),
+                    None => return Err(err("index", format!("index out of range: {i}"))),
+                }
+            }
+            Value::String(s) => {
+                let i = index_of("index", key, s.len())?;
+                match s.as_bytes().get(i) {
+                    Some(b) => Value::from(*b),
+                    None => return Err(err("index", format!("index out of range: {i}"))),
+                }
+            }
+            Value::Map(m) => {
+                let k = arg_str("index", key)?;
+                m.get(k).cloned().unwrap_or_else(|| Value::from(""))
+            }
+            Value::Nil | Value::NoValue => {
+                return Err(err("index", "index of untyped nil"));
+            }
+            other => {
+                return Err(err(
+                    "index",
+                    format!("can't index item of type {}", type_name(other)),
+                ))
+            }
+        };
+    }
+    Ok(item)
+}
+
+fn f_slice(args: &[Value]) -> Result<Value, FuncError> {
+    let Some(first) = args.first() else {
+        return Err(FuncError::Generic(
+            "wrong number of args for slice: want at least 1 got 0".into(),
+        ));
+    };
+    let idx = &args[1..];
+    if idx.len() > 3 {
+        return Err(err(
+            "slice",
+            format!("too many slice indexes: {}", idx.len()),
+        ));
+    }
+    let len = match first {
+        Value::String(s) => {
+            if idx.len() == 3 {
+                return Err(err("slice", "cannot 3-index slice a string"));
+            }
+            s.len()
+        }
+        Value::Array(a) => a.len(),
+        Value::Nil | Value::NoValue => return Err(err("slice", "slice of untyped nil")),
+        other => {
+            return Err(err(
+                "slice",
+                format!("can't slice item of type {}", type_name(other)),
+            ))
+        }
+    };
+    let mut bounds = [0usize, len, len];
+    for (i, v) in idx.iter().enumerate() {
+        bounds[i] = index_of("slice", v, len)?;
+    }
+    if bounds[0] > bounds[1] {
+        return Err(err(
+            "slice",
+            format!("invalid slice index: {} > {}", bounds[0], bounds[1]),
+        ));
+    }
+    match first {
+        Value::String(s) => match s.get(bounds[0]..bounds[1]) {
+            Some(sub) => Ok(Value::from(sub)),
+            None => Ok(Value::from(
+                String::from_utf8_lossy(&s.as_bytes()[bounds[0]..bounds[1]]).into_owned(),
+            )),
+        },
+        Value::Array(a) => Ok(Value::Array(a[bounds[0]..bounds[1]].to_vec())),
+        _ => unreachable!("checked above"),
+    }
+}
+
+/// Go's evalArgs for html/js/urlquery: one string as is, else `fmt.Sprint`.
+fn eval_args(args: &[Value]) -> String {
+    match args {
+        [Value::String(s)] => s.clone(),
+        _ => sprint(args),
+    }
+}
+
+fn f_html(args: &[Value]) -> Result<Value, FuncError> {
+    let s = eval_args(args);
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\0' => out.push('\u{FFFD}'),
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    Ok(Value::from(out))
+}
+
+fn f_js(args: &[Value]) -> Result<Value, FuncError> {
+    let s = eval_args(args);
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '"' => out.push_str("\\\""),
+            '<' => out.push_str("\\u003C"),
+            '>' => out.push_str("\\u003E"),
+            '&' => out.push_str("\\u0026"),
+            '=' => out.push_str("\\u003D"),
+            c if (c as u32) < 0x20 || c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(Value::from(out))
+}
+
+/// Go's `url.QueryEscape`.
+fn f_urlquery(args: &[Value]) -> Result<Value, FuncError> {
+    let s = eval_args(args);
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            b => {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+    }
+    Ok(Value::from(out))
+}
+
+/// `_out`: an action's value printed as Go's `%v`.
+fn f_out(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::from(args.last().map(go_fmt).unwrap_or_default()))
+}
+
+fn arg_time(name: &str, v: &Value) -> Result<GoTime, FuncError> {
+    GoTime::from_value(v).ok_or_else(|| {
+        FuncError::Generic(format!(
+            "wrong type for value in call to {name}; expected time.Time; got {}",
+            type_name(v)
+        ))
+    })
+}
+
+fn arg_duration(name: &str, v: &Value) -> Result<i64, FuncError> {
+    if let Some(ns) = duration_ns(v) {
+        return Ok(ns);
+    }
+    match v {
+        Value::Number(n) if n.as_i64().is_some() => Ok(n.as_i64().unwrap_or(0)),
+        Value::String(s) => parse_duration(s)
+            .map(|d| d.nanos())
+            .map_err(|e| err(name, e)),
+        other => Err(FuncError::Generic(format!(
+            "wrong type for value in call to {name}; expected time.Duration; got {}",
+            type_name(other)
+        ))),
+    }
+}
+
+/// `_method NAME RECEIVER ARGS...`: a method call with arguments (see the module doc).
+fn f_method(args: &[Value]) -> Result<Value, FuncError> {
+    let (Some(Value::String(name)), Some(recv)) = (args.first(), args.get(1)) else {
+        return Err(FuncError::Generic("invalid method call".into()));
+    };
+    let rest = &args[2..];
+    let name = name.as_str();
+    match (kind_of(recv), name) {
+        (Some("timefuncs"), "Parse") => {
+            check_args(name, rest, 2)?;
+            let layout = arg_str(name, &rest[0])?;
+            let value = arg_str(name, &rest[1])?;
+            go_parse(layout, value)
+                .map(|t| t.to_value())
+                .map_err(|e| err(name, e))
+        }
+        (Some("time"), _) => {
+            let t = GoTime::from_value(recv).unwrap_or(GoTime {
+                sec: ZERO_TIME_UNIX,
+                nsec: 0,
+                off: 0,
+                zone: "UTC".into(),
+            });
+            match name {
+                "Format" => {
+                    check_args(name, rest, 1)?;
+                    Ok(Value::from(go_format(&t, arg_str(name, &rest[0])?)))
+                }
+                "Add" => {
+                    check_args(name, rest, 1)?;
+                    Ok(t.add_nanos(arg_duration(name, &rest[0])?).to_value())
+                }
+                "AddDate" => {
+                    check_args(name, rest, 3)?;
+                    let (y, m, d) = (
+                        arg_int(name, &rest[0])?,
+                        arg_int(name, &rest[1])?,
+                        arg_int(name, &rest[2])?,
+                    );
+                    add_date(&t, y, m, d)
+                        .map(|t| t.to_value())
+                        .ok_or_else(|| err(name, "date out of range"))
+                }
+                "Sub" => {
+                    check_args(name, rest, 1)?;
+                    let other = arg_time(name, &rest[0])?;
+                    let d = (t.unix_nanos() - other.unix_nanos())
+                        .clamp(i64::MIN as i128, i64::MAX as i128);
+                    Ok(duration_value(d as i64))
+                }
+                "Before" | "After" | "Equal" | "Compare" => {
+                    check_args(name, rest, 1)?;
+                    let other = arg_time(name, &rest[0])?;
+                    let ord = t.unix_nanos().cmp(&other.unix_nanos());
+                    Ok(match name {
+                        "Before" => Value::Bool(ord.is_lt()),
+                        "After" => Value::Bool(ord.is_gt()),
+                        "Equal" => Value::Bool(ord.is_eq()),
+                        _ => int_value(ord as i64),
+                    })
+                }
+                "Truncate" | "Round" => {
+                    check_args(name, rest, 1)?;
+                    let d = arg_duration(name, &rest[0])?;
+                    Ok(truncate_time(&t, d, name == "Round").to_value())
+                }
+                _ => Err(no_method(name, recv)),
+            }
+        }
+        _ => Err(no_method(name, recv)),
+    }
+}
+
+fn no_method(name: &str, recv: &Value) -> FuncError {
+    FuncError::Generic(format!(
+        "can't evaluate field {name} in type {}",
+        type_name(recv)
+    ))
+}
+
+/// Method names rewritten into `_method` calls when given arguments.
+const ARG_METHODS: &[&str] = &[
+    "Format", "Parse", "Add", "AddDate", "Sub", "Before", "After", "Equal", "Compare", "Truncate",
+    "Round",
+];
+
+const FUNCS: &[(&str, Func)] = &[
+    ("default", f_default),
+    ("env", f_env),
+    ("file", f_file),
+    ("join", f_join),
+    ("json", f_json),
+    ("jsonPretty", f_json_pretty),
+    ("printPretty", f_print_pretty),
+    ("lower", f_lower),
+    ("upper", f_upper),
+    ("split", f_split),
+    ("trimSpace", f_trim_space),
+    ("time", f_time),
+    // Go built-ins replaced or missing in gtmpl
+    ("print", f_print),
+    ("println", f_println),
+    ("printf", f_printf),
+    ("len", f_len),
+    ("index", f_index),
+    ("slice", f_slice),
+    ("html", f_html),
+    ("js", f_js),
+    ("urlquery", f_urlquery),
+    // internal
+    ("_out", f_out),
+    ("_method", f_method),
+];
+
+// ---------------------------------------------------------------------------------------------
+// Rewriting Go template text for gtmpl
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq)]
+enum Tok<'a> {
+    Space(&'a str),
+    /// A string literal, decoded.
+    Str(String),
+    /// A character literal's value.
+    Char(u32),
+    LParen,
+    RParen,
+    Pipe,
+    /// `:=`, `=`, `,`.
+    Punct(&'a str),
+    /// Identifiers, fields, variables, numbers, keywords.
+    Word(&'a str),
+}
+
+struct SyntaxError {
+    offset: usize,
+    message: String,
+}
+
+fn syntax(offset: usize, message: impl Into<String>) -> SyntaxError {
+    SyntaxError {
+        offset,
+        message: message.into(),
+    }
+}
+
+fn hex_value(s: &[u8]) -> Option<u32> {
+    let mut v = 0u32;
+    for c in s {
+        v = v * 16 + (*c as char).to_digit(16)?;
+    }
+    Some(v)
+}
+
+/// Decodes one escape sequence after `\` at `b[i]`; returns the bytes and the next index.
+fn decode_escape(b: &[u8], i: usize, quote: u8) -> Result<(Vec<u8>, usize), String> {
+    let Some(&c) = b.get(i) else {
+        return Err("invalid syntax".into());
+    };
+    let simple = |ch: u8| Ok((vec![ch], i + 1));
+    match c {
+        b'a' => simple(0x07),
+        b'b' => simple(0x08),
+        b'f' => simple(0x0c),
+        b'n' => simple(b'\n'),
+        b'r' => simple(b'\r'),
+        b't' => simple(b'\t'),
+        b'v' => simple(0x0b),
+        b'\\' => simple(b'\\'),
+        c if c == quote => simple(c),
+        b'x' => {
+            let v = b
+                .get(i + 1..i + 3)
+                .and_then(hex_value)
+                .ok_or("invalid syntax")?;
+            Ok((vec![v as u8], i + 3))
+        }
+        b'0'..=b'7' => {
+            let digits = b.get(i..i + 3).ok_or("invalid syntax")?;
+            let mut v = 0u32;
+            for d in digits {
+                if !(b'0'..=b'7').contains(d) {
+                    return Err("invalid syntax".into());
+                }
+                v = v * 8 + (d - b'0') as u32;
+            }
+            if v > 255 {
+                return Err("invalid syntax".into());
+            }
+            Ok((vec![v as u8], i + 3))
+        }
+        b'u' | b'U' => {
+            let n = if c == b'u' { 4 } else { 8 };
+            let v = b
+                .get(i + 1..i + 1 + n)
+                .and_then(hex_value)
+                .ok_or("invalid syntax")?;
+            let ch = char::from_u32(v).ok_or("invalid syntax")?;
+            let mut buf = [0u8; 4];
+            Ok((ch.encode_utf8(&mut buf).as_bytes().to_vec(), i + 1 + n))
+        }
+        _ => Err("invalid syntax".into()),
+    }
+}
+
+/// Tokenises the inside of an action, `body` starting at `base` in the template.
+fn tokenize(body: &str, base: usize) -> Result<Vec<Tok<'_>>, SyntaxError> {
+    let b = body.as_bytes();
+    let mut toks = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b' ' | b'\t' | b'\r' | b'\n' => {
+                let start = i;
+                while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\r' | b'\n') {
+                    i += 1;
+                }
+                toks.push(Tok::Space(&body[start..i]));
+            }
+            b'"' => {
+                let start = i;
+                i += 1;
+                let mut bytes = Vec::new();
+                loop {
+                    match b.get(i) {
+                        None | Some(b'\n') => {
+                            return Err(syntax(base + start, "unterminated quoted string"))
+                        }
+                        Some(b'"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(b'\\') => {
+                            let (decoded, next) = decode_escape(b, i + 1, b'"')
+                                .map_err(|m| syntax(base + start, m))?;
+                            bytes.extend(decoded);
+                            i = next;
+                        }
+                        Some(&other) => {
+                            bytes.push(other);
+                            i += 1;
+                        }
+                    }
+                }
+                toks.push(Tok::Str(String::from_utf8_lossy(&bytes).into_owned()));
+            }
+            b'`' => {
+                let start = i;
+                let end = body[i + 1..]
+                    .find('`')
+                    .ok_or_else(|| syntax(base + start, "unterminated raw quoted string"))?;
+                let raw = &body[i + 1..i + 1 + end];
+                toks.push(Tok::Str(raw.replace('\r', "")));
+                i += end + 2;
+            }
+            b'\'' => {
+                let start = i;
+                let bad = || syntax(base + start, "unterminated character constant");
+                let (value, next) = match b.get(i + 1) {
+                    Some(b'\\') => {
+                        let (bytes, next) =
+                            decode_escape(b, i + 2, b'\'').map_err(|m| syntax(base + start, m))?;
+                        let v = match std::str::from_utf8(&bytes) {
+                            Ok(s) if bytes.len() > 1 => s.chars().next().map(|c| c as u32),
+                            _ => bytes.first().map(|b| *b as u32),
+                        };
+                        (v.ok_or_else(bad)?, next)
+                    }
+                    Some(b'\'') | Some(b'\n') | None => return Err(bad()),
+                    Some(_) => {
+                        let ch = body[i + 1..].chars().next().ok_or_else(bad)?;
+                        (ch as u32, i + 1 + ch.len_utf8())
+                    }
+                };
+                if b.get(next) != Some(&b'\'') {
+                    return Err(bad());
+                }
+                toks.push(Tok::Char(value));
+                i = next + 1;
+            }
+            b'(' => {
+                toks.push(Tok::LParen);
+                i += 1;
+            }
+            b')' => {
+                toks.push(Tok::RParen);
+                i += 1;
+            }
+            b'|' => {
+                toks.push(Tok::Pipe);
+                i += 1;
+            }
+            b':' if b.get(i + 1) == Some(&b'=') => {
+                toks.push(Tok::Punct(":="));
+                i += 2;
+            }
+            b'=' | b',' | b':' => {
+                toks.push(Tok::Punct(&body[i..i + 1]));
+                i += 1;
+            }
+            _ => {
+                let start = i;
+                while i < b.len()
+                    && !matches!(
+                        b[i],
+                        b' ' | b'\t'
+                            | b'\r'
+                            | b'\n'
+                            | b'"'
+                            | b'`'
+                            | b'\''
+                            | b'('
+                            | b')'
+                            | b'|'
+                            | b'='
+                            | b','
+                            | b':'
+                    )
+                {
+                    i += 1;
+                }
+                // a word is at least one byte here; split a leading number/field boundary
+                // is not needed (Go lexes `.A.B`, `$x.A`, `1.5` as one item too)
+                toks.push(Tok::Word(&body[start..i]));
+            }
+        }
+    }
+    Ok(toks)
+}
+
+/// A string literal gtmpl lexes and unquotes correctly: a raw string with `\` doubled (gtmpl
+/// unquotes raw strings too), CR as `\r`; backticks joined in with `print`.
+fn emit_string(s: &str) -> String {
+    let raw = |part: &str| format!("`{}`", part.replace('\\', "\\\\").replace('\r', "\\r"));
+    if !s.contains('`') {
+        return raw(s);
+    }
+    let mut parts = Vec::new();
+    for (i, part) in s.split('`').enumerate() {
+        if i > 0 {
+            parts.push("\"`\"".to_string());
+        }
+        if !part.is_empty() {
+            parts.push(raw(part));
+        }
+    }
+    format!("(print {})", parts.join(" "))
+}
+
+/// Integer literals with a base prefix, `_` or a leading-zero octal become decimal.
+fn emit_word(w: &str) -> String {
+    let b = w.as_bytes();
+    let (sign, digits) = match b.first() {
+        Some(b'-') | Some(b'+') => (&w[..1], &w[1..]),
+        _ => ("", w),
+    };
+    if !digits
+        .as_bytes()
+        .first()
+        .is_some_and(|c| c.is_ascii_digit())
+    {
+        return w.to_string();
+    }
+    let clean = digits.replace('_', "");
+    let lower = clean.to_ascii_lowercase();
+    let parsed = if let Some(h) = lower.strip_prefix("0x") {
+        u64::from_str_radix(h, 16).ok()
+    } else if let Some(o) = lower.strip_prefix("0o") {
+        u64::from_str_radix(o, 8).ok()
+    } else if let Some(bin) = lower.strip_prefix("0b") {
+        u64::from_str_radix(bin, 2).ok()
+    } else if lower.len() > 1 && lower.starts_with('0') && lower.bytes().all(|c| c.is_ascii_digit())
+    {
+        u64::from_str_radix(&lower[1..], 8).ok()
+    } else if clean != digits && clean.bytes().all(|c| c.is_ascii_digit()) {
+        clean.parse().ok()
+    } else {
+        None
+    };
+    match parsed {
+        Some(v) => format!("{}{v}", if sign == "-" { "-" } else { "" }),
+        None => w.to_string(),
+    }
+}
+
+fn emit_tok(t: &Tok) -> String {
+    match t {
+        Tok::Space(s) | Tok::Punct(s) => s.to_string(),
+        Tok::Str(s) => emit_string(s),
+        Tok::Char(c) => c.to_string(),
+        Tok::LParen => "(".into(),
+        Tok::RParen => ")".into(),
+        Tok::Pipe => "|".into(),
+        Tok::Word(w) => emit_word(w),
+    }
+}
+
+/// One operand of a command: its tokens (a paren group plus attached field words, or one
+/// token).
+fn operand_end(toks: &[Tok], start: usize) -> usize {
+    let mut i = start;
+    if toks[i] == Tok::LParen {
+        let mut depth = 0;
+        while i < toks.len() {
+            match toks[i] {
+                Tok::LParen => depth += 1,
+                Tok::RParen => {
+                    depth -= 1;
+                    if depth == 0 {
+                        i += 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+    } else {
+        i += 1;
+    }
+    // attached `.Field` chains: `(x).A.B`
+    while i < toks.len() {
+        match toks[i] {
+            Tok::Word(w) if w.starts_with('.') && i > start => i += 1,
+            _ => break,
+        }
+    }
+    i
+}
+
+/// Rewrites a pipeline's tokens (see the module doc).
+fn rewrite_pipeline(toks: &[Tok]) -> String {
+    // split into commands at top-level pipes
+    let mut commands: Vec<&[Tok]> = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, t) in toks.iter().enumerate() {
+        match t {
+            Tok::LParen => depth += 1,
+            Tok::RParen => depth -= 1,
+            Tok::Pipe if depth == 0 => {
+                commands.push(&toks[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    commands.push(&toks[start..]);
+    let mut out = String::new();
+    for (ci, cmd) in commands.iter().enumerate() {
+        if ci > 0 {
+            out.push('|');
+        }
+        out.push_str(&rewrite_command(cmd, ci > 0));
+    }
+    out
+}
+
+fn rewrite_command(toks: &[Tok], piped: bool) -> String {
+    // leading declaration `$x :=` / `$x, $y :=` / `$x =` is copied as is
+    let mut out = String::new();
+    let mut i = 0;
+    let is_space = |t: &Tok| matches!(t, Tok::Space(_));
+    {
+        let mut j = 0;
+        let mut saw_var = false;
+        while j < toks.len() {
+            match &toks[j] {
+                Tok::Space(_) => j += 1,
+                Tok::Word(w) if w.starts_with('$') => {
+                    saw_var = true;
+                    j += 1
+                }
+                Tok::Punct(",") => j += 1,
+                Tok::Punct(":=") | Tok::Punct("=") if saw_var => {
+                    for t in &toks[..=j] {
+                        out.push_str(&emit_tok(t));
+                    }
+                    i = j + 1;
+                    break;
+                }
+                _ => break,
+            }
+        }
+    }
+    // operands
+    let mut operands: Vec<(usize, usize)> = Vec::new();
+    let mut j = i;
+    while j < toks.len() {
+        if is_space(&toks[j]) {
+            j += 1;
+            continue;
+        }
+        let end = operand_end(toks, j);
+        operands.push((j, end));
+        j = end;
+    }
+    let emit_operand = |(s, e): (usize, usize)| -> String {
+        let part = &toks[s..e];
+        if part.first() == Some(&Tok::LParen) {
+            // find the matching paren
+            let close = operand_paren_close(part);
+            let mut text = String::from("(");
+            text.push_str(&rewrite_pipeline(&part[1..close]));
+            text.push(')');
+            for t in &part[close + 1..] {
+                text.push_str(&emit_tok(t));
+            }
+            text
+        } else {
+            part.iter().map(emit_tok).collect()
+        }
+    };
+    let mut pos = i;
+    for (k, &(s, e)) in operands.iter().enumerate() {
+        for t in &toks[pos..s] {
+            out.push_str(&emit_tok(t));
+        }
+        let mut text = emit_operand((s, e));
+        if k == 0 && (operands.len() > 1 || piped) {
+            if let Some(dot) = text.rfind('.') {
+                let name = &text[dot + 1..];
+                let receiver_ok =
+                    text.starts_with('.') || text.starts_with('$') || text.starts_with('(');
+                if receiver_ok && ARG_METHODS.contains(&name) && !name.is_empty() {
+                    let mut receiver = text[..dot].to_string();
+                    if receiver.is_empty() {
+                        receiver = ".".into();
+                    }
+                    text = format!("_method \"{name}\" {receiver}");
+                }
+            }
+        }
+        out.push_str(&text);
+        pos = e;
+    }
+    for t in &toks[pos..] {
+        out.push_str(&emit_tok(t));
+    }
+    out
+}
+
+fn operand_paren_close(part: &[Tok]) -> usize {
+    let mut depth = 0;
+    for (i, t) in part.iter().enumerate() {
+        match t {
+            Tok::LParen => depth += 1,
+            Tok::RParen => {
+                depth -= 1;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => {}
+        }
+    }
+    part.len().saturating_sub(1).max(0)
+}
+
+fn first_word<'a>(toks: &[Tok<'a>]) -> Option<(usize, &'a str)> {
+    toks.iter().enumerate().find_map(|(i, t)| match t {
+        Tok::Space(_) => None,
+        Tok::Word(w) => Some(Some((i, *w))),
+        _ => Some(None),
+    })?
+}
+
+fn has_decl(toks: &[Tok]) -> bool {
+    let mut saw_var = false;
+    for t in toks {
+        match t {
+            Tok::Space(_) | Tok::Punct(",") => {}
+            Tok::Word(w) if w.starts_with('$') => saw_var = true,
+            Tok::Punct(":=") | Tok::Punct("=") => return saw_var,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Rewrites one action body.
+fn rewrite_action(toks: &[Tok]) -> String {
+    let emit_all = |ts: &[Tok]| ts.iter().map(emit_tok).collect::<String>();
+    let Some((i, word)) = first_word(toks) else {
+        // literals, parens, ...: an output action
+        if toks.iter().all(|t| matches!(t, Tok::Space(_))) {
+            return emit_all(toks);
+        }
+        return format!("{} | _out ", rewrite_pipeline(toks));
+    };
+    match word {
+        "end" | "break" | "continue" => emit_all(toks),
+        "else" => {
+            let rest = &toks[i + 1..];
+            match first_word(rest) {
+                Some((j, w @ ("if" | "with"))) => format!(
+                    "{}{}{w}{}",
+                    emit_all(&toks[..=i]),
+                    emit_all(&rest[..j]),
+                    rewrite_pipeline(&rest[j + 1..])
+                ),
+                _ => emit_all(toks),
+            }
+        }
+        "if" | "with" | "range" => format!(
+            "{}{}",
+            emit_all(&toks[..=i]),
+            rewrite_pipeline(&toks[i + 1..])
+        ),
+        "define" | "template" | "block" => {
+            // keep the name literal, rewrite the pipeline after it
+            let rest = &toks[i + 1..];
+            let name = rest.iter().position(|t| !matches!(t, Tok::Space(_)));
+            match name {
+                Some(n) => format!(
+                    "{}{}{}{}",
+                    emit_all(&toks[..=i]),
+                    emit_all(&rest[..n]),
+                    emit_tok(&rest[n]),
+                    if rest[n + 1..].iter().all(|t| matches!(t, Tok::Space(_))) {
+                        emit_all(&rest[n + 1..])
+                    } else {
+                        rewrite_pipeline(&rest[n + 1..])
+                    }
+                ),
+                None => emit_all(toks),
+            }
+        }
+        _ => {
+            if has_decl(toks) {
+                rewrite_pipeline(toks)
+            } else {
+                format!("{} | _out ", rewrite_pipeline(toks))
+            }
+        }
+    }
+}
+
+fn is_space_byte(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Rewrites Go template text into the form gtmpl executes with Go's semantics.
+fn preprocess(src: &str) -> Result<String, SyntaxError> {
+    let b = src.as_bytes();
+    let mut out = String::with_capacity(src.len() + 16);
+    let mut pos = 0;
+    while let Some(rel) = src[pos..].find("{{") {
+        let start = pos + rel;
+        out.push_str(&src[pos..start]);
+        let mut i = start + 2;
+        let mut open = String::from("{{");
+        if b.get(i) == Some(&b'-') && b.get(i + 1).is_some_and(|c| is_space_byte(*c)) {
+            open.push('-');
+            open.push(b[i + 1] as char);
+            i += 2;
+        }
+        // comment
+        if src[i..].starts_with("/*") {
+            let end = src[i + 2..]
+                .find("*/")
+                .ok_or_else(|| syntax(start, "unclosed comment"))?;
+            let mut j = i + 2 + end + 2;
+            let mut close = String::new();
+            if b.get(j).is_some_and(|c| is_space_byte(*c)) && src[j + 1..].starts_with("-}}") {
+                close.push_str(&src[j..j + 4]);
+                j += 4;
+            } else if src[j..].starts_with("}}") {
+                close.push_str("}}");
+                j += 2;
+            } else {
+                return Err(syntax(start, "comment ends before closing delimiter"));
+            }
+            out.push_str(&open);
+            out.push_str(&src[i..i + 2 + end + 2]);
+            out.push_str(&close);
+            pos = j;
+            continue;
+        }
+        // find the end of the action, skipping quoted text
+        let mut j = i;
+        let (body_end, close_len) = loop {
+            match b.get(j) {
+                None => return Err(syntax(start, "unclosed action")),
+                Some(b'"') => {
+                    j += 1;
+                    while let Some(&c) = b.get(j) {
+                        if c == b'\\' {
+                            j += 2;
+                            continue;
+                        }
+                        j += 1;
+                        if c == b'"' || c == b'\n' {
+                            break;
+                        }
+                    }
+                }
+                Some(b'`') => {
+                    j += 1;
+                    while let Some(&c) = b.get(j) {
+                        j += 1;
+                        if c == b'`' {
+                            break;
+                        }
+                    }
+                }
+                Some(b'\'') => {
+                    j += 1;
+                    while let Some(&c) = b.get(j) {
+                        if c == b'\\' {
+                            j += 2;
+                            continue;
+                        }
+                        j += 1;
+                        if c == b'\'' || c == b'\n' {
+                            break;
+                        }
+                    }
+                }
+                Some(&c) if is_space_byte(c) && src[j + 1..].starts_with("-}}") => {
+                    break (j, 4);
+                }
+                Some(b'}') if src[j..].starts_with("}}") => break (j, 2),
+                Some(_) => j += 1,
+            }
+        };
+        let body = &src[i..body_end];
+        let toks = tokenize(body, i)?;
+        out.push_str(&open);
+        out.push_str(&rewrite_action(&toks));
+        out.push_str(&src[body_end..body_end + close_len]);
+        pos = body_end + close_len;
+    }
+    out.push_str(&src[pos..]);
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------------------------
+
+/// The line (1-based) of byte `offset` in `src`.
+fn line_of(src: &str, offset: usize) -> usize {
+    src.as_bytes()[..offset.min(src.len())]
+        .iter()
+        .filter(|c| **c == b'\n')
+        .count()
+        + 1
+}
+
+/// One line: newlines and tabs escaped, very long texts cut.
+fn one_line(s: &str) -> String {
+    let s = s.replace('\n', "\\n").replace('\r', "\\r");
+    if s.chars().count() > 300 {
+        let cut: String = s.chars().take(300).collect();
+        format!("{cut}...")
+    } else {
+        s
+    }
+}
+
+fn parse_error_text(e: &gtmpl::error::ParseError) -> String {
+    use gtmpl::error::ParseError;
+    match e {
+        ParseError::WithContext(ctx, msg) => {
+            let mut msg = msg.clone();
+            if let Some(name) = msg
+                .strip_prefix("function ")
+                .and_then(|m| m.strip_suffix(" not defined"))
+            {
+                msg = format!("function {name:?} not defined");
+            }
+            // gtmpl counts lines from 2
+            format!("template: out:{}: {msg}", ctx.line.saturating_sub(1).max(1))
+        }
+        other => format!("template: out: {other}"),
+    }
+}
+
+fn exec_error_text(e: &gtmpl::error::ExecError) -> String {
+    use gtmpl::error::ExecError;
+    let msg = match e {
+        ExecError::NoFiledFor(name, recv) => {
+            format!("can't evaluate field {name} in type {}", type_name(recv))
+        }
+        ExecError::OnlyMapsAndObjectsHaveFields => {
+            "can't evaluate field of a value that is not a struct or map".into()
+        }
+        ExecError::InvalidRange(v) => format!("range can't iterate over {}", type_name(v)),
+        ExecError::FuncError(f) => f.to_string(),
+        other => other.to_string(),
+    };
+    format!("template: out: executing \"out\": {msg}")
+}
+
+/// Renders Go template `text` with `data` (`Value::NoValue` for none); the error text is Go's
+/// shape (`template: out:1: ...`), one line.
+fn render(text: &str, data: Value) -> Result<String, String> {
+    if !text.contains("{{") {
+        return Ok(text.to_string());
+    }
+    let rewritten = preprocess(text).map_err(|e| {
+        format!(
+            "template: out:{}: {}",
+            line_of(text, e.offset),
+            one_line(&e.message)
+        )
+    })?;
+    let mut tmpl = Template::with_name("out");
+    tmpl.add_funcs(FUNCS);
+    tmpl.parse(rewritten)
+        .map_err(|e| one_line(&parse_error_text(&e)))?;
+    tmpl.render(&Context::from(data))
+        .map_err(|e| one_line(&exec_error_text(&e)))
+}
+
+fn template_error(context: String, field: &str, message: String) -> ConfigError {
+    ConfigError::Template {
+        file: String::new(),
+        context,
+        message: format!("{field}: {message}"),
+    }
+}
+
+/// The load-time expansion of spec §3.7 (see the module doc). Errors name the entry, the field
+/// and the template error; the file name is added by the caller.
+pub fn expand_templates(config: &mut Config) -> Result<(), ConfigError> {
+    for (i, c) in config.creds.iter_mut().enumerate() {
+        let context = creds_context(i, &c.registry);
+        for (field, value) in [
+            ("registry", &mut c.registry),
+            ("user", &mut c.user),
+            ("pass", &mut c.pass),
+            ("regcert", &mut c.regcert),
+            ("clientCert", &mut c.client_cert),
+            ("clientKey", &mut c.client_key),
+        ] {
+            *value = render(value, Value::NoValue)
+                .map_err(|m| template_error(context.clone(), field, m))?;
+        }
+    }
+    for (i, step) in config.sync.iter_mut().enumerate() {
+        let context = step_context(i, step);
+        let templated = [
+            &step.source,
+            &step.target,
+            &step.referrer_source,
+            &step.referrer_target,
+        ]
+        .iter()
+        .any(|s| s.contains("{{"));
+        if !templated {
+            continue;
+        }
+        let mut data = step.clone();
+        let data_value = |s: &SyncStep| {
+            let mut top = HashMap::new();
+            top.insert("Sync".to_string(), sync_value(s));
+            Value::Object(top)
+        };
+        let expand = |text: &str, s: &SyncStep, field: &str| {
+            render(text, data_value(s)).map_err(|m| template_error(context.clone(), field, m))
+        };
+        step.source = expand(&step.source, &data, "source")?;
+        data.source = step.source.clone();
+        step.referrer_source = expand(&step.referrer_source, &data, "referrerSource")?;
+        data.referrer_source = step.referrer_source.clone();
+        step.target = expand(&step.target, &data, "target")?;
+        // regsync quirk: `.Sync.Target` stays unexpanded for referrerTarget
+        step.referrer_target = expand(&step.referrer_target, &data, "referrerTarget")?;
+    }
+    Ok(())
+}
+
+/// Renders a step's `backup` template for the target `target` about to be overwritten (spec
+/// §5.7): data `.Ref` (the target), `.Step` and `.Sync` (the step); the result is trimmed.
+pub fn render_backup(
+    template: &str,
+    target: &Reference,
+    step: &SyncStep,
+) -> Result<String, ConfigError> {
+    let sync = sync_value(step);
+    let mut top = HashMap::new();
+    top.insert("Ref".to_string(), ref_value(target));
+    top.insert("Step".to_string(), sync.clone());
+    top.insert("Sync".to_string(), sync);
+    render(template, Value::Object(top))
+        .map(|s| s.trim().to_string())
+        .map_err(|m| template_error(step_context_backup(target), "backup", m))
+}
+
+fn step_context_backup(target: &Reference) -> String {
+    format!("backup of {:?}", target.original)
+}
+
+/// Renders `version --format` with the build information (spec §2.3); output as is.
+pub fn render_version(format: &str, info: &VersionInfo) -> Result<String, String> {
+    render(format, info.value())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+}
