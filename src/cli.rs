@@ -7,9 +7,10 @@ use crate::config::template::VersionInfo;
 use crate::log::Verbosity;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand};
+use std::error::Error as _;
 
 const ROOT_HELP: &str = "\
-{about-with-newline}
+{before-help}
 Usage:
   regsync <cmd> [flags]
   regsync [command]
@@ -23,8 +24,22 @@ Flags:
 Use \"regsync [command] --help\" for more information about a command.
 ";
 
+const SUB_HELP: &str = "\
+{before-help}
+Usage:
+  {usage}
+
+Available Commands:
+{subcommands}
+
+Flags:
+{options}
+
+Use \"regsync completion [command] --help\" for more information about a command.
+";
+
 const CMD_HELP: &str = "\
-{about-with-newline}
+{before-help}
 Usage:
   {usage}
 
@@ -37,13 +52,18 @@ Flags:
     name = "regsync",
     bin_name = "regsync",
     about = "Utility for mirroring docker repositories",
-    long_about = "Utility for mirroring docker repositories\nMore details at <https://regclient.org>",
+    before_help = "Utility for mirroring docker repositories\nMore details at <https://regclient.org>",
     disable_version_flag = true,
+    disable_help_flag = true,
+    disable_help_subcommand = true,
     help_template = ROOT_HELP,
     subcommand_value_name = "command",
     next_display_order = None
 )]
 pub struct Cli {
+    /// help for regsync
+    #[arg(short = 'h', long = "help", action = clap::ArgAction::Help, global = true)]
+    pub help: Option<bool>,
     /// Log level (trace, debug, info, warn, error)
     #[arg(
         short = 'v',
@@ -79,36 +99,64 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// run the regsync server
-    #[command(long_about = "Sync registries according to the configuration.", help_template = CMD_HELP)]
+    #[command(
+        before_help = "Sync registries according to the configuration.",
+        override_usage = "regsync server [flags]",
+        help_template = CMD_HELP
+    )]
     Server(RunFlags),
     /// processes each sync command once, ignoring cron schedule
     #[command(
-        long_about = "Processes each sync command in the configuration file in order.\nNo jobs are run in parallel, and the command returns after any error or last\nsync step is finished.",
+        before_help = "Processes each sync command in the configuration file in order.\nNo jobs are run in parallel, and the command returns after any error or last\nsync step is finished.",
+        override_usage = "regsync once [flags]",
         help_template = CMD_HELP
     )]
     Once(OnceFlags),
     /// processes each sync command once but skip actual copy
     #[command(
-        long_about = "Processes each sync command in the configuration file in order.\nManifests are checked to see if a copy is needed, but only log, skip copying.\nNo jobs are run in parallel, and the command returns after any error or last\nsync step is finished.",
+        before_help = "Processes each sync command in the configuration file in order.\nManifests are checked to see if a copy is needed, but only log, skip copying.\nNo jobs are run in parallel, and the command returns after any error or last\nsync step is finished.",
+        override_usage = "regsync check [flags]",
         help_template = CMD_HELP
     )]
     Check(RunFlags),
     /// Show the config
-    #[command(long_about = "Show the config", help_template = CMD_HELP)]
+    #[command(
+        before_help = "Show the config",
+        override_usage = "regsync config [flags]",
+        help_template = CMD_HELP
+    )]
     Config(NoFlags),
     /// Show the version
     #[command(
-        long_about = "Show the version of regsync. Note that docker image builds will always be marked \"dirty\".",
+        before_help = "Show the version of regsync. Note that docker image builds will always be marked \"dirty\".",
+        override_usage = "regsync version [flags]",
         after_help = "Examples:\n\n# display full version details\nregsync version\n\n# retrieve the version number\nregsync version --format '{{.VCSTag}}'\n",
         help_template = CMD_HELP
     )]
     Version(VersionFlags),
     /// Generate the autocompletion script for the specified shell
     #[command(
-        long_about = "Generate the autocompletion script for regsync for the specified shell.\nSee each sub-command's help for details on how to use the generated script.",
-        subcommand_value_name = "command"
+        before_help = "Generate the autocompletion script for regsync for the specified shell.\nSee each sub-command's help for details on how to use the generated script.",
+        override_usage = "regsync completion [command]",
+        subcommand_value_name = "command",
+        disable_help_subcommand = true,
+        help_template = SUB_HELP
     )]
     Completion(CompletionFlags),
+    /// Help about any command
+    #[command(
+        before_help = "Help provides help for any command in the application.\nSimply type regsync help [path to command] for full details.",
+        override_usage = "regsync help [command] [flags]",
+        help_template = CMD_HELP
+    )]
+    Help(HelpFlags),
+}
+
+#[derive(Args, Debug, Default)]
+pub struct HelpFlags {
+    /// The command to show the help of.
+    #[arg(hide = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug, Default)]
@@ -170,12 +218,16 @@ pub struct ShellFlags {
 #[derive(Subcommand, Debug, Clone)]
 pub enum Shell {
     /// Generate the autocompletion script for bash
+    #[command(override_usage = "regsync completion bash", help_template = CMD_HELP)]
     Bash(ShellFlags),
     /// Generate the autocompletion script for fish
+    #[command(override_usage = "regsync completion fish [flags]", help_template = CMD_HELP)]
     Fish(ShellFlags),
     /// Generate the autocompletion script for powershell
+    #[command(override_usage = "regsync completion powershell [flags]", help_template = CMD_HELP)]
     Powershell(ShellFlags),
     /// Generate the autocompletion script for zsh
+    #[command(override_usage = "regsync completion zsh [flags]", help_template = CMD_HELP)]
     Zsh(ShellFlags),
 }
 
@@ -425,6 +477,7 @@ impl Cli {
                 }
                 (0, false)
             }
+            Command::Help(_) => return Ok(None),
         };
         if extra > 0 {
             return Err(format!("accepts between 0 and 0 arg(s), received {extra}"));
@@ -440,6 +493,26 @@ impl Cli {
 /// The root help text (`regsync` without a command).
 pub fn root_help() -> String {
     Cli::command().render_help().to_string()
+}
+
+/// `regsync help [command...]`: the command's help, or cobra's unknown-topic text and the
+/// root help.
+pub fn help_for(path: &[String]) -> String {
+    let mut cmd = Cli::command();
+    cmd.build();
+    for (i, name) in path.iter().enumerate() {
+        match cmd.find_subcommand(name) {
+            Some(c) => cmd = c.clone(),
+            None => {
+                return format!(
+                    "Unknown help topic [`{}`]\n{}",
+                    path[i..].join(" "),
+                    root_help()
+                )
+            }
+        }
+    }
+    cmd.render_help().to_string()
 }
 
 /// The help text of `regsync completion`.
@@ -609,9 +682,8 @@ mod tests {
     fn help_goes_to_stdout() {
         for args in [
             vec!["regsync", "--help"],
-            vec!["regsync", "help"],
-            vec!["regsync", "help", "once"],
             vec!["regsync", "once", "-h"],
+            vec!["regsync", "-h", "once"],
         ] {
             match parse(args.clone()) {
                 Parsed::Print(text) => assert!(text.contains("Usage"), "{args:?}: {text}"),
@@ -619,6 +691,8 @@ mod tests {
             }
         }
         assert!(root_help().contains("Available Commands:"));
+        assert!(help_for(&["once".to_string()]).contains("--missing"));
+        assert!(help_for(&["nope".to_string()]).starts_with("Unknown help topic [`nope`]"));
         assert!(completion_help().contains("bash"));
     }
 

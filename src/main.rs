@@ -46,6 +46,7 @@ fn run(cli: Cli) -> Result<(), Vec<String>> {
             // no command (or `completion` without a shell): help on stdout, exit 0
             let help = match &cli.command {
                 Some(Command::Completion(_)) => cli::completion_help(),
+                Some(Command::Help(h)) => cli::help_for(&h.command),
                 _ => cli::root_help(),
             };
             print_out(&help);
@@ -57,7 +58,8 @@ fn run(cli: Cli) -> Result<(), Vec<String>> {
     };
     match command {
         Command::Version(flags) => {
-            let text = template::render_version(&flags.format, &cli::version_info()).map_err(one)?;
+            let text =
+                template::render_version(&flags.format, &cli::version_info()).map_err(one)?;
             print_out(&text);
             Ok(())
         }
@@ -83,6 +85,7 @@ fn run(cli: Cli) -> Result<(), Vec<String>> {
             run_engine(&cli, verbosity, mode, flags.run.abort_on_error)
         }
         Command::Check(flags) => run_engine(&cli, verbosity, Mode::Check, flags.abort_on_error),
+        Command::Help(_) => Ok(()),
         Command::Server(_) => Err(one(
             "server: not implemented yet in regsync-rs (use `once` from cron)".into(),
         )),

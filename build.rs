@@ -1,0 +1,71 @@
+//! Build information for `regsync version` (spec §2.3): the git commit, its date (RFC 3339,
+//! UTC), the tree state and an exact tag, read with `git` when it is available, and the rustc
+//! version. Anything unknown is left empty (printed as `unknown`). `REGSYNC_VCS_TAG` in the
+//! environment overrides the tag (release builds). The state is taken when the build script
+//! runs (on a new commit or checkout), not on every edit.
+
+use std::path::Path;
+use std::process::Command;
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=REGSYNC_VCS_TAG");
+    if Path::new(".git").is_dir() {
+        println!("cargo:rerun-if-changed=.git/HEAD");
+        if let Ok(head) = std::fs::read_to_string(".git/HEAD") {
+            if let Some(r) = head.trim().strip_prefix("ref: ") {
+                let path = format!(".git/{r}");
+                if Path::new(&path).exists() {
+                    println!("cargo:rerun-if-changed={path}");
+                }
+            }
+        }
+    }
+
+    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_default();
+    let mut date = String::new();
+    let mut state = String::new();
+    let mut tag = std::env::var("REGSYNC_VCS_TAG").unwrap_or_default();
+    if !commit.is_empty() {
+        // committer date in UTC
+        if let Ok(out) = Command::new("git")
+            .args(["log", "-1", "--format=%cd", "--date=iso-strict-local"])
+            .env("TZ", "UTC")
+            .output()
+        {
+            let d = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            date = match d.strip_suffix("+00:00") {
+                Some(base) => format!("{base}Z"),
+                None => d,
+            };
+        }
+        if let Some(status) = git(&["status", "--porcelain", "--untracked-files=no"]) {
+            state = if status.is_empty() { "clean" } else { "dirty" }.to_string();
+        }
+        if tag.is_empty() {
+            tag = git(&["describe", "--tags", "--exact-match", "HEAD"]).unwrap_or_default();
+        }
+    }
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let rustc_version = Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .and_then(|v| v.split_whitespace().nth(1).map(|ver| format!("rustc{ver}")))
+        .unwrap_or_default();
+
+    println!("cargo:rustc-env=REGSYNC_VCS_COMMIT={commit}");
+    println!("cargo:rustc-env=REGSYNC_VCS_DATE={date}");
+    println!("cargo:rustc-env=REGSYNC_VCS_STATE={state}");
+    println!("cargo:rustc-env=REGSYNC_VCS_TAG={tag}");
+    println!("cargo:rustc-env=REGSYNC_RUSTC_VERSION={rustc_version}");
+}

@@ -1,0 +1,76 @@
+//! Per-host request slots (`reqConcurrent`) never deadlock the copy: regressions for hangs
+//! found in review — a paged listing holding the only slot while unread, and copies in both
+//! directions taking source and target slots in opposite orders.
+
+mod common;
+
+use common::*;
+
+/// `creds` with `reqConcurrent` for every endpoint.
+fn with_slots(cfg: &str, slots: u32) -> String {
+    cfg.replace(
+        "    tls: disabled\n",
+        &format!("    tls: disabled\n    reqConcurrent: {slots}\n"),
+    )
+}
+
+fn seed(reg: &Registry, repo: &str, base_seed: u64, tags: usize) {
+    for i in 0..tags {
+        push(
+            reg,
+            repo,
+            &format!("v{i}"),
+            &oci_image(base_seed + i as u64),
+        );
+    }
+}
+
+#[test]
+fn registry_step_with_one_request_slot_finishes() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    for r in 0..6 {
+        seed(&src, &format!("repo{r}"), 900 + 10 * r, 2);
+    }
+    let cfg = with_slots(
+        &config(
+            &[&src, &dst],
+            4,
+            &[registry_step(
+                &src.host(),
+                &format!("{}/mirror", dst.host()),
+                &[],
+                &[],
+            )],
+        ),
+        1,
+    );
+    let out = regsync(&["once"], &cfg);
+    out.assert_ok();
+    for r in 0..6 {
+        assert_same_repo(&src, &format!("repo{r}"), &dst, &format!("mirror/repo{r}"));
+    }
+}
+
+#[test]
+fn copies_in_both_directions_at_once_finish() {
+    let (a, b) = (Registry::start(), Registry::start());
+    seed(&a, "from-a", 1000, 6);
+    seed(&b, "from-b", 2000, 6);
+    for slots in [1, 3] {
+        let cfg = with_slots(
+            &config(
+                &[&a, &b],
+                8,
+                &[
+                    repo_step(&a.r("from-a"), &b.r(&format!("from-a-{slots}")), &[], &[]),
+                    repo_step(&b.r("from-b"), &a.r(&format!("from-b-{slots}")), &[], &[]),
+                ],
+            ),
+            slots,
+        );
+        let out = regsync(&["once"], &cfg);
+        out.assert_ok();
+        assert_same_repo(&a, "from-a", &b, &format!("from-a-{slots}"));
+        assert_same_repo(&b, "from-b", &a, &format!("from-b-{slots}"));
+    }
+}
