@@ -10,7 +10,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::error::Error as _;
 
 const ROOT_HELP: &str = "\
-{before-help}
+{before-help}\
 Usage:
   regsync <cmd> [flags]
   regsync [command]
@@ -25,7 +25,7 @@ Use \"regsync [command] --help\" for more information about a command.
 ";
 
 const SUB_HELP: &str = "\
-{before-help}
+{before-help}\
 Usage:
   {usage}
 
@@ -39,7 +39,7 @@ Use \"regsync completion [command] --help\" for more information about a command
 ";
 
 const CMD_HELP: &str = "\
-{before-help}
+{before-help}\
 Usage:
   {usage}
 
@@ -407,13 +407,13 @@ fn map_error(e: clap::Error, args: &[String]) -> Parsed {
                 .find(|p| p.starts_with("--"))
                 .unwrap_or(&flag)
                 .to_string();
-            // pflag names the short form when that is what was typed
-            let short = args.iter().rev().find(|a| {
-                a.len() == 2 && a.starts_with('-') && flag.contains(&format!("{}, ", a.as_str()))
-            });
-            match short {
-                Some(s) => Parsed::Fail(format!("flag needs an argument: '{}' in {s}", &s[1..])),
-                None => Parsed::Fail(format!("flag needs an argument: {long}")),
+            // a missing value is at the end; pflag names the short form when that was typed
+            match args.last().filter(|a| a.len() == 2 && a.starts_with('-')) {
+                Some(short) if !short.starts_with("--") => Parsed::Fail(format!(
+                    "flag needs an argument: '{}' in {short}",
+                    &short[1..]
+                )),
+                _ => Parsed::Fail(format!("flag needs an argument: {long}")),
             }
         }
         ErrorKind::ValueValidation | ErrorKind::InvalidValue => {
@@ -627,8 +627,8 @@ mod tests {
         assert_eq!(fail(&["version", "a"]), "accepts 0 arg(s), received 1");
         assert!(fail(&["-v", "TRACE", "version"]).starts_with("unable to parse verbosity TRACE: "));
         assert_eq!(
-            fail(&["completion", "tcsh"]),
-            "unknown command \"tcsh\" for \"regsync completion\""
+            fail(&["completion", "nosuchshell"]),
+            "unknown command \"nosuchshell\" for \"regsync completion\""
         );
         assert_eq!(fail(&["once", "-c"]), "flag needs an argument: 'c' in -c");
         assert_eq!(

@@ -741,14 +741,12 @@ fn next_std_chunk(layout: &str) -> (&str, Option<Std>, &str) {
     for i in 0..b.len() {
         let ret = |std: Std, len: usize| (&layout[..i], Some(std), &layout[i + len..]);
         match b[i] {
-            b'J' => {
-                if has(i, "Jan") {
-                    if has(i, "January") {
-                        return ret(Std::LongMonth, 7);
-                    }
-                    if !starts_lower(&b[i + 3..]) {
-                        return ret(Std::Month, 3);
-                    }
+            b'J' if has(i, "Jan") => {
+                if has(i, "January") {
+                    return ret(Std::LongMonth, 7);
+                }
+                if !starts_lower(&b[i + 3..]) {
+                    return ret(Std::Month, 3);
                 }
             }
             b'M' => {
@@ -806,16 +804,8 @@ fn next_std_chunk(layout: &str) -> (&str, Option<Std>, &str) {
             b'3' => return ret(Std::Hour12, 1),
             b'4' => return ret(Std::Minute, 1),
             b'5' => return ret(Std::Second, 1),
-            b'P' => {
-                if has(i, "PM") {
-                    return ret(Std::PM, 2);
-                }
-            }
-            b'p' => {
-                if has(i, "pm") {
-                    return ret(Std::Pm, 2);
-                }
-            }
+            b'P' if has(i, "PM") => return ret(Std::PM, 2),
+            b'p' if has(i, "pm") => return ret(Std::Pm, 2),
             b'-' => {
                 for (s, std) in [
                     ("-070000", Std::NumSecondsTz),
@@ -842,21 +832,19 @@ fn next_std_chunk(layout: &str) -> (&str, Option<Std>, &str) {
                     }
                 }
             }
-            c @ (b'.' | b',') => {
-                if i + 1 < b.len() && (b[i + 1] == b'0' || b[i + 1] == b'9') {
-                    let ch = b[i + 1];
-                    let mut j = i + 1;
-                    while j < b.len() && b[j] == ch {
-                        j += 1;
-                    }
-                    if !is_digit_at(b, j) {
-                        let n = (j - (i + 1)).min(9);
-                        return (
-                            &layout[..i],
-                            Some(Std::Frac(n, c, ch == b'9')),
-                            &layout[j..],
-                        );
-                    }
+            c @ (b'.' | b',') if matches!(b.get(i + 1), Some(b'0' | b'9')) => {
+                let ch = b[i + 1];
+                let mut j = i + 1;
+                while j < b.len() && b[j] == ch {
+                    j += 1;
+                }
+                if !is_digit_at(b, j) {
+                    let n = (j - (i + 1)).min(9);
+                    return (
+                        &layout[..i],
+                        Some(Std::Frac(n, c, ch == b'9')),
+                        &layout[j..],
+                    );
                 }
             }
             _ => {}
@@ -2077,8 +2065,34 @@ fn f_printf(args: &[Value]) -> Result<Value, FuncError> {
             other => other.clone(),
         })
         .collect();
-    gtmpl::funcs::printf(&converted).map_err(|e| err("printf", e))
+    // gtmpl's messages quote the operand, which may be a secret: keep the verb only
+    gtmpl::funcs::printf(&converted).map_err(|e| {
+        let msg = e.to_string();
+        match msg.rfind(" as ") {
+            Some(i) if msg.contains("unable to format") => err(
+                "printf",
+                format!("cannot format operand as %{}", &msg[i + 4..]),
+            ),
+            _ if msg.contains("unable to format") => err("printf", "cannot format operand"),
+            _ => err("printf", msg),
+        }
+    })
 }
+
+/// gtmpl's ordered comparisons, with Go's message instead of one quoting the operands.
+macro_rules! compare_fn {
+    ($fname:ident, $name:literal, $inner:path) => {
+        fn $fname(args: &[Value]) -> Result<Value, FuncError> {
+            check_args($name, args, 2)?;
+            $inner(args).map_err(|_| err($name, "incompatible types for comparison"))
+        }
+    };
+}
+
+compare_fn!(f_lt, "lt", gtmpl::funcs::lt);
+compare_fn!(f_le, "le", gtmpl::funcs::le);
+compare_fn!(f_gt, "gt", gtmpl::funcs::gt);
+compare_fn!(f_ge, "ge", gtmpl::funcs::ge);
 
 fn f_len(args: &[Value]) -> Result<Value, FuncError> {
     check_args("len", args, 1)?;
@@ -2396,6 +2410,10 @@ const FUNCS: &[(&str, Func)] = &[
     ("println", f_println),
     ("printf", f_printf),
     ("len", f_len),
+    ("lt", f_lt),
+    ("le", f_le),
+    ("gt", f_gt),
+    ("ge", f_ge),
     ("index", f_index),
     ("slice", f_slice),
     ("html", f_html),
@@ -2768,9 +2786,12 @@ fn rewrite_command(toks: &[Tok], piped: bool) -> String {
                 }
                 Tok::Punct(",") => j += 1,
                 Tok::Punct(":=") | Tok::Punct("=") if saw_var => {
-                    for t in &toks[..=j] {
+                    // gtmpl has no assignment: `$x = v` declares `$x` again (the newest
+                    // declaration wins; gtmpl scopes end only with range iterations)
+                    for t in &toks[..j] {
                         out.push_str(&emit_tok(t));
                     }
+                    out.push_str(":=");
                     i = j + 1;
                     break;
                 }
@@ -2792,9 +2813,8 @@ fn rewrite_command(toks: &[Tok], piped: bool) -> String {
     }
     let emit_operand = |(s, e): (usize, usize)| -> String {
         let part = &toks[s..e];
-        if part.first() == Some(&Tok::LParen) {
-            // find the matching paren
-            let close = operand_paren_close(part);
+        let close = operand_paren_close(part);
+        if part.first() == Some(&Tok::LParen) && close > 0 && close < part.len() {
             let mut text = String::from("(");
             text.push_str(&rewrite_pipeline(&part[1..close]));
             text.push(')');
@@ -2835,6 +2855,8 @@ fn rewrite_command(toks: &[Tok], piped: bool) -> String {
     out
 }
 
+/// The index of the `)` closing the `(` at `part[0]` (parentheses are balanced: checked by
+/// [`rewrite_action`]).
 fn operand_paren_close(part: &[Tok]) -> usize {
     let mut depth = 0;
     for (i, t) in part.iter().enumerate() {
@@ -2849,7 +2871,24 @@ fn operand_paren_close(part: &[Tok]) -> usize {
             _ => {}
         }
     }
-    part.len().saturating_sub(1).max(0)
+    part.len()
+}
+
+fn balanced(toks: &[Tok]) -> bool {
+    let mut depth = 0i32;
+    for t in toks {
+        match t {
+            Tok::LParen => depth += 1,
+            Tok::RParen => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    depth == 0
 }
 
 fn first_word<'a>(toks: &[Tok<'a>]) -> Option<(usize, &'a str)> {
@@ -2876,6 +2915,10 @@ fn has_decl(toks: &[Tok]) -> bool {
 /// Rewrites one action body.
 fn rewrite_action(toks: &[Tok]) -> String {
     let emit_all = |ts: &[Tok]| ts.iter().map(emit_tok).collect::<String>();
+    if !balanced(toks) {
+        // a syntax error: left for gtmpl to report
+        return emit_all(toks);
+    }
     let Some((i, word)) = first_word(toks) else {
         // literals, parens, ...: an output action
         if toks.iter().all(|t| matches!(t, Tok::Space(_))) {
@@ -2940,36 +2983,43 @@ fn preprocess(src: &str) -> Result<String, SyntaxError> {
     let b = src.as_bytes();
     let mut out = String::with_capacity(src.len() + 16);
     let mut pos = 0;
+    let mut blocks = Blocks::default();
     while let Some(rel) = src[pos..].find("{{") {
         let start = pos + rel;
         out.push_str(&src[pos..start]);
         let mut i = start + 2;
-        let mut open = String::from("{{");
+        // Trim markers are applied here (gtmpl trims spaces only, not newlines).
         if b.get(i) == Some(&b'-') && b.get(i + 1).is_some_and(|c| is_space_byte(*c)) {
-            open.push('-');
-            open.push(b[i + 1] as char);
+            let keep = out.trim_end_matches([' ', '\t', '\r', '\n']).len();
+            out.truncate(keep);
             i += 2;
         }
+        let skip_space = |mut j: usize| {
+            while b.get(j).is_some_and(|c| is_space_byte(*c)) {
+                j += 1;
+            }
+            j
+        };
         // comment
         if src[i..].starts_with("/*") {
             let end = src[i + 2..]
                 .find("*/")
                 .ok_or_else(|| syntax(start, "unclosed comment"))?;
             let mut j = i + 2 + end + 2;
-            let mut close = String::new();
+            let mut trim_right = false;
             if b.get(j).is_some_and(|c| is_space_byte(*c)) && src[j + 1..].starts_with("-}}") {
-                close.push_str(&src[j..j + 4]);
+                trim_right = true;
                 j += 4;
             } else if src[j..].starts_with("}}") {
-                close.push_str("}}");
                 j += 2;
             } else {
                 return Err(syntax(start, "comment ends before closing delimiter"));
             }
-            out.push_str(&open);
-            out.push_str(&src[i..i + 2 + end + 2]);
-            out.push_str(&close);
-            pos = j;
+            // keep the comment's newlines (line numbers of later errors)
+            out.push_str("{{/*");
+            out.push_str(&src[i + 2..i + 2 + end]);
+            out.push_str("*/}}");
+            pos = if trim_right { skip_space(j) } else { j };
             continue;
         }
         // find the end of the action, skipping quoted text
@@ -2977,38 +3027,40 @@ fn preprocess(src: &str) -> Result<String, SyntaxError> {
         let (body_end, close_len) = loop {
             match b.get(j) {
                 None => return Err(syntax(start, "unclosed action")),
-                Some(b'"') => {
+                Some(&q @ (b'"' | b'\'')) => {
+                    let open_at = j;
                     j += 1;
-                    while let Some(&c) = b.get(j) {
-                        if c == b'\\' {
-                            j += 2;
-                            continue;
-                        }
-                        j += 1;
-                        if c == b'"' || c == b'\n' {
-                            break;
+                    loop {
+                        match b.get(j) {
+                            None | Some(b'\n') => {
+                                let what = if q == b'"' {
+                                    "unterminated quoted string"
+                                } else {
+                                    "unterminated character constant"
+                                };
+                                return Err(syntax(open_at, what));
+                            }
+                            Some(b'\\') => j += 2,
+                            Some(&c) => {
+                                j += 1;
+                                if c == q {
+                                    break;
+                                }
+                            }
                         }
                     }
                 }
                 Some(b'`') => {
+                    let open_at = j;
                     j += 1;
-                    while let Some(&c) = b.get(j) {
-                        j += 1;
-                        if c == b'`' {
-                            break;
-                        }
-                    }
-                }
-                Some(b'\'') => {
-                    j += 1;
-                    while let Some(&c) = b.get(j) {
-                        if c == b'\\' {
-                            j += 2;
-                            continue;
-                        }
-                        j += 1;
-                        if c == b'\'' || c == b'\n' {
-                            break;
+                    loop {
+                        match b.get(j) {
+                            None => return Err(syntax(open_at, "unterminated raw quoted string")),
+                            Some(b'`') => {
+                                j += 1;
+                                break;
+                            }
+                            Some(_) => j += 1,
                         }
                     }
                 }
@@ -3021,13 +3073,126 @@ fn preprocess(src: &str) -> Result<String, SyntaxError> {
         };
         let body = &src[i..body_end];
         let toks = tokenize(body, i)?;
-        out.push_str(&open);
+        blocks.track(&toks, start)?;
+        out.push_str("{{");
         out.push_str(&rewrite_action(&toks));
-        out.push_str(&src[body_end..body_end + close_len]);
-        pos = body_end + close_len;
+        // keep a newline before a trimmed close: it counts for line numbers
+        if close_len == 4 {
+            out.push_str(&src[body_end..body_end + 1]);
+            out.push_str("}}");
+            pos = skip_space(body_end + close_len);
+        } else {
+            out.push_str("}}");
+            pos = body_end + close_len;
+        }
     }
     out.push_str(&src[pos..]);
+    blocks.check_recursion()?;
     Ok(out)
+}
+
+/// Deepest nesting of control blocks or parentheses accepted (gtmpl recurses on both).
+const MAX_NESTING: usize = 100;
+
+/// Open control blocks and the `template` calls made from each defined template, to refuse
+/// nesting gtmpl cannot handle and recursive templates (which would overflow the stack; Go
+/// stops at a depth of 100000 with an error).
+#[derive(Default)]
+struct Blocks {
+    /// One entry per open block: the template name for `define`/`block`.
+    stack: Vec<Option<String>>,
+    /// `(caller, callee)`; the top level is `""`.
+    calls: Vec<(String, String)>,
+}
+
+impl Blocks {
+    fn current(&self) -> String {
+        self.stack
+            .iter()
+            .rev()
+            .flatten()
+            .next()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn track(&mut self, toks: &[Tok], offset: usize) -> Result<(), SyntaxError> {
+        let mut depth = 0usize;
+        for t in toks {
+            match t {
+                Tok::LParen => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Err(syntax(offset, "max expression depth exceeded"));
+                    }
+                }
+                Tok::RParen => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        let Some((i, word)) = first_word(toks) else {
+            return Ok(());
+        };
+        let name = || {
+            toks[i + 1..].iter().find_map(|t| match t {
+                Tok::Space(_) => None,
+                Tok::Str(s) => Some(Some(s.clone())),
+                _ => Some(None),
+            })?
+        };
+        match word {
+            "if" | "range" | "with" => self.stack.push(None),
+            "define" => self.stack.push(Some(name().unwrap_or_default())),
+            "block" => {
+                let n = name().unwrap_or_default();
+                self.calls.push((self.current(), n.clone()));
+                self.stack.push(Some(n));
+            }
+            "template" => {
+                if let Some(n) = name() {
+                    self.calls.push((self.current(), n));
+                }
+            }
+            "end" => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+        if self.stack.len() > MAX_NESTING {
+            return Err(syntax(offset, "max block depth exceeded"));
+        }
+        Ok(())
+    }
+
+    fn check_recursion(&self) -> Result<(), SyntaxError> {
+        fn visit<'a>(
+            node: &'a str,
+            calls: &'a [(String, String)],
+            path: &mut Vec<&'a str>,
+            done: &mut Vec<&'a str>,
+        ) -> bool {
+            if path.contains(&node) {
+                return true;
+            }
+            if done.contains(&node) {
+                return false;
+            }
+            path.push(node);
+            for (from, to) in calls {
+                if from == node && visit(to, calls, path, done) {
+                    return true;
+                }
+            }
+            path.pop();
+            done.push(node);
+            false
+        }
+        let (mut path, mut done) = (Vec::new(), Vec::new());
+        if visit("", &self.calls, &mut path, &mut done) {
+            return Err(syntax(0, "exceeded maximum template depth (100000)"));
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -3054,19 +3219,30 @@ fn one_line(s: &str) -> String {
     }
 }
 
-fn parse_error_text(e: &gtmpl::error::ParseError) -> String {
+/// A gtmpl parse error in Go's shape. gtmpl's line numbers are unreliable (and refer to the
+/// rewritten text), so the line is 1 for a one-line template, the line of the unknown name
+/// for an undefined function, else gtmpl's estimate within the template's lines.
+fn parse_error_text(e: &gtmpl::error::ParseError, text: &str) -> String {
     use gtmpl::error::ParseError;
+    let lines = text.lines().count().max(1);
     match e {
         ParseError::WithContext(ctx, msg) => {
             let mut msg = msg.clone();
+            let mut line = ctx.line.saturating_sub(1).clamp(1, lines);
             if let Some(name) = msg
                 .strip_prefix("function ")
                 .and_then(|m| m.strip_suffix(" not defined"))
+                .map(str::to_string)
             {
+                if let Some(at) = text.find(&name) {
+                    line = line_of(text, at);
+                }
                 msg = format!("function {name:?} not defined");
             }
-            // gtmpl counts lines from 2
-            format!("template: out:{}: {msg}", ctx.line.saturating_sub(1).max(1))
+            if lines == 1 {
+                line = 1;
+            }
+            format!("template: out:{line}: {msg}")
         }
         other => format!("template: out: {other}"),
     }
@@ -3104,7 +3280,7 @@ fn render(text: &str, data: Value) -> Result<String, String> {
     let mut tmpl = Template::with_name("out");
     tmpl.add_funcs(FUNCS);
     tmpl.parse(rewritten)
-        .map_err(|e| one_line(&parse_error_text(&e)))?;
+        .map_err(|e| one_line(&parse_error_text(&e, text)))?;
     tmpl.render(&Context::from(data))
         .map_err(|e| one_line(&exec_error_text(&e)))
 }
@@ -3196,4 +3372,545 @@ pub fn render_version(format: &str, info: &VersionInfo) -> Result<String, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::schema::CredsEntry;
+
+    fn r(text: &str) -> String {
+        render(text, Value::NoValue).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn r_err(text: &str) -> String {
+        render(text, Value::NoValue).unwrap_err()
+    }
+
+    fn step(source: &str) -> SyncStep {
+        let mut c = Config::from_yaml(
+            &format!("sync:\n  - source: {source}\n    target: t\n    type: image\n"),
+            "c.yml",
+        )
+        .unwrap();
+        c.sync.remove(0)
+    }
+
+    fn with_sync(text: &str, s: &SyncStep) -> String {
+        let mut top = HashMap::new();
+        top.insert("Sync".to_string(), sync_value(s));
+        render(text, Value::Object(top)).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn plain_text_and_literal_braces() {
+        assert_eq!(r("registry:5000/hub"), "registry:5000/hub");
+        assert_eq!(r(r#"pa{{"{{"}}ss"#), "pa{{ss");
+        assert_eq!(r(r#"{{"}}"}}"#), "}}");
+        assert_eq!(r("a {{- /* c */ -}} b"), "ab");
+        assert_eq!(r("a  {{- \"x\" -}}\n  b"), "axb");
+        assert_eq!(r("{{ . }}"), "<no value>");
+    }
+
+    #[test]
+    fn spec_examples() {
+        assert_eq!(
+            with_sync("registry:5000/hub/{{ .Sync.Source }}", &step("alpine")),
+            "registry:5000/hub/alpine"
+        );
+        assert_eq!(
+            with_sync(
+                r#"registry:5000/gcr/{{ index (split .Sync.Source "gcr.io/") 1 }}"#,
+                &step("gcr.io/example/repo")
+            ),
+            "registry:5000/gcr/example/repo"
+        );
+        let s = step("alpine");
+        assert_eq!(
+            with_sync("{{ .Sync.Type }} {{ .Sync.DigestTags }}", &s),
+            "image false"
+        );
+        assert_eq!(with_sync("{{ .Sync.RateLimit.Retry }}", &s), "5m0s");
+        assert_eq!(with_sync("{{ .Sync.Tags.Allow }}", &s), "[]");
+        assert_eq!(with_sync("{{ len .Sync.MediaTypes }}", &s), "4");
+        assert_eq!(with_sync("{{ .Sync.Hooks.Pre }}", &s), "<nil>");
+        assert!(render("{{ .Sync.Nope }}", {
+            let mut top = HashMap::new();
+            top.insert("Sync".to_string(), sync_value(&s));
+            Value::Object(top)
+        })
+        .unwrap_err()
+        .contains("can't evaluate field Nope"));
+    }
+
+    #[test]
+    fn regclient_functions() {
+        // default
+        assert_eq!(r(r#"{{ default "x" "" }}"#), "x");
+        assert_eq!(r(r#"{{ default "x" "y" }}"#), "y");
+        assert_eq!(r(r#"{{ "" | default "d" }}"#), "d");
+        assert_eq!(r(r#"{{ 0 | default 5 }}"#), "5");
+        assert_eq!(r(r#"{{ default "d" .Missing }}"#.replace(".Missing", "nil").as_str().replace("nil", "\"\"").as_str()), "d");
+        assert!(r_err(r#"{{ default "d" (split "a" ",") }}"#).contains("uncomparable"));
+        // env
+        std::env::set_var("REGSYNC_TEMPLATE_TEST_ENV", "tok en");
+        assert_eq!(r(r#"{{ env "REGSYNC_TEMPLATE_TEST_ENV" }}"#), "tok en");
+        assert_eq!(r(r#"{{ env "REGSYNC_TEMPLATE_TEST_UNSET_ENV" }}"#), "");
+        // file: trimmed; a missing file is an error naming the path (regsync: "")
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "  s3cr3t\n\n").unwrap();
+        assert_eq!(
+            r(&format!("{{{{ file {:?} }}}}", f.display().to_string())),
+            "s3cr3t"
+        );
+        let missing = dir.path().join("nope");
+        let e = r_err(&format!(
+            "{{{{ file {:?} }}}}",
+            missing.display().to_string()
+        ));
+        assert!(
+            e.contains(&format!(
+                "open {}: no such file or directory",
+                missing.display()
+            )),
+            "{e}"
+        );
+        assert!(!e.contains('\n'));
+        // join / split
+        assert_eq!(r(r#"{{ join (split "a,b,c" ",") "-" }}"#), "a-b-c");
+        assert_eq!(r(r#"{{ split "a,b" "," }}"#), "[a b]");
+        assert_eq!(r(r#"{{ split "ab" "" }}"#), "[a b]");
+        assert_eq!(r(r#"{{ len (split "" ",") }}"#), "1");
+        // json / jsonPretty / printPretty
+        assert_eq!(r(r#"{{ json "<a&b>" }}"#), "\"<a&b>\"\n");
+        assert_eq!(r(r#"{{ json (split "a,b" ",") }}"#), "[\"a\",\"b\"]\n");
+        assert_eq!(
+            r(r#"{{ jsonPretty (split "a,b" ",") }}"#),
+            "[\n  \"a\",\n  \"b\"\n]\n"
+        );
+        assert_eq!(r(r#"{{ printPretty (split "a" ",") }}"#), "[\n  \"a\"\n]\n");
+        // lower / upper / trimSpace
+        assert_eq!(r(r#"{{ lower "ABC" }}{{ upper "def" }}"#), "abcDEF");
+        assert_eq!(r(r#"{{ trimSpace "  x y \n" }}"#), "x y");
+        assert_eq!(r(r#"{{ "  v  " | trimSpace | upper }}"#), "V");
+        // time
+        let year = chrono::Utc::now().year().to_string();
+        assert_eq!(r(r#"{{ (time).Now.UTC.Format "2006" }}"#), year);
+        let unix: i64 = r("{{ (time).Now.Unix }}").parse().unwrap();
+        assert!((unix - chrono::Utc::now().timestamp()).abs() < 60);
+        assert_eq!(
+            r(r#"{{ $t := (time).Now }}{{ len ($t.Format "20060102") }}"#),
+            "8"
+        );
+        assert_eq!(
+            r(
+                r#"{{ ((time).Parse "2006-01-02T15:04:05Z07:00" "2024-02-29T13:04:05+01:00").UTC.Format "20060102150405" }}"#
+            ),
+            "20240229120405"
+        );
+        assert!(r_err(r#"{{ (time).Parse "2006-01-02" "2024-13-01" }}"#)
+            .contains("parsing time \"2024-13-01\": month out of range"));
+    }
+
+    #[test]
+    fn go_builtins() {
+        assert_eq!(r(r#"{{ index (split "a b c" " ") 2 }}"#), "c");
+        assert!(r_err(r#"{{ index (split "a" " ") 3 }}"#).contains("index out of range: 3"));
+        assert_eq!(
+            r(r#"{{ printf "%s-%d-%v" "a" 3 (split "x y" " ") }}"#),
+            "a-3-[x y]"
+        );
+        assert_eq!(
+            r(r#"{{ print "a" 1 2 "b" }}{{ println "x" 1 }}"#),
+            "a1 2bx 1\n"
+        );
+        assert_eq!(r(r#"{{ if eq "a" "a" }}y{{ else }}n{{ end }}"#), "y");
+        assert_eq!(
+            r(r#"{{ if ne 1 2 }}y{{ end }}{{ if lt 1 2 }}y{{ end }}{{ if ge 2 2 }}y{{ end }}"#),
+            "yyy"
+        );
+        assert_eq!(
+            r(r#"{{ if and true (not false) }}y{{ end }}{{ or "" "z" }}"#),
+            "yz"
+        );
+        assert_eq!(r(r#"{{ len "abc" }} {{ len (split "a,b" ",") }}"#), "3 2");
+        assert_eq!(
+            r(r#"{{ slice "abcdef" 1 3 }} {{ slice (split "a b c" " ") 1 }}"#),
+            "bc [b c]"
+        );
+        assert_eq!(r(r#"{{ urlquery "a b&c" }}"#), "a+b%26c");
+        assert_eq!(
+            r(r#"{{ html "<a href='x'>" }}"#),
+            "&lt;a href=&#39;x&#39;&gt;"
+        );
+        assert_eq!(r(r#"{{ js "a'b<" }}"#), "a\\'b\\u003C");
+        assert_eq!(r(r#"{{ $x := "v" }}{{ $x }}{{ $x = "w" }}{{ $x }}"#), "vw");
+        assert_eq!(
+            r(r#"{{ range $i, $e := split "a,b" "," }}{{ $i }}={{ $e }};{{ end }}"#),
+            "0=a;1=b;"
+        );
+        assert_eq!(r(r#"{{ with $v := "x" }}{{ . }}{{ $v }}{{ end }}"#), "xx");
+        assert_eq!(r(r#"{{ if false }}a{{ else if true }}b{{ end }}"#), "b");
+        assert_eq!(
+            r(r#"{{ define "t" }}[{{ . }}]{{ end }}{{ template "t" "x" }}"#),
+            "[x]"
+        );
+        // literals the Go way
+        assert_eq!(
+            r(r#"{{ 0x10 }} {{ 0o17 }} {{ 1_000 }} {{ 'a' }} {{ '\n' }}"#),
+            "16 15 1000 97 10"
+        );
+        assert_eq!(
+            r(r#"{{ "a\\" }}|{{ "t\tq\"" }}|{{ `r\n` }}|{{ "x`y" }}"#),
+            "a\\|t\tq\"|r\\n|x`y"
+        );
+        assert_eq!(r(r#"{{ "\u00e9\x41\101" }}"#), "éAA");
+        assert!(r_err(r#"{{ "\q" }}"#).contains("invalid syntax"));
+        // errors never quote operand values (they may be secrets)
+        let e = r_err(r#"{{ lt "s3cr3t" 1 }}"#);
+        assert!(
+            e.contains("error calling lt: incompatible types for comparison"),
+            "{e}"
+        );
+        let e = r_err(r#"{{ printf "%d" "s3cr3t" }}"#);
+        assert!(!e.contains("s3cr3t"), "{e}");
+        assert!(r_err("{{ \"open }}").contains("unterminated"));
+        assert!(r_err("{{ foo }}").contains("function \"foo\" not defined"));
+        assert!(r_err("x\n{{ foo }}").starts_with("template: out:2: "));
+        assert!(r_err("{{ .A").contains("unclosed action"));
+    }
+
+    #[test]
+    fn time_layouts() {
+        let t = go_parse(
+            "2006-01-02T15:04:05.999999999Z07:00",
+            "2009-11-10T23:04:05.012+01:30",
+        )
+        .unwrap();
+        assert_eq!(t.off, 5400);
+        assert_eq!(
+            go_format(&t, "Mon Jan _2 15:04:05 2006"),
+            "Tue Nov 10 23:04:05 2009"
+        );
+        assert_eq!(
+            go_format(&t, "Monday January 2 3:4:5 PM 06"),
+            "Tuesday November 10 11:4:5 PM 09"
+        );
+        assert_eq!(
+            go_format(&t, "2006-01-02 15:04:05.000 -0700 -07:00 Z07:00 -07"),
+            "2009-11-10 23:04:05.012 +0130 +01:30 +01:30 +01"
+        );
+        assert_eq!(
+            go_format(&t, ".999999999|,000000|.9|002|__2"),
+            ".012|,012000||314|314"
+        );
+        assert_eq!(go_format(&t, "MST"), "+0130");
+        let u = t.utc();
+        assert_eq!(
+            go_format(&u, "2006-01-02T15:04:05Z07:00 MST pm"),
+            "2009-11-10T21:34:05Z UTC pm"
+        );
+        assert_eq!(u.go_string(), "2009-11-10 21:34:05.012 +0000 UTC");
+        assert_eq!(go_format(&u, "Jan January Janx"), "Nov November Janx");
+        let p = go_parse("Jan _2 2006 3:04PM MST", "Feb  3 2013 7:54PM PST").unwrap();
+        assert_eq!(
+            go_format(&p, "2006-01-02 15:04 MST"),
+            "2013-02-03 19:54 PST"
+        );
+        assert_eq!(
+            go_parse("2006-01-02", "2013-02-30").unwrap_err(),
+            "parsing time \"2013-02-30\": day out of range"
+        );
+        assert_eq!(
+            go_parse("2006-01-02", "2013/02/03").unwrap_err(),
+            "parsing time \"2013/02/03\" as \"2006-01-02\": cannot parse \"/02/03\" as \"-\""
+        );
+        assert!(go_parse("2006", "2013x")
+            .unwrap_err()
+            .contains("extra text: \"x\""));
+        let d = add_date(&go_parse("2006-01-02", "2024-01-31").unwrap(), 0, 1, 0).unwrap();
+        assert_eq!(go_format(&d, "2006-01-02"), "2024-03-02");
+        let tr = truncate_time(&u, 3_600_000_000_000, false);
+        assert_eq!(go_format(&tr, "15:04:05"), "21:00:00");
+        assert_eq!(
+            r(r#"{{ ((time).Parse "2006" "2020").Add "36h" | printf "%v" }}"#),
+            "2020-01-02 12:00:00 +0000 UTC"
+        );
+        assert_eq!(r(r#"{{ ((time).Parse "2006" "2020").Year }}"#), "2020");
+        assert_eq!(
+            r(r#"{{ json ((time).Parse "2006" "2020") }}"#),
+            "\"2020-01-01T00:00:00Z\"\n"
+        );
+    }
+
+    #[test]
+    fn expansion_order_quirk() {
+        let yaml = r#"
+sync:
+  - source: "{{ lower \"ALPINE\" }}"
+    referrerSource: "rs/{{ .Sync.Source }}"
+    target: "reg/{{ .Sync.Source }}/{{ .Sync.ReferrerSrc }}"
+    referrerTarget: "rt/{{ .Sync.Target }}/{{ .Sync.ReferrerTgt }}"
+    type: image
+"#;
+        let c = Config::from_yaml(yaml, "c.yml").unwrap();
+        let s = &c.sync[0];
+        assert_eq!(s.source, "alpine");
+        assert_eq!(s.referrer_source, "rs/alpine");
+        assert_eq!(s.target, "reg/alpine/rs/alpine");
+        // referrerTarget sees the unexpanded target (regsync quirk)
+        assert_eq!(
+            s.referrer_target,
+            "rt/reg/{{ .Sync.Source }}/{{ .Sync.ReferrerSrc }}/rt/{{ .Sync.Target }}/{{ .Sync.ReferrerTgt }}"
+        );
+    }
+
+    #[test]
+    fn creds_and_errors() {
+        std::env::set_var("REGSYNC_TEMPLATE_TEST_USER", "bob");
+        let mut c = Config {
+            creds: vec![CredsEntry {
+                registry: "{{ \"reg\" }}:5000".into(),
+                user: "{{ env \"REGSYNC_TEMPLATE_TEST_USER\" }}".into(),
+                pass: "p{{\"{{\"}}w".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        expand_templates(&mut c).unwrap();
+        assert_eq!(c.creds[0].registry, "reg:5000");
+        assert_eq!(c.creds[0].user, "bob");
+        assert_eq!(c.creds[0].pass, "p{{w");
+
+        let e = Config::from_yaml(
+            "creds:\n  - registry: r\n    pass: '{{ file \"/nonexistent/regsync/secret\" }}'\n",
+            "c.yml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "c.yml: creds[0] (registry \"r\"): pass: template: out: executing \"out\": error calling file: open /nonexistent/regsync/secret: no such file or directory"
+        );
+        let e = Config::from_yaml(
+            "sync:\n  - source: alpine\n    target: 'x/{{ .Sync.Sorce }}'\n    type: image\n",
+            "c.yml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("c.yml: sync[0] (source \"alpine\"): target: template: "),
+            "{e}"
+        );
+        assert!(e.contains("Sorce"), "{e}");
+        let e = Config::from_yaml(
+            "sync:\n  - source: alpine\n    target: 'x/{{ .Sync.Source '\n    type: image\n",
+            "c.yml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("target: template: out:1: unclosed action"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn backup_template() {
+        let s = step("alpine");
+        let target = Reference::parse("registry:5000/hub/alpine:3.9").unwrap();
+        assert_eq!(
+            render_backup("bkup-{{.Ref.Tag}}", &target, &s).unwrap(),
+            "bkup-3.9"
+        );
+        assert_eq!(
+            render_backup(" host/backups:{{ .Ref.Tag }}\n", &target, &s).unwrap(),
+            "host/backups:3.9"
+        );
+        assert_eq!(
+            render_backup(
+                "{{ .Ref.Registry }}|{{ .Ref.Repository }}|{{ .Ref.Scheme }}|{{ .Ref.CommonName }}|{{ .Step.Source }}|{{ .Sync.Type }}",
+                &target,
+                &s
+            )
+            .unwrap(),
+            "registry:5000|hub/alpine|reg|registry:5000/hub/alpine:3.9|alpine|image"
+        );
+        let e = render_backup("{{ .Ref.Nope }}", &target, &s)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backup: template:") && e.contains("Nope"), "{e}");
+    }
+
+    #[test]
+    fn version_rendering() {
+        let info = VersionInfo {
+            vcs_tag: "v1".into(),
+            vcs_ref: "abc-dirty".into(),
+            vcs_commit: "abc".into(),
+            vcs_state: "dirty".into(),
+            vcs_date: "unknown".into(),
+            platform: "linux/amd64".into(),
+            go_ver: "rustc1.95.0".into(),
+            go_compiler: "rustc".into(),
+        };
+        assert_eq!(render_version("{{.VCSTag}}", &info).unwrap(), "v1");
+        let pretty = render_version("{{printPretty .}}", &info).unwrap();
+        assert!(
+            pretty.starts_with("VCSTag:     v1\nVCSRef:     abc-dirty\n"),
+            "{pretty}"
+        );
+        assert!(pretty.ends_with("GoCompiler: rustc\n"));
+        let json = render_version("{{json .}}", &info).unwrap();
+        assert!(json.starts_with(
+            "{\"goVersion\":\"rustc1.95.0\",\"goCompiler\":\"rustc\",\"platform\":\"linux/amd64\",\"vcsCommit\":\"abc\",\"vcsDate\":\"unknown\",\"vcsRef\":\"abc-dirty\",\"vcsState\":\"dirty\",\"vcsTag\":\"v1\",\"debug\":{"
+        ), "{json}");
+    }
+
+    #[test]
+    fn float_formats() {
+        assert_eq!(format_float_g(0.0), "0");
+        assert_eq!(format_float_g(1.5), "1.5");
+        assert_eq!(format_float_g(123456.0), "123456");
+        assert_eq!(format_float_g(1e6), "1e+06");
+        assert_eq!(format_float_g(0.0001), "0.0001");
+        assert_eq!(format_float_g(0.00001), "1e-05");
+        assert_eq!(format_float_json(1e21), "1e+21");
+        assert_eq!(format_float_json(1e-7), "1e-7");
+        assert_eq!(format_float_json(0.5), "0.5");
+    }
+
+    #[test]
+    fn no_hang_or_panic_on_odd_input() {
+        for t in [
+            "{{", "{{ ", "{{-", "{{- }}", "{{ ( }}", "{{ ) }}", "{{ | }}", "{{ \"\\", "{{ '", "{{ ''",
+            "{{ '\\'' }}", "{{ `", "{{/*", "{{/* x */", "{{ end }}", "{{ else }}", "{{ if }}",
+            "{{ range }}", "{{ $ }}", "{{ $x }}", "{{ .A.B.C }}", "{{ index }}", "{{ slice }}",
+            "{{ printf }}", "{{ printf 1 }}", "{{ printf \"%\" }}", "{{ printf \"%d\" }}",
+            "{{ template \"nope\" }}", "{{ (time).Parse }}", "{{ (time).Now.Format }}",
+            "{{ (time).Now.Format 1 }}", "{{ .Format \"x\" }}", "{{ 1 | 2 }}", "{{ nil }}",
+            "{{ \"é\\é\" }}", "{{ '\\é' }}", "{{ 'é' }}", "{{ 0x }}", "{{ 08 }}", "{{ 1e }}",
+            "{{ - }}", "{{ = }}", "{{ := }}", "{{ , }}", "{{ : }}", "{{ $x := }}",
+            "{{ define }}", "{{ block }}", "{{ with }}{{ end }}", "{{ \"\\x4\" }}", "{{ \"\\u12\" }}",
+            "{{ \"\\U0011ffff\" }}", "{{ \"\\400\" }}", "}}{{", "{{}}", "{{ . . }}",
+            "{{ define \"a\" }}{{ template \"a\" }}{{ end }}{{ template \"a\" }}",
+            "{{ define \"a\" }}{{ template \"b\" }}{{ end }}{{ define \"b\" }}{{ template \"a\" }}{{ end }}{{ template \"a\" }}",
+            "{{ block \"a\" . }}{{ template \"a\" }}{{ end }}",
+            &"(".repeat(5000),
+            &format!("{{{{ {} 1 {} }}}}", "(".repeat(5000), ")".repeat(5000)),
+            &"{{ if 1 }}".repeat(5000),
+        ] {
+            if t.contains("template \"a\"") {
+                assert!(render(t, Value::NoValue)
+                    .unwrap_err()
+                    .contains("exceeded maximum template depth"));
+            }
+            let _ = render(t, Value::NoValue);
+            let mut top = HashMap::new();
+            top.insert("Sync".to_string(), sync_value(&SyncStep::default()));
+            let _ = render(t, Value::Object(top));
+        }
+    }
+
+    #[test]
+    fn random_templates_never_panic() {
+        let frags = [
+            "{{",
+            "}}",
+            "{{-",
+            " -}}",
+            " ",
+            "\n",
+            "\"",
+            "\\",
+            "`",
+            "'",
+            "(",
+            ")",
+            "|",
+            "$",
+            "$x",
+            ":=",
+            "=",
+            ",",
+            ".",
+            ".Sync",
+            ".Source",
+            "if",
+            "else",
+            "end",
+            "range",
+            "with",
+            "define",
+            "template",
+            "block",
+            "index",
+            "split",
+            "printf",
+            "len",
+            "slice",
+            "time",
+            ".Now",
+            ".Format",
+            ".Parse",
+            "1",
+            "0x",
+            "-",
+            "a",
+            "é",
+            "/*",
+            "*/",
+            "nil",
+            "true",
+            "\"x\"",
+            "`y`",
+            "'c'",
+            "%d",
+            "%v",
+            "\\x",
+            "\\u",
+            "2006",
+            "default",
+            "and",
+            "or",
+            "{{ define \"a\" }}",
+            "{{ template \"a\" }}",
+            "{{ block \"b\" . }}",
+            "\"a\"",
+            "not",
+            "eq",
+            "lt",
+            "json",
+            "file",
+            "env",
+            "print",
+            "call",
+            "html",
+            "js",
+            "urlquery",
+            ".Sync.Tags.Allow",
+            "(time)",
+            ".UTC",
+            ".AddDate",
+            "{{ end }}",
+        ];
+        // property test: any mix of template fragments renders or fails, never panics or
+        // hangs (REGSYNC_FUZZ_SEED / REGSYNC_FUZZ_N explore more)
+        use rand::{Rng, SeedableRng};
+        let seed = std::env::var("REGSYNC_FUZZ_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        let n: usize = std::env::var("REGSYNC_FUZZ_N")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3000);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for _ in 0..n {
+            let len = rng.gen_range(1..14);
+            let mut t = String::new();
+            for _ in 0..len {
+                t.push_str(frags[rng.gen_range(0..frags.len())]);
+            }
+            let mut top = HashMap::new();
+            top.insert("Sync".to_string(), sync_value(&SyncStep::default()));
+            let _ = render(&t, Value::Object(top));
+        }
+    }
 }

@@ -129,18 +129,15 @@ fn config1() {
     assert_eq!(duration_of(&a.interval), GoDuration::ZERO);
     let b = &c.sync[1];
     assert_eq!(b.source, "alpine");
-    // Templates are not expanded yet (later issue): Go gives `registry:5000/hub/alpine`.
-    assert_eq!(b.target, "registry:5000/hub/{{ .Sync.Source }}");
+    // target templates are expanded at load (spec §3.7, §15.5)
+    assert_eq!(b.target, "registry:5000/hub/alpine");
     assert_eq!(b.kind, "repository", "explicit key after the merge wins");
     assert_eq!(b.tags.allow, strings(&["3", "3.9", "latest"]));
     assert_eq!(b.interval, "1h0m0s");
     assert_eq!(b.schedule, "");
     let g = &c.sync[2];
     assert_eq!(g.source, "gcr.io/example/repo");
-    assert_eq!(
-        g.target,
-        r#"registry:5000/gcr/{{ index (split .Sync.Source "gcr.io/") 1 }}"#
-    );
+    assert_eq!(g.target, "registry:5000/gcr/example/repo");
     assert_eq!(g.kind, "repository");
     assert_eq!(g.interval, "1h0m0s");
     assert_eq!(g.tags.allow, strings(&["3", "3.9", "latest"]));
