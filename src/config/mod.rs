@@ -8,6 +8,7 @@
 mod de;
 pub mod defaults;
 pub mod duration;
+pub mod gotext;
 pub mod hosts;
 pub mod print;
 pub mod schema;
@@ -23,6 +24,7 @@ pub use template::{expand_templates, render_backup};
 pub use validate::{check_step, validate};
 
 use crate::registry::HostConfig;
+use gotext::os_error_text;
 use serde::Deserialize;
 use std::io::Read;
 
@@ -102,21 +104,6 @@ impl ConfigError {
             ConfigError::MissingInput | ConfigError::Io { .. } => {}
         }
         self
-    }
-}
-
-/// Go-style OS error text: `No such file or directory (os error 2)` → `no such file or
-/// directory`.
-fn os_error_text(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    let s = match s.find(" (os error ") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    };
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(c) => c.to_lowercase().chain(chars).collect(),
-        None => s,
     }
 }
 

@@ -6,13 +6,13 @@
 //! under their key; strings are quoted only when YAML would read them as something else.
 
 use super::duration::duration_of;
+use super::gotext::go_quote;
 use super::schema::{
     Config, CredsEntry, Defaults, Hook, Hooks, RateLimit, ReferrerFilter, RepoFilter, SyncStep,
     TagFilter,
 };
 use super::template::format_float_g;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 /// A YAML node.
 enum Node {
@@ -338,38 +338,6 @@ fn write_string(out: &mut String, v: &str, block_indent: usize) {
     out.push(' ');
     out.push_str(&scalar_text(v));
     out.push('\n');
-}
-
-/// Go's `strconv.Quote`.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\x07' => out.push_str("\\a"),
-            '\x08' => out.push_str("\\b"),
-            '\x0c' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\x0b' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\x7f' => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if c.is_control() || c == '\u{feff}' => {
-                if (c as u32) <= 0xffff {
-                    let _ = write!(out, "\\u{:04x}", c as u32);
-                } else {
-                    let _ = write!(out, "\\U{:08x}", c as u32);
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// goccy's `IsNeedQuoted`: would a plain scalar read back as something other than this

@@ -31,6 +31,7 @@
 //! the same kind (an int is not equal to a float); execution errors carry no column.
 
 use super::duration::{duration_of, format_duration, parse_duration};
+use super::gotext::{go_quote, os_error_text};
 use super::schema::{Config, Hook, Hooks, ReferrerFilter, RepoFilter, SyncStep, TagFilter};
 use super::validate::{creds_context, step_context};
 use super::ConfigError;
@@ -1009,37 +1010,6 @@ fn go_format(t: &GoTime, layout: &str) -> String {
     out
 }
 
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\x07' => out.push_str("\\a"),
-            '\x08' => out.push_str("\\b"),
-            '\x0c' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\x0b' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\x7f' => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if c.is_control() => {
-                if (c as u32) <= 0xffff {
-                    let _ = write!(out, "\\u{:04x}", c as u32);
-                } else {
-                    let _ = write!(out, "\\U{:08x}", c as u32);
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn parse_error(layout: &str, value: &str, layout_elem: &str, value_elem: &str) -> String {
     format!(
         "parsing time {} as {}: cannot parse {} as {}",
@@ -1952,19 +1922,6 @@ fn f_file(args: &[Value]) -> Result<Value, FuncError> {
             };
             Err(err("file", format!("{op} {path}: {}", os_error_text(&e))))
         }
-    }
-}
-
-fn os_error_text(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    let s = match s.find(" (os error ") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    };
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(c) => c.to_lowercase().chain(chars).collect(),
-        None => s,
     }
 }
 

@@ -70,6 +70,27 @@ impl Pending {
     }
 }
 
+/// The pages of a listing running on its own task.
+struct Pages {
+    rx: mpsc::Receiver<Vec<String>>,
+    task: tokio::task::JoinHandle<Result<(), StoreError>>,
+}
+
+impl Pages {
+    async fn next(&mut self) -> Option<Vec<String>> {
+        self.rx.recv().await
+    }
+
+    /// The listing's outcome. Closing our end first stops a listing we no longer read
+    /// (abort, filter error) instead of leaving it blocked on a full channel.
+    async fn finish(self) -> Result<(), StoreError> {
+        drop(self.rx);
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Io(e.to_string())))
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Listing {
     Tags,
@@ -185,12 +206,12 @@ impl StepLister {
         } else {
             None
         };
-        let (mut pages, listing) = self.spawn_listing(src.repo_only(), Listing::Tags);
+        let mut pages = self.spawn_listing(src.repo_only(), Listing::Tags);
         let mut available: Vec<String> = Vec::new();
         let mut selected_any = false;
         let mut missing: Vec<String> = Vec::new();
         let mut failure = None;
-        while let Some(page) = pages.recv().await {
+        while let Some(page) = pages.next().await {
             let selected = match filter_tags(&step.tags, &step.tag_sets, &page) {
                 Ok(s) => s,
                 Err(e) => {
@@ -220,11 +241,7 @@ impl StepLister {
                 break;
             }
         }
-        // Closing our end stops a listing we no longer read (abort, filter error).
-        drop(pages);
-        let listed = listing
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Io(e.to_string())));
+        let listed = pages.finish().await;
         if let Some(f) = failure {
             return Err(f);
         }
@@ -255,24 +272,17 @@ impl StepLister {
 
     /// List tags or repositories on a task of its own, so the listing never waits for us
     /// while holding one of the host's request slots (it waits only in the page channel).
-    fn spawn_listing(
-        &self,
-        repo: Reference,
-        what: Listing,
-    ) -> (
-        mpsc::Receiver<Vec<String>>,
-        tokio::task::JoinHandle<Result<(), StoreError>>,
-    ) {
+    fn spawn_listing(&self, repo: Reference, what: Listing) -> Pages {
         let (tx, rx) = mpsc::channel::<Vec<String>>(4);
         let run = self.step.run.clone();
-        let handle = tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let store = run.stores.for_ref(&repo);
             match what {
                 Listing::Tags => store.tag_list(&repo, tx).await,
                 Listing::Catalog => store.catalog(&repo, tx).await,
             }
         });
-        (rx, handle)
+        Pages { rx, task }
     }
 
     async fn dispatch_tag(
@@ -292,19 +302,15 @@ impl StepLister {
     }
 
     async fn target_tags(&self, tgt: &Reference) -> Vec<String> {
-        let (mut pages, listing) = self.spawn_listing(tgt.repo_only(), Listing::Tags);
+        let mut pages = self.spawn_listing(tgt.repo_only(), Listing::Tags);
         let mut all = Vec::new();
-        while let Some(p) = pages.recv().await {
+        while let Some(p) = pages.next().await {
             all.extend(p);
         }
-        match listing.await {
-            Ok(Ok(())) => all,
-            Ok(Err(e)) => {
-                slog::debug!(self.log(), "Failed getting target tags"; "target" => %tgt, "error" => %e);
-                Vec::new()
-            }
+        match pages.finish().await {
+            Ok(()) => all,
             Err(e) => {
-                slog::debug!(self.log(), "Failed getting target tags"; "target" => %tgt, "error" => %e.to_string());
+                slog::debug!(self.log(), "Failed getting target tags"; "target" => %tgt, "error" => %e);
                 Vec::new()
             }
         }
@@ -322,10 +328,10 @@ impl StepLister {
         let host = self
             .parse("source", &format!("{source}/catalog-probe"))?
             .repo_only();
-        let (mut pages, listing) = self.spawn_listing(host, Listing::Catalog);
+        let mut pages = self.spawn_listing(host, Listing::Catalog);
         let mut repo_errors = Vec::new();
         let mut failure = None;
-        'pages: while let Some(page) = pages.recv().await {
+        'pages: while let Some(page) = pages.next().await {
             let repos = match filter_repos(&step.repos, &page) {
                 Ok(r) => r,
                 Err(e) => {
@@ -349,10 +355,7 @@ impl StepLister {
                 }
             }
         }
-        drop(pages);
-        let listed = listing
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Io(e.to_string())));
+        let listed = pages.finish().await;
         if let Some(f) = failure {
             return Err(f);
         }
