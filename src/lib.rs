@@ -7,6 +7,7 @@ pub mod filter;
 pub mod log;
 pub mod oci;
 pub mod ocidir;
+pub mod platform;
 pub mod reference;
 pub mod registry;
 pub mod store;

@@ -3,10 +3,12 @@
 
 use regsync::cli::{self, Cli, Command, Parsed};
 use regsync::config::{config_yaml, template, Config};
+use regsync::engine::cron::Clock;
 use regsync::engine::{Engine, EngineOptions, Mode};
 use regsync::log::{logger, Verbosity};
 use std::io::Write;
 use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = match cli::parse(std::env::args_os()) {
@@ -86,10 +88,56 @@ fn run(cli: Cli) -> Result<(), Vec<String>> {
         }
         Command::Check(flags) => run_engine(&cli, verbosity, Mode::Check, flags.abort_on_error),
         Command::Help(_) => Ok(()),
-        Command::Server(_) => Err(one(
-            "server: not implemented yet in regsync-rs (use `once` from cron)".into(),
-        )),
+        Command::Server(flags) => run_server(&cli, verbosity, flags.abort_on_error),
     }
+}
+
+/// The multi-threaded tokio runtime every command runs the actix System on.
+fn system() -> actix::SystemRunner {
+    actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+/// `regsync server` (spec §12): runs until SIGINT/SIGTERM (or the first error with
+/// `--abort-on-error`); exit 1 when any error was recorded during its lifetime.
+fn run_server(cli: &Cli, verbosity: Verbosity, abort_on_error: bool) -> Result<(), Vec<String>> {
+    let log = logger(verbosity, cli.json_logs());
+    let config = load(cli)?;
+    let report = system().block_on(async move {
+        let engine = Engine::start(&config, EngineOptions { abort_on_error }, log.clone())
+            .map_err(|e| vec![e.to_string()])?;
+        watch_signals(engine.run.cancel.clone(), log)
+            .map_err(|e| vec![format!("failed to install signal handlers: {e}")])?;
+        Ok::<_, Vec<String>>(engine.serve(&config, Clock::System).await)
+    })?;
+    if report.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(report.errors)
+    }
+}
+
+/// The first SIGINT or SIGTERM cancels the run (in-flight requests, waits and copies stop;
+/// nothing half-copied is tagged). The handlers stay installed, so later signals are ignored
+/// instead of killing the process while it finishes.
+fn watch_signals(cancel: CancellationToken, log: slog::Logger) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = cancel.cancelled() => return,
+        }
+        slog::debug!(log, "Interrupt received, stopping");
+        cancel.cancel();
+    });
+    Ok(())
 }
 
 fn load(cli: &Cli) -> Result<Config, Vec<String>> {
@@ -105,13 +153,7 @@ fn run_engine(
 ) -> Result<(), Vec<String>> {
     let log = logger(verbosity, cli.json_logs());
     let config = load(cli)?;
-    let system = actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-    });
-    let report = system.block_on(async move {
+    let report = system().block_on(async move {
         let engine = Engine::start(&config, EngineOptions { abort_on_error }, log)
             .map_err(|e| vec![e.to_string()])?;
         Ok::<_, Vec<String>>(engine.run_once(&config, mode).await)

@@ -37,6 +37,27 @@ pub mod media {
     pub fn is_manifest(mt: &str) -> bool {
         MANIFEST_ACCEPT.contains(&mt)
     }
+
+    pub fn is_schema1(mt: &str) -> bool {
+        mt == DOCKER_V1 || mt == DOCKER_V1_SIGNED
+    }
+
+    /// Blob media types an index may list directly (spec §6.2 step 6).
+    pub const KNOWN_BLOBS: [&str; 9] = [
+        "application/vnd.docker.container.image.v1+json",
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.image.rootfs.diff.tar",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.docker.image.rootfs.diff.tar.zstd",
+        "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        "application/vnd.buildkit.cacheconfig.v0",
+    ];
+
+    pub fn is_known_blob(mt: &str) -> bool {
+        KNOWN_BLOBS.contains(&mt)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +265,15 @@ struct ManifestBody {
     artifact_type: Option<String>,
     #[serde(default)]
     annotations: Option<BTreeMap<String, String>>,
+    /// Docker schema 1 layers.
+    #[serde(default)]
+    fs_layers: Option<Vec<FsLayer>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FsLayer {
+    blob_sum: Digest,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -328,7 +358,37 @@ impl Manifest {
         }
         links.blobs.extend(body.layers.unwrap_or_default());
         links.blobs.extend(body.blobs.unwrap_or_default());
+        // Docker schema 1: layers without size, listed top first and often repeated
+        for l in body.fs_layers.unwrap_or_default() {
+            if !links.blobs.iter().any(|b| b.digest == l.blob_sum) {
+                links.blobs.push(Descriptor::new(
+                    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    l.blob_sum,
+                    -1,
+                ));
+            }
+        }
         Ok(links)
+    }
+
+    /// The entry describing this manifest in its subject's referrers index (spec §6.5):
+    /// media type, digest, size, `artifactType` (the manifest's, else its config media
+    /// type) and the manifest's annotations.
+    pub fn referrer_entry(&self) -> Result<Descriptor, ManifestError> {
+        let links = self.links()?;
+        let mut d = self.descriptor();
+        d.artifact_type = links
+            .artifact_type
+            .clone()
+            .filter(|a| !a.is_empty())
+            .or_else(|| {
+                links
+                    .has_config
+                    .then(|| links.blobs[0].media_type.clone())
+                    .filter(|m| !m.is_empty())
+            });
+        d.annotations = links.annotations.filter(|a| !a.is_empty());
+        Ok(d)
     }
 }
 

@@ -1,11 +1,15 @@
 //! The one storage trait both schemes implement (`registry::RegistryStore`, `ocidir::OciDirStore`).
 //! The copy algorithm in `engine/` is written once against it.
 
-use crate::oci::{Descriptor, Digest, DigestVerifier, Manifest};
+use crate::oci::{media, Descriptor, Digest, DigestVerifier, Manifest};
 use crate::reference::Reference;
 use async_trait::async_trait;
 use bytes::Bytes;
+use dashmap::DashMap;
 use futures::stream::{BoxStream, StreamExt};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
 use tokio::sync::mpsc;
 
 /// Blob bytes on their way from a source to a target. Never collected whole.
@@ -130,6 +134,285 @@ pub trait Store: Send + Sync {
         registry: &Reference,
         pages: mpsc::Sender<Vec<String>>,
     ) -> Result<(), StoreError>;
+    /// The referrers of `subject` in the repository `repo` (spec §6.5). The default reads
+    /// the fallback tag `<alg>-<hex>` (absent: an empty list); a registry asks its referrers
+    /// API first.
+    async fn referrers(&self, repo: &Reference, subject: &Digest) -> Result<Referrers, StoreError> {
+        fallback_referrers(self, repo, subject).await
+    }
+    /// `entry` (a manifest whose `subject` is `subject`) now exists in `repo`: make the
+    /// repository's referrers listing show it. The default appends it to the fallback index
+    /// unless it is listed already; a registry with the referrers API does nothing.
+    /// Returns whether anything was written.
+    async fn referrer_added(
+        &self,
+        repo: &Reference,
+        subject: &Digest,
+        entry: &Descriptor,
+    ) -> Result<bool, StoreError> {
+        fallback_add(self, repo, subject, entry).await
+    }
+}
+
+/// A referrers listing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Referrers {
+    pub descriptors: Vec<Descriptor>,
+    /// The fallback tags the list was read from (a copy does not copy them again as digest
+    /// tags).
+    pub tags: Vec<String>,
+}
+
+/// The fallback tag of a subject: `<alg>-<hex>`, algorithm cut to 32 and hex to 64
+/// characters, anything outside `[A-Za-z0-9._-]` replaced by `-`.
+pub fn fallback_tag(subject: &Digest) -> String {
+    let clean = |s: &str, max: usize| -> String {
+        s.chars()
+            .take(max)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    };
+    format!(
+        "{}-{}",
+        clean(subject.algorithm(), 32),
+        clean(subject.hex(), 64)
+    )
+}
+
+/// Is `tag` the fallback tag of some digest (`sha256-<64 hex>`, nothing after)? Then the
+/// digest.
+pub fn fallback_subject(tag: &str) -> Option<Digest> {
+    let (alg, hex) = tag.split_once('-')?;
+    let d = Digest::parse(&format!("{alg}:{hex}")).ok()?;
+    (fallback_tag(&d) == tag && (alg == "sha256" || alg == "sha512")).then_some(d)
+}
+
+/// Referrers from the fallback tag: an OCI index of descriptors. A missing tag is an empty
+/// list; a tag that holds something else is not a referrers index (and not reported).
+pub async fn fallback_referrers<S: Store + ?Sized>(
+    store: &S,
+    repo: &Reference,
+    subject: &Digest,
+) -> Result<Referrers, StoreError> {
+    let tag = fallback_tag(subject);
+    let m = match store.manifest_get(&repo.with_tag(&tag)).await {
+        Ok(m) => m,
+        Err(StoreError::NotFound(_)) => return Ok(Referrers::default()),
+        Err(e) => return Err(e),
+    };
+    if m.media_type != media::OCI_INDEX {
+        return Ok(Referrers::default());
+    }
+    let links = m
+        .links()
+        .map_err(|e| StoreError::Invalid(format!("referrers index {tag}: {e}")))?;
+    Ok(Referrers {
+        descriptors: links.children,
+        tags: vec![tag],
+    })
+}
+
+/// Read-modify-write of fallback indexes is serialised per repository and subject, in the
+/// whole process (several images may add referrers to one subject at once).
+static FALLBACK_LOCKS: LazyLock<DashMap<String, Arc<tokio::sync::Mutex<()>>>> =
+    LazyLock::new(DashMap::new);
+
+async fn fallback_locked<S, F>(
+    store: &S,
+    repo: &Reference,
+    subject: &Digest,
+    change: F,
+) -> Result<bool, StoreError>
+where
+    S: Store + ?Sized,
+    F: FnOnce(Option<&Manifest>) -> Result<Option<Bytes>, StoreError> + Send,
+{
+    let key = format!("{}@{}", repo.repo_key(), subject);
+    let lock = FALLBACK_LOCKS
+        .entry(key.clone())
+        .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+        .clone();
+    let result = async {
+        let _held = lock.lock().await;
+        let r = repo.with_tag(&fallback_tag(subject));
+        let current = match store.manifest_get(&r).await {
+            Ok(m) => Some(m),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        match change(current.as_ref())? {
+            None => Ok(false),
+            Some(bytes) => {
+                let m = Manifest::from_bytes(bytes, Some(media::OCI_INDEX));
+                store.manifest_put(&r, &m, false).await.map(|_| true)
+            }
+        }
+    }
+    .await;
+    // forget the lock when nobody else holds or waits for it
+    FALLBACK_LOCKS.remove_if(&key, |_, l| Arc::strong_count(l) <= 2);
+    drop(lock);
+    result
+}
+
+/// Append `entry` to the fallback index of `subject` in `repo` unless it is listed.
+pub async fn fallback_add<S: Store + ?Sized>(
+    store: &S,
+    repo: &Reference,
+    subject: &Digest,
+    entry: &Descriptor,
+) -> Result<bool, StoreError> {
+    let entry = entry.clone();
+    fallback_locked(store, repo, subject, move |cur| {
+        index_add(cur.map(|m| &m.bytes[..]), &entry)
+    })
+    .await
+}
+
+/// Store a referrers index copied under its fallback tag: as is when the target has none,
+/// else merged into the target's (entries of either side are never dropped).
+pub async fn fallback_merge<S: Store + ?Sized>(
+    store: &S,
+    repo: &Reference,
+    subject: &Digest,
+    index: &Manifest,
+) -> Result<bool, StoreError> {
+    let incoming = index.clone();
+    fallback_locked(store, repo, subject, move |cur| {
+        index_merge(cur.map(|m| &m.bytes[..]), &incoming)
+    })
+    .await
+}
+
+/// A referrers index as read and rewritten: known fields in the usual order, entries and
+/// everything else kept as they were.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FallbackIndex {
+    #[serde(default = "two")]
+    schema_version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    artifact_type: Option<serde_json::Value>,
+    #[serde(default)]
+    manifests: Vec<Entry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    annotations: Option<serde_json::Value>,
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+
+fn two() -> i64 {
+    2
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Entry {
+    Kept(serde_json::Value),
+    #[serde(skip_deserializing)]
+    New(Descriptor),
+}
+
+impl Entry {
+    fn digest(&self) -> Option<&str> {
+        match self {
+            Entry::Kept(v) => v.get("digest").and_then(|d| d.as_str()),
+            Entry::New(d) => Some(d.digest.as_str()),
+        }
+    }
+}
+
+fn parse_index(bytes: &[u8]) -> Result<FallbackIndex, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Invalid(format!("referrers index is not valid JSON: {e}")))
+}
+
+fn encode_index(index: &FallbackIndex) -> Result<Bytes, StoreError> {
+    serde_json::to_vec(index)
+        .map(Bytes::from)
+        .map_err(|e| StoreError::Invalid(format!("encoding referrers index: {e}")))
+}
+
+fn new_index() -> FallbackIndex {
+    FallbackIndex {
+        schema_version: 2,
+        media_type: Some(media::OCI_INDEX.to_string()),
+        artifact_type: None,
+        manifests: Vec::new(),
+        subject: None,
+        annotations: None,
+        other: BTreeMap::new(),
+    }
+}
+
+/// The new bytes of a fallback index with `entry` appended; `None` when it is listed.
+fn index_add(current: Option<&[u8]>, entry: &Descriptor) -> Result<Option<Bytes>, StoreError> {
+    let mut index = match current {
+        Some(b) => parse_index(b)?,
+        None => new_index(),
+    };
+    if index
+        .manifests
+        .iter()
+        .any(|e| e.digest() == Some(entry.digest.as_str()))
+    {
+        return Ok(None);
+    }
+    index.manifests.push(Entry::New(entry.clone()));
+    encode_index(&index).map(Some)
+}
+
+/// The new bytes of a fallback index receiving `incoming`; `None` when nothing changes.
+fn index_merge(current: Option<&[u8]>, incoming: &Manifest) -> Result<Option<Bytes>, StoreError> {
+    let Some(current) = current else {
+        return Ok(Some(incoming.bytes.clone()));
+    };
+    if current == &incoming.bytes[..] {
+        return Ok(None);
+    }
+    let mut index = parse_index(current)?;
+    let mut added = false;
+    for e in parse_index(&incoming.bytes)?.manifests {
+        let present = e
+            .digest()
+            .is_some_and(|d| index.manifests.iter().any(|x| x.digest() == Some(d)));
+        if !present {
+            index.manifests.push(e);
+            added = true;
+        }
+    }
+    if added {
+        encode_index(&index).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Every tag of a repository (pages collected while they are produced).
+pub async fn tag_list_all<S: Store + ?Sized>(
+    store: &S,
+    repo: &Reference,
+) -> Result<Vec<String>, StoreError> {
+    let (tx, mut rx) = mpsc::channel::<Vec<String>>(4);
+    let collect = async move {
+        let mut all = Vec::new();
+        while let Some(page) = rx.recv().await {
+            all.extend(page);
+        }
+        all
+    };
+    let (listed, all) = tokio::join!(store.tag_list(repo, tx), collect);
+    listed.map(|_| all)
 }
 
 /// Wrap a blob byte stream so it fails unless exactly `desc.size` bytes with `desc.digest`
@@ -207,6 +490,81 @@ mod tests {
             out.extend_from_slice(&c?);
         }
         Ok(out)
+    }
+
+    fn digest(n: u8) -> Digest {
+        Digest::sha256_of(&[n])
+    }
+
+    #[test]
+    fn fallback_tag_names() {
+        let d = digest(1);
+        assert_eq!(fallback_tag(&d), format!("sha256-{}", d.hex()));
+        assert_eq!(fallback_subject(&fallback_tag(&d)), Some(d.clone()));
+        assert_eq!(fallback_subject(&format!("sha256-{}.sig", d.hex())), None);
+        assert_eq!(fallback_subject("latest"), None);
+        let odd = Digest::parse(&format!("a+b:{}", "ab".repeat(40))).unwrap();
+        assert_eq!(fallback_tag(&odd), format!("a-b-{}", "ab".repeat(32)));
+    }
+
+    #[test]
+    fn fallback_index_add_keeps_foreign_entries() {
+        let mut e = Descriptor::new(media::OCI_MANIFEST, digest(2), 42);
+        e.artifact_type = Some("application/example.sbom".into());
+        let created = index_add(None, &e).unwrap().unwrap();
+        let text = std::str::from_utf8(&created).unwrap();
+        assert!(text.starts_with(r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType""#), "{text}");
+        assert!(text.contains(r#""artifactType":"application/example.sbom""#));
+        assert!(index_add(Some(&created), &e).unwrap().is_none(), "listed already");
+
+        // another tool's entry with fields we do not know survives an append
+        let foreign = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"x","digest":"{}","size":1,"data":"e30=","x-extra":{{"a":1}}}}],"annotations":{{"k":"v"}},"x-top":true}}"#,
+            media::OCI_INDEX,
+            digest(3)
+        );
+        let out = index_add(Some(foreign.as_bytes()), &e).unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["manifests"].as_array().unwrap().len(), 2);
+        assert_eq!(v["manifests"][0]["x-extra"]["a"], 1);
+        assert_eq!(v["manifests"][0]["data"], "e30=");
+        assert_eq!(v["manifests"][1]["digest"], e.digest.as_str());
+        assert_eq!(v["annotations"]["k"], "v");
+        assert_eq!(v["x-top"], true);
+    }
+
+    #[test]
+    fn fallback_index_merge() {
+        let mk = |ds: &[u8]| {
+            let entries: Vec<String> = ds
+                .iter()
+                .map(|n| format!(r#"{{"mediaType":"m","digest":"{}","size":1}}"#, digest(*n)))
+                .collect();
+            let body = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{}]}}"#,
+                media::OCI_INDEX,
+                entries.join(",")
+            );
+            Manifest::from_bytes(Bytes::from(body), Some(media::OCI_INDEX))
+        };
+        let src = mk(&[1, 2, 3]);
+        // absent: copied byte for byte
+        assert_eq!(index_merge(None, &src).unwrap().unwrap(), src.bytes);
+        assert!(index_merge(Some(&src.bytes), &src).unwrap().is_none());
+        // the target lists one the source lacks: union, target's first
+        let tgt = mk(&[9, 2]);
+        let out = index_merge(Some(&tgt.bytes), &src).unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let got: Vec<&str> = v["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["digest"].as_str().unwrap())
+            .collect();
+        let want: Vec<String> = [9u8, 2, 1, 3].iter().map(|n| digest(*n).to_string()).collect();
+        assert_eq!(got, want);
+        // a superset already: nothing to write
+        assert!(index_merge(Some(&mk(&[3, 2, 1, 9]).bytes), &src).unwrap().is_none());
     }
 
     #[tokio::test]

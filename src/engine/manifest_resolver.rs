@@ -6,24 +6,26 @@
 //! references has landed in the target before that manifest is pushed; children are pushed by
 //! digest; the tag is written last.
 
-use super::messages::{MoveBlob, SyncImage};
+use super::messages::{MayPull, MoveBlob, PullVerdict, RateLimitQuery, SyncImage};
 use super::report::{bump, ImageOutcome};
 use super::{on_pool, CopyError, Mode, StepCtx};
 use crate::oci::{media, Descriptor, Manifest};
-use crate::reference::Reference;
+use crate::reference::{Reference, Scheme};
 use crate::store::StoreError;
 use actix::{Actor, Addr, Context, Handler, ResponseFuture};
 use futures::future::{try_join_all, BoxFuture, FutureExt};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::blob_mover::BlobMover;
+use super::rate_limit_watcher::RateLimitWatcher;
 use super::RunCtx;
 
 pub struct ManifestResolver {
     run: Arc<RunCtx>,
     parallel: Arc<Semaphore>,
     blobs: Addr<BlobMover>,
+    rate_limits: Option<Addr<RateLimitWatcher>>,
 }
 
 impl ManifestResolver {
@@ -34,7 +36,14 @@ impl ManifestResolver {
             run,
             parallel: Arc::new(Semaphore::new(n)),
             blobs,
+            rate_limits: None,
         }
+    }
+
+    /// Gate pulls against `ratelimit.min` (spec §5.6) with this watcher.
+    pub fn with_rate_limits(mut self, watcher: Addr<RateLimitWatcher>) -> Self {
+        self.rate_limits = Some(watcher);
+        self
     }
 }
 
@@ -50,6 +59,7 @@ impl Handler<SyncImage> for ManifestResolver {
             step: msg.step,
             parallel: self.parallel.clone(),
             blobs: self.blobs.clone(),
+            rate_limits: self.rate_limits.clone(),
         };
         let (source, target, mode) = (msg.source, msg.target, msg.mode);
         let run = self.run.clone();
@@ -73,6 +83,16 @@ struct ImageJob {
     step: Arc<StepCtx>,
     parallel: Arc<Semaphore>,
     blobs: Addr<BlobMover>,
+    rate_limits: Option<Addr<RateLimitWatcher>>,
+}
+
+/// Where the rate-limit check of one image stands: the source's registry host, and the
+/// watcher's mark taken just before the source lookup (spec §5.5 step 2), so that only headers
+/// of that HEAD or later count.
+struct RateLimitProbe {
+    watcher: Addr<RateLimitWatcher>,
+    host: String,
+    since: u64,
 }
 
 impl ImageJob {
@@ -106,6 +126,7 @@ impl ImageJob {
     ) -> Result<ImageOutcome, CopyError> {
         let step = &self.step.step;
         let stores = &self.run().stores;
+        let rate_limit = self.rate_limit_probe(source).await;
         let src_head = match stores.for_ref(source).manifest_head(source).await {
             // apiOpts.disableHead (spec §3.3): read the source with GET instead.
             Err(StoreError::Unsupported(_)) => stores
@@ -176,9 +197,13 @@ impl ImageJob {
             return Ok(ImageOutcome::NeedsSync);
         }
         let cancel = self.run().cancel.clone();
-        let _slot = tokio::select! {
+        let slot = tokio::select! {
             p = self.parallel.clone().acquire_owned() => p.map_err(|e| CopyError::Invalid(format!("failed to acquire throttle: {e}")))?,
             _ = cancel.cancelled() => return Err(CopyError::Canceled),
+        };
+        let _slot = match rate_limit {
+            Some(probe) => self.wait_for_rate_limit(source, probe, slot).await?,
+            None => slot,
         };
         if cancel.is_cancelled() {
             return Err(CopyError::Canceled);
@@ -205,6 +230,95 @@ impl ImageJob {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Spec §5.6 is active only for registry sources of steps with `ratelimit.min > 0`; then
+    /// the watcher's mark is taken before the source lookup.
+    async fn rate_limit_probe(&self, source: &Reference) -> Option<RateLimitProbe> {
+        let watcher = self.rate_limits.clone()?;
+        if self.step.step.ratelimit.min <= 0 || source.scheme != Scheme::Reg {
+            return None;
+        }
+        let host = self.run().stores.registry.slot_host(&source.registry);
+        let query = RateLimitQuery {
+            host: host.clone(),
+            since: None,
+        };
+        let since = watcher.send(query).await.ok()?.seq;
+        Some(RateLimitProbe {
+            watcher,
+            host,
+            since,
+        })
+    }
+
+    /// Spec §5.5 step 11 / §5.6, holding the `parallel` slot `slot`: only when the source lookup
+    /// carried `RateLimit-Remaining`, HEAD the source again and, while fewer than
+    /// `ratelimit.min` pulls remain, give the slot back, sleep `ratelimit.retry`, take a slot
+    /// again and re-check. Returns the slot to copy with.
+    async fn wait_for_rate_limit(
+        &self,
+        source: &Reference,
+        probe: RateLimitProbe,
+        mut slot: OwnedSemaphorePermit,
+    ) -> Result<OwnedSemaphorePermit, CopyError> {
+        let RateLimitProbe {
+            watcher,
+            host,
+            since,
+        } = probe;
+        let gone = |e: actix::MailboxError| CopyError::Invalid(format!("rate limit watcher: {e}"));
+        let snapshot = watcher
+            .send(RateLimitQuery {
+                host: host.clone(),
+                since: Some(since),
+            })
+            .await
+            .map_err(gone)?;
+        if snapshot.fresh.is_none() {
+            return Ok(slot);
+        }
+        let step = &self.step.step;
+        let retry = crate::config::duration::duration_of(&step.ratelimit.retry).to_std_saturating();
+        let cancel = self.run().cancel.clone();
+        let store = self.run().stores.for_ref(source);
+        let mut mark = snapshot.seq;
+        loop {
+            // HEADs do not count against Docker Hub's limit; any answer refreshes the numbers.
+            match store.manifest_head(source).await {
+                Ok(Some(_)) => {}
+                result => {
+                    let e = result.err().unwrap_or(StoreError::NotFound(None));
+                    slog::error!(self.log(), "rate limit check failed";
+                        "source" => %source, "error" => %e);
+                    return Err(CopyError::store("rate limit check failed", e));
+                }
+            }
+            let (verdict, seq) = watcher
+                .send(MayPull {
+                    host: host.clone(),
+                    since: mark,
+                    source: source.to_string(),
+                    min: step.ratelimit.min,
+                    retry,
+                })
+                .await
+                .map_err(gone)?;
+            mark = seq;
+            let sleep = match verdict {
+                PullVerdict::Go | PullVerdict::Unreported => return Ok(slot),
+                PullVerdict::Wait(sleep) => sleep,
+            };
+            drop(slot);
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = cancel.cancelled() => return Err(CopyError::Canceled),
+            }
+            slot = tokio::select! {
+                p = self.parallel.clone().acquire_owned() => p.map_err(|e| CopyError::Invalid(format!("failed to reacquire throttle: {e}")))?,
+                _ = cancel.cancelled() => return Err(CopyError::Canceled),
+            };
         }
     }
 

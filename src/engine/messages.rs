@@ -17,6 +17,22 @@ pub struct RunSteps {
     pub mode: Mode,
 }
 
+/// Scheduler ← `regsync server`: the initial missing-only pass, then every step on its
+/// schedule until the run's cancellation token fires (signal, or the first error with
+/// `--abort-on-error`). Answers with every error of the server's lifetime.
+#[derive(Message)]
+#[rtype(result = "RunReport")]
+pub struct Serve {
+    pub steps: Vec<Arc<StepCtx>>,
+    /// Where "now" comes from (the wall clock, or tokio's clock in tests).
+    pub clock: super::cron::Clock,
+}
+
+/// Scheduler ← metrics: what every scheduled step has done so far.
+#[derive(Message)]
+#[rtype(result = "Vec<super::report::StepStats>")]
+pub struct GetStepStats;
+
 /// TagLister ← Scheduler: list what a step names (catalog, tags) and hand every selected image
 /// to the ManifestResolver as soon as its page arrives.
 #[derive(Message)]
@@ -74,4 +90,89 @@ pub struct BlobSettled {
 #[rtype(result = "Permit")]
 pub struct AcquireSlot {
     pub host: HostConfig,
+}
+
+/// RegistryThrottler ← RateLimitWatcher: the registry asked everyone to back off (HTTP 429 or
+/// `Retry-After`); grant no slot on this host before `until`. A later pause extends, never
+/// shortens, the current one.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PauseHost {
+    pub until: std::time::Instant,
+}
+
+/// Rate-limit headers of one response (spec §5.6): `RateLimit-Limit: 100;w=21600` and
+/// `RateLimit-Remaining: 76;w=21600`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RateLimitHeaders {
+    /// Integer before the first `;` of the first `,`-separated element; 0 when unparsable.
+    pub limit: i64,
+    /// The rest of `RateLimit-Limit` (`w=21600`, further policies).
+    pub policies: Vec<String>,
+    /// Integer before the first `;`; `None` when absent or unparsable.
+    pub remaining: Option<i64>,
+    /// `RateLimit-Reset` (parsed, unused, as in regsync).
+    pub reset: Option<i64>,
+}
+
+/// RateLimitWatcher ← ThrottleGate: a response from `host` (hostname) that carried rate-limit
+/// headers, a 429, or a `Retry-After`. Responses with none of these are not forwarded.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ResponseObserved {
+    pub host: String,
+    pub status: u16,
+    pub rate_limit: Option<RateLimitHeaders>,
+    pub retry_after: Option<std::time::Duration>,
+    /// The host's throttler, to pause when the registry says so.
+    pub throttler: actix::Recipient<PauseHost>,
+}
+
+/// RateLimitWatcher ← ManifestResolver: the latest rate-limit numbers of `host`. `seq` marks
+/// "now" for later questions; `fresh` is the latest parseable `RateLimit-Remaining` seen after
+/// `since` (none when `since` is `None`).
+#[derive(Message)]
+#[rtype(result = "RateLimitSnapshot")]
+pub struct RateLimitQuery {
+    pub host: String,
+    pub since: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateLimitSnapshot {
+    pub seq: u64,
+    pub fresh: Option<RateLimitNumbers>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitNumbers {
+    pub limit: i64,
+    pub remaining: i64,
+}
+
+/// RateLimitWatcher ← ManifestResolver, after re-checking the source with a HEAD (spec §5.6):
+/// may this image be pulled from `host` now? `since` is the `seq` taken before that HEAD.
+/// The watcher logs `Delaying for rate limit` / `Rate limit passed`.
+#[derive(Message)]
+#[rtype(result = "(PullVerdict, u64)")]
+pub struct MayPull {
+    pub host: String,
+    pub since: u64,
+    /// The source reference as configured (log field `source`).
+    pub source: String,
+    /// The step's `ratelimit.min`.
+    pub min: i64,
+    /// The step's `ratelimit.retry`.
+    pub retry: std::time::Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullVerdict {
+    /// Enough pulls remain.
+    Go,
+    /// Release the `parallel` slot, sleep this long, then check again.
+    Wait(std::time::Duration),
+    /// The refreshing HEAD carried no parseable `RateLimit-Remaining`: the registry stopped
+    /// reporting a limit, so the pull goes ahead (a deliberate fix of regsync quirk 26).
+    Unreported,
 }

@@ -4,8 +4,11 @@
 //! registry host owning its request limits. See `docs`-style overview in the README.
 
 pub mod blob_mover;
+pub mod cron;
 pub mod manifest_resolver;
 pub mod messages;
+pub mod rate_limit_watcher;
+pub mod referrers;
 pub mod report;
 pub mod scheduler;
 pub mod tag_lister;
@@ -143,7 +146,9 @@ impl Engine {
         opts: EngineOptions,
         log: slog::Logger,
     ) -> Result<Engine, EngineError> {
-        let gate = Arc::new(throttler::ThrottleGate::new(log.clone()));
+        let rate_limits = rate_limit_watcher::RateLimitWatcher::new(log.clone()).start();
+        let gate =
+            Arc::new(throttler::ThrottleGate::new(log.clone()).with_watcher(rate_limits.clone()));
         let mut base = Vec::new();
         if !config.defaults.skip_docker_config {
             match crate::registry::docker_config_hosts() {
@@ -166,7 +171,13 @@ impl Engine {
         } else {
             config.defaults.user_agent.clone()
         };
-        let registry = RegistryStore::new(hosts, gate, user_agent, log.clone())?;
+        let registry = RegistryStore::new(
+            hosts,
+            gate,
+            crate::registry::RegistryOptions::new(user_agent)
+                .with_cache(config.defaults.cache_count, &config.defaults.cache_time),
+            log.clone(),
+        )?;
         let run = Arc::new(RunCtx {
             stores: Stores {
                 registry,
@@ -179,10 +190,36 @@ impl Engine {
             parallel: config.defaults.parallel,
         });
         let blob_mover = blob_mover::BlobMover::new(run.clone()).start();
-        let resolver = manifest_resolver::ManifestResolver::new(run.clone(), blob_mover).start();
+        let resolver = manifest_resolver::ManifestResolver::new(run.clone(), blob_mover)
+            .with_rate_limits(rate_limits)
+            .start();
         let lister = tag_lister::TagLister::new(resolver).start();
         let scheduler = scheduler::Scheduler::new(run.clone(), lister).start();
         Ok(Engine { run, scheduler })
+    }
+
+    /// `regsync server` (spec §12): the initial pass, then every step on its schedule until
+    /// `self.run.cancel` fires. The report holds every error of the server's lifetime.
+    pub async fn serve(&self, config: &Config, clock: cron::Clock) -> RunReport {
+        let steps = config
+            .sync
+            .iter()
+            .enumerate()
+            .map(|(index, step)| {
+                Arc::new(StepCtx {
+                    index,
+                    step: step.clone(),
+                    run: self.run.clone(),
+                })
+            })
+            .collect();
+        match self.scheduler.send(messages::Serve { steps, clock }).await {
+            Ok(report) => report,
+            Err(e) => RunReport {
+                errors: vec![format!("internal error: scheduler stopped: {e}")],
+                counts: self.run.counters.snapshot(),
+            },
+        }
     }
 
     /// Run every step of `config` once (`once`, `check`).

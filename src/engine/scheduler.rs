@@ -1,22 +1,42 @@
-//! Scheduler: runs steps (once/check now; cron and intervals for `server` come with the server
-//! issue) and gathers their outcomes into one report.
+//! Scheduler: runs steps once (`once`, `check`) or on their schedules (`server`, spec §12) and
+//! gathers their outcomes into reports.
+//!
+//! `server`: every step with a schedule (`schedule`, else `@every <interval>`) gets the initial
+//! missing-only pass, then a timer loop of its own that fires it in copy mode. A firing while
+//! the step's previous run is still going is skipped. Every step run ends with one `Step
+//! summary` line and is added to the step's [`StepStats`]. The server stops when the run's
+//! cancellation token fires (SIGINT/SIGTERM from `main`, or the first error with
+//! `--abort-on-error`): timers stop, running steps see the cancellation (image copies are
+//! dropped before their tag is pushed) and are waited for.
 
-use super::messages::{ListStep, RunSteps};
-use super::report::RunReport;
+use super::cron::{self, Clock, Schedule};
+use super::messages::{GetStepStats, ListStep, RunSteps, Serve};
+use super::report::{CountSnapshot, RunReport, StepRunReport, StepStats};
 use super::tag_lister::TagLister;
-use super::{Mode, RunCtx};
-use actix::{Actor, Addr, Context, Handler, ResponseFuture};
-use futures::future::join_all;
-use std::sync::Arc;
+use super::{CopyError, Mode, RunCtx, StepCtx};
+use actix::{Actor, Addr, Context, Handler, MessageResult, ResponseFuture};
+use futures::future::{join_all, BoxFuture};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+type Stats = Arc<Mutex<BTreeMap<usize, StepStats>>>;
 
 pub struct Scheduler {
     run: Arc<RunCtx>,
     lister: Addr<TagLister>,
+    stats: Stats,
 }
 
 impl Scheduler {
     pub fn new(run: Arc<RunCtx>, lister: Addr<TagLister>) -> Self {
-        Scheduler { run, lister }
+        Scheduler {
+            run,
+            lister,
+            stats: Stats::default(),
+        }
     }
 }
 
@@ -65,5 +85,347 @@ impl Handler<RunSteps> for Scheduler {
             counts.log(&run.log, started.elapsed().as_secs_f64());
             RunReport { errors, counts }
         })
+    }
+}
+
+impl Handler<Serve> for Scheduler {
+    type Result = ResponseFuture<RunReport>;
+
+    fn handle(&mut self, msg: Serve, _ctx: &mut Context<Self>) -> Self::Result {
+        let server = Arc::new(Server {
+            run: self.run.clone(),
+            lister: self.lister.clone(),
+            stats: self.stats.clone(),
+            errors: Mutex::default(),
+        });
+        Box::pin(server.serve(msg.steps, msg.clock))
+    }
+}
+
+impl Handler<GetStepStats> for Scheduler {
+    type Result = MessageResult<GetStepStats>;
+
+    fn handle(&mut self, _msg: GetStepStats, _ctx: &mut Context<Self>) -> Self::Result {
+        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        MessageResult(stats.values().cloned().collect())
+    }
+}
+
+/// One `server` lifetime.
+struct Server {
+    run: Arc<RunCtx>,
+    lister: Addr<TagLister>,
+    stats: Stats,
+    /// Every error recorded so far (decides the exit status).
+    errors: Mutex<Vec<String>>,
+}
+
+impl Server {
+    fn log(&self) -> &slog::Logger {
+        &self.run.log
+    }
+
+    fn record(&self, errors: Vec<String>) {
+        if !errors.is_empty() {
+            self.errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(errors);
+        }
+    }
+
+    async fn serve(self: Arc<Self>, steps: Vec<Arc<StepCtx>>, clock: Clock) -> RunReport {
+        let run = self.run.clone();
+        let started = std::time::Instant::now();
+        let sequential = run.parallel <= 0;
+        let mut scheduled: Vec<(Arc<StepCtx>, Schedule)> = Vec::new();
+        let mut initial: Vec<BoxFuture<'static, ()>> = Vec::new();
+        for step in steps {
+            if run.cancel.is_cancelled() {
+                break;
+            }
+            let s = &step.step;
+            let Some(sched) = cron::step_schedule(&s.schedule, &s.interval) else {
+                slog::error!(self.log(), "No schedule or interval found, ignoring";
+                    "source" => &s.source, "target" => &s.target, "type" => &s.kind);
+                continue;
+            };
+            slog::debug!(self.log(), "Scheduled task";
+                "source" => &s.source, "target" => &s.target, "type" => &s.kind,
+                "sched" => &sched);
+            match cron::parse(&sched) {
+                Ok(schedule) => scheduled.push((step.clone(), schedule)),
+                Err(e) => {
+                    slog::error!(self.log(), "Failed to schedule cron";
+                        "source" => &s.source, "target" => &s.target, "sched" => &sched,
+                        "err" => %e);
+                    self.record(vec![format!(
+                        "{} source {:?} target {:?}: failed to schedule cron {sched:?}: {e}",
+                        step.name(),
+                        s.source,
+                        s.target
+                    )]);
+                    if run.abort_on_error {
+                        run.cancel.cancel();
+                        break;
+                    }
+                    // regsync still gives this step its initial pass (spec §16 quirk 7).
+                }
+            }
+            let me = self.clone();
+            let pass = async move {
+                let errors = me.run_step(step, Mode::Missing).await;
+                me.record(errors);
+            };
+            if sequential {
+                pass.await;
+            } else {
+                initial.push(Box::pin(pass));
+            }
+        }
+        join_all(initial).await;
+        if !run.cancel.is_cancelled() {
+            // Only now: a long initial pass delays every schedule.
+            let loops: Vec<JoinHandle<()>> = scheduled
+                .into_iter()
+                .map(|(step, schedule)| {
+                    tokio::spawn(self.clone().step_loop(step, schedule, clock.clone()))
+                })
+                .collect();
+            run.cancel.cancelled().await;
+            slog::info!(self.log(), "Stopping server");
+            slog::debug!(self.log(), "Waiting on running tasks");
+            join_all(loops).await;
+        }
+        // The whole lifetime, like the one line that closes `once`.
+        let counts = run.counters.snapshot();
+        counts.log(&run.log, started.elapsed().as_secs_f64());
+        let mut errors =
+            std::mem::take(&mut *self.errors.lock().unwrap_or_else(|e| e.into_inner()));
+        dedup_keep_order(&mut errors);
+        RunReport { errors, counts }
+    }
+
+    /// Fires `step` on `schedule` until the server stops.
+    async fn step_loop(self: Arc<Self>, step: Arc<StepCtx>, schedule: Schedule, clock: Clock) {
+        let s = &step.step;
+        let (source, target, kind) = (s.source.clone(), s.target.clone(), s.kind.clone());
+        let log = self.run.log.clone();
+        let stats = self.stats.clone();
+        let index = step.index;
+        let cancel = self.run.cancel.clone();
+        fire_loop(
+            &schedule,
+            &clock,
+            &cancel,
+            || {
+                slog::debug!(log, "Running task";
+                    "source" => &source, "target" => &target, "type" => &kind);
+                let me = self.clone();
+                let step = step.clone();
+                async move {
+                    let errors = me.run_step(step, Mode::Copy).await;
+                    me.record(errors);
+                }
+            },
+            || {
+                slog::debug!(log, "Skipping task, previous run still running";
+                    "source" => &source, "target" => &target, "type" => &kind);
+                let mut stats = stats.lock().unwrap_or_else(|e| e.into_inner());
+                stats.entry(index).or_default().skipped_firings += 1;
+            },
+        )
+        .await;
+    }
+
+    /// One run of one step: its errors (cancellations left out), a `Step summary` line and
+    /// the step's statistics.
+    async fn run_step(&self, step: Arc<StepCtx>, mode: Mode) -> Vec<String> {
+        let before = self.run.counters.snapshot();
+        let started = tokio::time::Instant::now();
+        let errors = match self
+            .lister
+            .send(ListStep {
+                step: step.clone(),
+                mode,
+            })
+            .await
+        {
+            Ok(r) => r.errors,
+            Err(e) => vec![format!("internal error: tag lister: {e}")],
+        };
+        let cancelled = self.run.cancel.is_cancelled();
+        let errors: Vec<String> = errors
+            .into_iter()
+            .filter(|e| !(cancelled && is_cancellation(e)))
+            .collect();
+        let report = StepRunReport {
+            step: step.index,
+            mode,
+            errors,
+            counts: self.run.counters.snapshot().since(&before),
+            duration: started.elapsed(),
+        };
+        report.log(self.log(), &step);
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.entry(step.index).or_default().record(&report);
+        report.errors
+    }
+}
+
+/// An error line that only says the work was cancelled (`... : task was canceled`).
+fn is_cancellation(line: &str) -> bool {
+    line.ends_with(&CopyError::Canceled.to_string())
+}
+
+/// A step failing on every firing repeats the same line; keep each once, in first-seen order.
+fn dedup_keep_order(lines: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    lines.retain(|l| seen.insert(l.clone()));
+}
+
+/// Starts `job` at every firing of `schedule` until `cancel` fires; a firing while the
+/// previous job is still running calls `skipped` instead. Returns once the last started job
+/// has finished. Time comes from `clock` and waits use tokio's timer (paused time in tests).
+pub(crate) async fn fire_loop<J, F>(
+    schedule: &Schedule,
+    clock: &Clock,
+    cancel: &CancellationToken,
+    mut job: J,
+    mut skipped: impl FnMut(),
+) where
+    J: FnMut() -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut running: Option<JoinHandle<()>> = None;
+    let mut now = clock.now();
+    while let Some(next) = schedule.next(now) {
+        let wait = (next - now).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => break,
+        }
+        // Never earlier than the firing itself, so a cron firing cannot repeat its second.
+        now = clock.now().max(next);
+        if running.as_ref().is_some_and(|h| !h.is_finished()) {
+            skipped();
+            continue;
+        }
+        running = Some(tokio::spawn(job()));
+    }
+    if let Some(h) = running {
+        let _ = h.await;
+    }
+}
+
+/// Sum of per-step counters (for tests and metrics).
+pub fn total(stats: &[StepStats]) -> CountSnapshot {
+    let mut t = CountSnapshot::default();
+    for s in stats {
+        t.add(&s.totals);
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    /// Runs a fire loop with jobs that take `job_secs`, cancels it after `stop_after`, and
+    /// returns (started jobs' virtual start seconds, skipped count, seconds until it returned).
+    async fn drive(
+        spec: &str,
+        start: &str,
+        job_secs: u64,
+        stop_after: f64,
+    ) -> (Vec<f64>, u32, f64) {
+        let schedule = cron::parse(spec).unwrap();
+        let clock = Clock::anchored(utc(start));
+        let cancel = CancellationToken::new();
+        let t0 = tokio::time::Instant::now();
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let skips = AtomicU32::new(0);
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(stop_after)).await;
+            c2.cancel();
+        });
+        let s2 = starts.clone();
+        fire_loop(
+            &schedule,
+            &clock,
+            &cancel,
+            || {
+                s2.lock().unwrap().push(t0.elapsed().as_secs_f64());
+                tokio::time::sleep(Duration::from_secs(job_secs))
+            },
+            || {
+                skips.fetch_add(1, Ordering::Relaxed);
+            },
+        )
+        .await;
+        let v = starts.lock().unwrap().clone();
+        (v, skips.load(Ordering::Relaxed), t0.elapsed().as_secs_f64())
+    }
+
+    fn round(v: &[f64]) -> Vec<f64> {
+        v.iter().map(|x| (x * 1000.0).round() / 1000.0).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_fires_on_whole_seconds_after_start() {
+        // Started at .870: the first firing is at the next whole second, then every second.
+        let (starts, skips, ended) = drive("@every 1s", "2024-01-01T00:00:00.870Z", 0, 3.5).await;
+        assert_eq!(round(&starts), [0.13, 1.13, 2.13, 3.13]);
+        assert_eq!(skips, 0);
+        assert_eq!((ended * 1000.0).round() / 1000.0, 3.5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_step_skips_firings_and_stop_waits_for_the_running_job() {
+        // Every 2 s, each run takes 3 s: 2 runs, 4 skipped, 6 runs, 8 skipped, 10 runs.
+        let (starts, skips, ended) = drive("@every 2s", "2024-01-01T00:00:00Z", 3, 10.5).await;
+        assert_eq!(round(&starts), [2.0, 6.0, 10.0]);
+        assert_eq!(skips, 2);
+        // Cancelled at 10.5, returned when the run started at 10 finished.
+        assert_eq!((ended * 1000.0).round() / 1000.0, 13.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cron_fires_at_matching_minutes() {
+        let (starts, skips, _) =
+            drive("TZ=UTC */2 * * * *", "2024-01-01T00:00:30Z", 0, 300.0).await;
+        // 00:02, 00:04 (and 00:00:30 + 90 s, 210 s, 330 s would be past the stop)
+        assert_eq!(round(&starts), [90.0, 210.0]);
+        assert_eq!(skips, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_before_first_firing_runs_nothing() {
+        let (starts, _, ended) = drive("@hourly", "2024-01-01T00:00:00Z", 0, 5.0).await;
+        assert!(starts.is_empty());
+        assert_eq!(ended.round(), 5.0);
+    }
+
+    #[test]
+    fn cancellation_lines_and_dedup() {
+        assert!(is_cancellation("sync[0] a:1 -> b:1: task was canceled"));
+        assert!(!is_cancellation("sync[0] a:1 -> b:1: not found"));
+        let mut v = vec![
+            "a".to_string(),
+            "b".into(),
+            "a".into(),
+            "c".into(),
+            "b".into(),
+        ];
+        dedup_keep_order(&mut v);
+        assert_eq!(v, ["a", "b", "c"]);
     }
 }

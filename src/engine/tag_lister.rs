@@ -133,7 +133,7 @@ impl StepLister {
                 slog::error!(self.log(), "Type not recognized, must be one of: registry, repository, or image";
                     "step" => self.step.index, "type" => other);
                 Err(format!(
-                    "{}: type {other:?} not recognized, must be one of: registry, repository, or image",
+                    "{}: invalid input: type {other:?} not recognized, must be one of: registry, repository, or image",
                     self.step.name()
                 ))
             }

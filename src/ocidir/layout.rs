@@ -482,6 +482,25 @@ impl OciDirStore {
             .map(|e| (Some(e.clone()), e.digest.clone())))
     }
 
+    /// A manifest with a `subject` was written: list it in the subject's fallback referrers
+    /// index `sha256-<hex>` (spec §6.5, §10.2), keeping every entry already there.
+    async fn track_subject(&self, r: &Reference, m: &Manifest) -> Result<(), StoreError> {
+        let Ok(links) = m.links() else {
+            return Ok(());
+        };
+        let Some(subject) = links.subject else {
+            return Ok(());
+        };
+        let entry = m
+            .referrer_entry()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        if crate::store::fallback_add(self, &r.repo_only(), &subject.digest, &entry).await? {
+            slog::debug!(self.log, "ocidir referrers index updated";
+                "layout" => &r.path, "subject" => %subject.digest, "referrer" => %m.digest);
+        }
+        Ok(())
+    }
+
     /// Read and verify a manifest blob; media type from the index entry, else the body.
     async fn read_manifest(
         &self,
@@ -576,7 +595,7 @@ impl Store for OciDirStore {
         if child {
             slog::debug!(self.log, "ocidir child manifest written";
                 "layout" => &r.path, "digest" => %m.digest);
-            return Ok(());
+            return self.track_subject(r, m).await;
         }
         // pushes without tag or digest use `latest`
         let tag = match (&r.tag, &r.digest) {
@@ -595,14 +614,16 @@ impl Store for OciDirStore {
         let mut entry = desc;
         entry.annotations = Some(annotations);
 
-        let _guard = Self::lock_layout(&dir).await;
-        let mut index = read_index_for_write(&dir).await?;
-        if index.set(tag, entry) {
-            write_index(&dir, &index).await?;
-            slog::debug!(self.log, "ocidir index updated";
-                "layout" => &r.path, "tag" => tag.unwrap_or(""), "digest" => %m.digest);
+        {
+            let _guard = Self::lock_layout(&dir).await;
+            let mut index = read_index_for_write(&dir).await?;
+            if index.set(tag, entry) {
+                write_index(&dir, &index).await?;
+                slog::debug!(self.log, "ocidir index updated";
+                    "layout" => &r.path, "tag" => tag.unwrap_or(""), "digest" => %m.digest);
+            }
         }
-        Ok(())
+        self.track_subject(r, m).await
     }
 
     async fn blob_head(&self, repo: &Reference, digest: &Digest) -> Result<bool, StoreError> {

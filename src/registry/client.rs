@@ -4,13 +4,20 @@
 //! Layers, outermost first:
 //! * [`Client::send`]: auth (pre-emptive credentials, one retry after a 401 challenge) and the
 //!   final status check against the statuses the caller accepts;
-//! * [`Client::execute`]: gate permit, the request itself, `observe`, and the retries of
-//!   network errors and 408/429/5xx. Token fetches enter here directly, so they are gated
-//!   and retried like everything else.
+//! * [`Client::execute`]: the host's backoff, gate permit, the request itself, `observe`, and
+//!   the retries of network errors and 408/429/5xx. Token fetches enter here directly, so they
+//!   are gated and retried like everything else.
+//!
+//! Backoff is per host (spec §7.3): every failure (network error, 408/429/5xx) on a host
+//! raises its count of consecutive failures `n` and holds *every* request to that host back
+//! for 100 ms × 2^(n-1), at most 30 s, or for the `Retry-After` the server asked for; each
+//! answer that is not such a failure lowers `n` by one. A request gives up after 5 retries.
+//! Unlike regsync, 503 is retried (README "Retries").
 
 use super::auth::{self, Auth};
+use super::cache::Cache;
 use super::tls::{self, TlsKey};
-use super::{HostConfig, Permit, RegistryError, RequestGate, Tls};
+use super::{HostConfig, Permit, RegistryError, RegistryOptions, RequestGate, Tls};
 use crate::store::{BlobStream, StoreError};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -20,6 +27,7 @@ use slog::{debug, trace, warn, Logger};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use url::Url;
@@ -28,11 +36,14 @@ use url::Url;
 pub(crate) const MAX_RETRIES: u32 = 5;
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Statuses worth sending again: the server (or a proxy) says "not now", not "no".
+/// Statuses worth sending again: the server (or a proxy) says "not now", not "no". regsync
+/// does not retry 503 (spec §16); Docker Hub and GHCR answer it for passing overloads, so a
+/// mirror does better to wait and ask again (README "Retries").
 const RETRY_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
 /// A response (or the next body chunk) that takes longer than this is a hung connection.
-/// Not applied while a large request body is being sent: that may take as long as the
-/// source and the network need.
+/// A streamed request body is not bounded as a whole (it takes as long as the source and
+/// the network need), only by progress: no chunk taken for this long, or no response this
+/// long after the last byte, is a hung request.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Request bodies up to this size (manifests, token forms) count as small.
 const SMALL_BODY: usize = 4 << 20;
@@ -64,10 +75,10 @@ impl Body {
         }
     }
 
-    /// The body for one attempt, plus where a streamed body records its own failure, so that
-    /// the caller sees the source's error (short read, digest mismatch) rather than the
-    /// generic "error sending request" it causes.
-    fn for_attempt(&mut self) -> (Option<reqwest::Body>, Option<ErrorSlot>) {
+    /// The body for one attempt, plus, for a streamed body, where it records its own failure
+    /// (so that the caller sees the source's error — short read, digest mismatch — rather
+    /// than the generic "error sending request" it causes) and its progress.
+    fn for_attempt(&mut self) -> (Option<reqwest::Body>, Option<StreamWatch>) {
         match self {
             Body::Empty | Body::Consumed => (None, None),
             Body::Bytes(b) => (Some(reqwest::Body::from(b.clone())), None),
@@ -75,21 +86,96 @@ impl Body {
                 let Body::Stream(stream) = std::mem::replace(self, Body::Consumed) else {
                     unreachable!()
                 };
-                let slot: ErrorSlot = Arc::new(Mutex::new(None));
-                let seen = slot.clone();
+                let watch = StreamWatch::new();
+                let seen = watch.clone();
+                // The HTTP client drops the body once it has sent all of it (with a
+                // `Content-Length` it does not wait for the stream's end).
+                let sent = Sent(watch.progress.clone());
                 let stream = stream.map(move |item| {
+                    let _sent = &sent;
+                    seen.progress.touch();
                     if let Err(e) = &item {
-                        seen.lock().unwrap().get_or_insert_with(|| e.clone());
+                        seen.error.lock().unwrap().get_or_insert_with(|| e.clone());
                     }
                     item
                 });
-                (Some(reqwest::Body::wrap_stream(stream)), Some(slot))
+                (Some(reqwest::Body::wrap_stream(stream)), Some(watch))
             }
         }
     }
 }
 
-type ErrorSlot = Arc<Mutex<Option<StoreError>>>;
+/// What a streamed request body reports while the HTTP client sends it.
+#[derive(Clone)]
+struct StreamWatch {
+    error: Arc<Mutex<Option<StoreError>>>,
+    progress: Arc<Progress>,
+}
+
+impl StreamWatch {
+    fn new() -> Self {
+        StreamWatch {
+            error: Arc::new(Mutex::new(None)),
+            progress: Arc::new(Progress::new()),
+        }
+    }
+}
+
+/// Marks the body as sent when the HTTP client lets go of it.
+struct Sent(Arc<Progress>);
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
+/// When a streamed body last moved (a chunk taken by the HTTP client, or its end), to tell a
+/// slow upload from a hung one.
+struct Progress {
+    start: tokio::time::Instant,
+    /// Milliseconds after `start`.
+    last: AtomicU64,
+    finished: AtomicBool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            start: tokio::time::Instant::now(),
+            last: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis();
+        self.last
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn finish(&self) {
+        self.touch();
+        self.finished.store(true, Ordering::Relaxed);
+    }
+
+    fn finished(&self) -> bool {
+        self.finished.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once nothing has moved for `idle`: no chunk taken while sending, or no
+    /// response `idle` after the last byte went out.
+    async fn stalled(&self, idle: Duration) {
+        loop {
+            let last = self.start + Duration::from_millis(self.last.load(Ordering::Relaxed));
+            let deadline = last + idle;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
 
 /// One registry request as the store layer describes it.
 pub(crate) struct Request {
@@ -294,9 +380,18 @@ pub(crate) struct Host {
     http: reqwest::Client,
     /// One auth state per host, or per repository with `repoAuth` (spec §8.4).
     auth: Mutex<HashMap<String, Arc<Auth>>>,
-    /// Until when this host is backing off: reads try it after the hosts that are not (spec
-    /// §7.1 host order).
-    backoff_until: Mutex<Option<Instant>>,
+    /// The host's backoff (spec §7.3): every request to it waits for it, and reads try it
+    /// after the hosts that are not backing off (spec §7.1 host order).
+    backoff: Mutex<Backoff>,
+}
+
+/// Per-host backoff state.
+#[derive(Debug, Default)]
+struct Backoff {
+    /// Consecutive failures, lowered by one with each answer that is not a failure.
+    failures: u32,
+    /// Until when requests to the host are held back.
+    until: Option<Instant>,
 }
 
 impl Host {
@@ -308,19 +403,48 @@ impl Host {
             config,
             http,
             auth: Mutex::new(HashMap::new()),
-            backoff_until: Mutex::new(None),
+            backoff: Mutex::new(Backoff::default()),
         }
     }
 
     /// When the host's backoff ends, if it is still backing off.
     fn backing_off(&self, now: Instant) -> Option<Instant> {
-        self.backoff_until.lock().unwrap().filter(|t| *t > now)
+        self.backoff.lock().unwrap().until.filter(|t| *t > now)
     }
 
+    /// Hold requests back until `until` (never shortens a longer backoff).
     fn back_off(&self, until: Instant) {
-        let mut b = self.backoff_until.lock().unwrap();
-        if b.is_none_or(|t| t < until) {
-            *b = Some(until);
+        let mut b = self.backoff.lock().unwrap();
+        if b.until.is_none_or(|t| t < until) {
+            b.until = Some(until);
+        }
+    }
+
+    /// A failure (network error, retryable status): one more consecutive failure, and the
+    /// host backs off for `retry_after` or 100 ms × 2^(n-1) (at most 30 s). Returns the delay.
+    fn failed(&self, retry_after: Option<Duration>) -> Duration {
+        let now = Instant::now();
+        let mut b = self.backoff.lock().unwrap();
+        b.failures = (b.failures + 1).min(32);
+        let delay = retry_after.unwrap_or_else(|| backoff(b.failures - 1));
+        let until = now + delay;
+        if b.until.is_none_or(|t| t < until) {
+            b.until = Some(until);
+        }
+        delay
+    }
+
+    /// An answer that is not a failure: the failure count decays one step at a time, so a
+    /// host that just came back is not hammered at full speed at once.
+    fn answered(&self) {
+        let mut b = self.backoff.lock().unwrap();
+        b.failures = b.failures.saturating_sub(1);
+    }
+
+    /// Wait while the host is backing off.
+    async fn wait_backoff(&self) {
+        while let Some(until) = self.backing_off(Instant::now()) {
+            tokio::time::sleep_until(until.into()).await;
         }
     }
 
@@ -390,19 +514,23 @@ pub(crate) struct Client {
     pub log: Logger,
     /// `Warning` texts already logged (spec §7.1: once per distinct text).
     warnings: Mutex<HashSet<String>>,
+    /// Manifests and referrer lists (spec §7.4).
+    pub cache: Cache,
+    /// How long a request may make no progress ([`IDLE_TIMEOUT`]; shorter in tests).
+    idle_timeout: Duration,
 }
 
 impl Client {
     pub fn new(
         hosts: Vec<HostConfig>,
         gate: Arc<dyn RequestGate>,
-        user_agent: String,
+        options: RegistryOptions,
         log: Logger,
     ) -> Result<Client, RegistryError> {
         Self::with_certs_dir(
             hosts,
             gate,
-            user_agent,
+            options,
             log,
             Some(PathBuf::from(tls::DOCKER_CERTS_DIR)),
         )
@@ -411,10 +539,15 @@ impl Client {
     pub fn with_certs_dir(
         hosts: Vec<HostConfig>,
         gate: Arc<dyn RequestGate>,
-        user_agent: String,
+        options: RegistryOptions,
         log: Logger,
         certs_dir: Option<PathBuf>,
     ) -> Result<Client, RegistryError> {
+        let RegistryOptions {
+            user_agent,
+            cache_count,
+            cache_time,
+        } = options;
         let default_http = tls::build_http(&TlsKey::default(), "", &user_agent, &log)?;
         let skip_docker_certs = hosts.iter().any(|h| h.skip_docker_certs);
         let client = Client {
@@ -427,6 +560,8 @@ impl Client {
             user_agent,
             log,
             warnings: Mutex::new(HashSet::new()),
+            cache: Cache::new(cache_count, cache_time),
+            idle_timeout: IDLE_TIMEOUT,
         };
         let mut by_name = HashMap::new();
         for config in hosts {
@@ -567,10 +702,7 @@ impl Client {
                 break;
             }
             attempts += 1;
-            if let Some(until) = h.backing_off(Instant::now()) {
-                tokio::time::sleep_until(until.into()).await;
-            }
-            // One attempt per host and round while there are others to try; the last host
+            // `execute` waits for the host's backoff. One attempt per host and round while there are others to try; the last host
             // left gets the usual retries, and its failure is final.
             let last = hosts.len() == 1;
             let retries = if last { MAX_RETRIES } else { 0 };
@@ -581,22 +713,26 @@ impl Client {
             };
             debug!(self.log, "read failed on host"; "host" => &h.config.name,
                 "upstream" => registry, "path" => path, "err" => %err);
-            let (backoff, drop) = match &err {
-                StoreError::NotFound(_) | StoreError::Unauthorized { .. } => (None, true),
-                StoreError::HttpStatus { status: 416, .. } => (None, true),
+            // `execute` has backed the host off for network errors and retryable statuses.
+            let (backed_off, mut drop) = match &err {
+                StoreError::NotFound(_) | StoreError::Unauthorized { .. } => (false, true),
+                StoreError::HttpStatus { status: 416, .. } => (false, true),
                 StoreError::Canceled => return Err(err),
                 StoreError::RateLimited {
                     retry_after: Some(s),
-                } if Duration::from_secs(*s) > BACKOFF_MAX => (Some(Duration::from_secs(*s)), true),
-                StoreError::RateLimited {
-                    retry_after: Some(s),
-                } => (Some(Duration::from_secs(*s)), false),
-                e if e.is_transient() => (Some(backoff(backoffs)), false),
-                _ => (Some(backoff(backoffs)), true),
+                } if Duration::from_secs(*s) > BACKOFF_MAX => {
+                    // Try the others first for a while; the long wait itself is the
+                    // engine's (rate-limit watcher) to schedule.
+                    h.back_off(Instant::now() + BACKOFF_MAX);
+                    (true, true)
+                }
+                e if e.is_transient() => (true, false),
+                _ => {
+                    h.failed(None);
+                    (true, true)
+                }
             };
-            let mut drop = drop;
-            if let Some(delay) = backoff {
-                h.back_off(Instant::now() + delay);
+            if backed_off {
                 backoffs += 1;
                 // Spec §7.3: after 5 backoffs the host is dropped for this request.
                 drop |= backoffs >= MAX_RETRIES;
@@ -691,7 +827,7 @@ impl Client {
         let mut attempt = 0;
         loop {
             let bounded = body.is_small();
-            let (reqwest_body, body_error) = body.for_attempt();
+            let (reqwest_body, watch) = body.for_attempt();
             let mut builder = host
                 .http
                 .request(method.clone(), url.clone())
@@ -699,20 +835,28 @@ impl Client {
             if let Some(b) = reqwest_body {
                 builder = builder.body(b);
             }
-            let permit = self.gate.acquire(&host.config).await;
+            let permit = self.permit(host).await;
             trace!(self.log, "registry request";
                 "method" => %method, "url" => loggable(url), "attempt" => attempt);
-            let sent = if bounded {
-                match tokio::time::timeout(IDLE_TIMEOUT, builder.send()).await {
-                    Ok(r) => r.map_err(Some),
-                    Err(_) => Err(None),
+            let sent = match &watch {
+                Some(w) => {
+                    // A streamed body: bounded by progress, not as a whole.
+                    tokio::select! {
+                        r = builder.send() => r.map_err(Some),
+                        _ = w.progress.stalled(self.idle_timeout) => Err(None),
+                    }
                 }
-            } else {
-                builder.send().await.map_err(Some)
+                None if bounded => {
+                    match tokio::time::timeout(self.idle_timeout, builder.send()).await {
+                        Ok(r) => r.map_err(Some),
+                        Err(_) => Err(None),
+                    }
+                }
+                None => builder.send().await.map_err(Some),
             };
             let replayable = body.replayable();
             // A source that failed mid-upload is the real story, whatever the server said.
-            let source_error = body_error.and_then(|slot| slot.lock().unwrap().take());
+            let source_error = watch.as_ref().and_then(|w| w.error.lock().unwrap().take());
             let (reason, delay) = match sent {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
@@ -728,15 +872,19 @@ impl Client {
                         permit,
                         host: authority.clone(),
                     };
-                    if !RETRY_STATUSES.contains(&status) || !replayable || attempt >= max_retries {
+                    if !RETRY_STATUSES.contains(&status) {
+                        host.answered();
                         return Ok(resp);
                     }
                     let delay = match retry_after(resp.headers()) {
-                        // Longer waits (hub rate limits) are the engine's to schedule.
+                        // Longer waits (hub rate limits) are the engine's to schedule: the
+                        // host is not held back here for them.
                         Some(d) if d > BACKOFF_MAX => return Ok(resp),
-                        Some(d) => d,
-                        None => backoff(attempt),
+                        other => host.failed(other),
                     };
+                    if !replayable || attempt >= max_retries {
+                        return Ok(resp);
+                    }
                     (format!("http {status}"), delay)
                 }
                 Err(e) => {
@@ -757,20 +905,40 @@ impl Client {
                         }
                         (None, None) => StoreError::Network {
                             host: authority.clone(),
-                            detail: "timed out waiting for the response".into(),
+                            detail: match &watch {
+                                Some(w) if !w.progress.finished() => {
+                                    "timed out sending the request body".into()
+                                }
+                                _ => "timed out waiting for the response".into(),
+                            },
                         },
                     };
-                    if !replayable || attempt >= max_retries || tls::is_permanent(&err) {
+                    if tls::is_permanent(&err) {
                         return Err(err);
                     }
-                    (err.to_string(), backoff(attempt))
+                    let delay = host.failed(None);
+                    if !replayable || attempt >= max_retries {
+                        return Err(err);
+                    }
+                    (err.to_string(), delay)
                 }
             };
             debug!(self.log, "retrying registry request";
                 "method" => %method, "url" => loggable(url), "reason" => reason,
                 "delay_ms" => delay.as_millis() as u64, "attempt" => attempt + 1);
-            tokio::time::sleep(delay).await;
             attempt += 1;
+        }
+    }
+
+    /// A gate permit for `host`, taken once the host's backoff is over (and given back while
+    /// another request's failure holds the host back again).
+    async fn permit(&self, host: &Host) -> Permit {
+        loop {
+            host.wait_backoff().await;
+            let permit = self.gate.acquire(&host.config).await;
+            if host.backing_off(Instant::now()).is_none() {
+                return permit;
+            }
         }
     }
 
@@ -953,6 +1121,40 @@ pub(crate) fn loggable(url: &Url) -> String {
     u.to_string()
 }
 
+/// Test helpers shared by the registry modules' unit tests: a local HTTP server and a client
+/// for it.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::*;
+
+    /// Serve `app` on a free loopback port; returns `127.0.0.1:PORT`.
+    pub async fn serve(app: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        addr.to_string()
+    }
+
+    /// A client for plain-http `hosts` (with `options`) whose idle timeout is `idle`.
+    pub fn client(hosts: &[&str], options: RegistryOptions, idle: Duration) -> Arc<Client> {
+        let hosts = hosts
+            .iter()
+            .map(|h| HostConfig {
+                tls: Tls::Disabled,
+                ..HostConfig::for_name(h)
+            })
+            .collect();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let mut c =
+            Client::with_certs_dir(hosts, Arc::new(super::super::OpenGate), options, log, None)
+                .unwrap();
+        c.idle_timeout = idle;
+        Arc::new(c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -998,7 +1200,7 @@ mod tests {
         Client::with_certs_dir(
             hosts,
             Arc::new(super::super::OpenGate),
-            "ua".into(),
+            RegistryOptions::new("ua"),
             log,
             None,
         )
@@ -1130,5 +1332,179 @@ mod tests {
         let s = loggable(&u);
         assert!(!s.contains("SECRET") && !s.contains("u:p"), "{s}");
         assert!(s.contains("digest=sha256%3A1"), "{s}");
+    }
+
+    #[test]
+    fn host_backoff_grows_per_failure_and_decays_per_answer() {
+        let h = host("", Tls::Disabled);
+        assert_eq!(h.failed(None), Duration::from_millis(100));
+        assert_eq!(h.failed(None), Duration::from_millis(200));
+        assert_eq!(h.failed(None), Duration::from_millis(400));
+        assert!(h.backing_off(Instant::now()).is_some());
+        // Answers lower the count one step at a time.
+        h.answered();
+        assert_eq!(h.failed(None), Duration::from_millis(400));
+        h.answered();
+        h.answered();
+        h.answered();
+        assert_eq!(h.failed(None), Duration::from_millis(100));
+        // Retry-After overrides the computed delay, and the count still grows.
+        assert_eq!(
+            h.failed(Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(h.failed(None), Duration::from_millis(400));
+        for _ in 0..40 {
+            h.failed(None);
+        }
+        assert_eq!(h.failed(None), BACKOFF_MAX);
+    }
+
+    /// A small server answering `GET /v2/a/x` with the statuses in `script`, then 200.
+    async fn scripted(script: Vec<u16>) -> (String, Arc<Mutex<Vec<u16>>>) {
+        let script = Arc::new(Mutex::new(script));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (s2, seen2) = (script.clone(), seen.clone());
+        let app = axum::Router::new().fallback(move || {
+            let (script, seen) = (s2.clone(), seen2.clone());
+            async move {
+                let mut script = script.lock().unwrap();
+                let status = if script.is_empty() {
+                    200
+                } else {
+                    script.remove(0)
+                };
+                seen.lock().unwrap().push(status);
+                axum::http::StatusCode::from_u16(status).unwrap()
+            }
+        });
+        (test_util::serve(app).await, seen)
+    }
+
+    #[tokio::test]
+    async fn retries_503_and_other_transient_statuses() {
+        let (addr, seen) = scripted(vec![503, 502, 429]).await;
+        let c = test_util::client(&[&addr], RegistryOptions::new("ua"), IDLE_TIMEOUT);
+        let h = c.host(&addr);
+        let url = h.repo_url("a", "x").unwrap();
+        let resp = c
+            .execute(&h, &Method::GET, &url, HeaderMap::new(), &mut Body::Empty)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(*seen.lock().unwrap(), [503, 502, 429, 200]);
+        // Three failures, one answer: the host's count is down to 2.
+        assert_eq!(h.backoff.lock().unwrap().failures, 2);
+    }
+
+    #[tokio::test]
+    async fn retries_end_after_five() {
+        let (addr, seen) = scripted(vec![500; 10]).await;
+        let c = test_util::client(&[&addr], RegistryOptions::new("ua"), IDLE_TIMEOUT);
+        let h = c.host(&addr);
+        // Backoff 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s, then the last answer is returned.
+        let url = h.repo_url("a", "x").unwrap();
+        let resp = c
+            .execute(&h, &Method::GET, &url, HeaderMap::new(), &mut Body::Empty)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 500);
+        assert_eq!(seen.lock().unwrap().len(), 1 + MAX_RETRIES as usize);
+    }
+
+    #[tokio::test]
+    async fn a_backing_off_host_holds_back_every_request() {
+        let (addr, seen) = scripted(vec![]).await;
+        let c = test_util::client(&[&addr], RegistryOptions::new("ua"), IDLE_TIMEOUT);
+        let h = c.host(&addr);
+        // Another request's failure asked for 300 ms.
+        h.failed(Some(Duration::from_millis(300)));
+        let started = Instant::now();
+        let url = h.repo_url("a", "x").unwrap();
+        let resp = c
+            .execute(&h, &Method::GET, &url, HeaderMap::new(), &mut Body::Empty)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(started.elapsed() >= Duration::from_millis(290));
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    fn chunks(n: usize, every: Duration) -> BlobStream {
+        futures::stream::unfold(0, move |i| async move {
+            if i == n {
+                return None;
+            }
+            tokio::time::sleep(every).await;
+            Some((Ok(Bytes::from(vec![b'x'; 1000])), i + 1))
+        })
+        .boxed()
+    }
+
+    /// An upload endpoint that reads the whole body, then answers 201 after `delay`
+    /// (`None`: never).
+    async fn upload_server(delay: Option<Duration>) -> String {
+        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| async move {
+            assert!(!body.is_empty());
+            match delay {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending::<()>().await,
+            }
+            axum::http::StatusCode::CREATED
+        });
+        test_util::serve(app).await
+    }
+
+    #[tokio::test]
+    async fn a_streamed_upload_must_be_answered_in_time() {
+        let addr = upload_server(None).await;
+        let c = test_util::client(
+            &[&addr],
+            RegistryOptions::new("ua"),
+            Duration::from_millis(500),
+        );
+        let h = c.host(&addr);
+        let url = h.repo_url("a", "blobs/uploads/u").unwrap();
+        let started = Instant::now();
+        let mut body = Body::Stream(chunks(3, Duration::from_millis(10)));
+        let err = c
+            .execute(&h, &Method::PUT, &url, HeaderMap::new(), &mut body)
+            .await
+            .err()
+            .expect("no answer must fail");
+        assert!(
+            err.to_string()
+                .contains("timed out waiting for the response"),
+            "{err}"
+        );
+        assert!(err.is_transient(), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_slow_streamed_upload_is_not_cut_off() {
+        // 6 chunks, 300 ms apart (1.8 s in all) against a 1 s idle timeout; the answer comes
+        // 500 ms after the last byte.
+        let addr = upload_server(Some(Duration::from_millis(500))).await;
+        let c = test_util::client(&[&addr], RegistryOptions::new("ua"), Duration::from_secs(1));
+        let h = c.host(&addr);
+        let url = h.repo_url("a", "blobs/uploads/u").unwrap();
+        let mut body = Body::Stream(chunks(6, Duration::from_millis(300)));
+        let resp = c
+            .execute(&h, &Method::PUT, &url, HeaderMap::new(), &mut body)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+    }
+
+    #[tokio::test]
+    async fn progress_stalls_after_idle() {
+        let p = Progress::new();
+        let started = tokio::time::Instant::now();
+        p.stalled(Duration::from_millis(100)).await;
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert!(!p.finished());
+        p.finish();
+        assert!(p.finished());
     }
 }

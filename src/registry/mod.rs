@@ -3,12 +3,14 @@
 
 mod auth;
 mod blob;
+pub mod cache;
 mod client;
 mod cred_helper;
 mod docker_config;
 mod header;
 mod listing;
 mod manifest;
+mod referrers;
 mod tls;
 
 pub use docker_config::docker_config_hosts;
@@ -19,6 +21,7 @@ use crate::store::{BlobStream, Store, StoreError};
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// How to reach one registry name (spec §3.3), after creds/docker-config merging.
@@ -158,6 +161,35 @@ pub enum RegistryError {
     DockerConfig { source_name: String, detail: String },
 }
 
+/// Store-wide settings of a [`RegistryStore`].
+#[derive(Clone, Debug, Default)]
+pub struct RegistryOptions {
+    /// `User-Agent` of every request (and the bearer `client_id`).
+    pub user_agent: String,
+    /// `defaults.cacheCount`: entries per cache table (spec §7.4).
+    pub cache_count: i64,
+    /// `defaults.cacheTime`: how long an entry lives after its last use. The cache is on only
+    /// when both this and `cache_count` are > 0.
+    pub cache_time: Duration,
+}
+
+impl RegistryOptions {
+    pub fn new(user_agent: impl Into<String>) -> Self {
+        RegistryOptions {
+            user_agent: user_agent.into(),
+            ..Default::default()
+        }
+    }
+
+    /// `defaults.cacheCount` and `defaults.cacheTime` as the config holds them (a Go duration
+    /// string; empty, invalid or negative means off).
+    pub fn with_cache(mut self, count: i64, time: &str) -> Self {
+        self.cache_count = count;
+        self.cache_time = crate::config::duration::duration_of(time).to_std_saturating();
+        self
+    }
+}
+
 /// [`Store`] over the distribution API. Hosts are looked up by `Reference::registry`; names
 /// without an entry get [`HostConfig::for_name`].
 pub struct RegistryStore {
@@ -168,10 +200,10 @@ impl RegistryStore {
     pub fn new(
         hosts: Vec<HostConfig>,
         gate: Arc<dyn RequestGate>,
-        user_agent: String,
+        options: RegistryOptions,
         log: slog::Logger,
     ) -> Result<RegistryStore, RegistryError> {
-        let client = client::Client::new(hosts, gate, user_agent, log)?;
+        let client = client::Client::new(hosts, gate, options, log)?;
         Ok(RegistryStore {
             client: Arc::new(client),
         })
@@ -222,7 +254,7 @@ impl Store for RegistryStore {
         desc: &Descriptor,
         body: BlobStream,
     ) -> Result<(), StoreError> {
-        blob::put(&self.client, repo, desc, body).await
+        blob::put(self.client.clone(), repo, desc, body).await
     }
 
     async fn blob_mount(
@@ -248,6 +280,23 @@ impl Store for RegistryStore {
         pages: mpsc::Sender<Vec<String>>,
     ) -> Result<(), StoreError> {
         listing::catalog(&self.client, registry, pages).await
+    }
+
+    async fn referrers(
+        &self,
+        repo: &Reference,
+        subject: &Digest,
+    ) -> Result<crate::store::Referrers, StoreError> {
+        referrers::list(self, repo, subject).await
+    }
+
+    async fn referrer_added(
+        &self,
+        repo: &Reference,
+        subject: &Digest,
+        entry: &Descriptor,
+    ) -> Result<bool, StoreError> {
+        referrers::added(self, repo, subject, entry).await
     }
 }
 

@@ -16,6 +16,8 @@
 //! the creating thread exits), so never keep a `Registry` in a static.
 #![allow(dead_code, unused_imports)]
 
+pub mod faults;
+pub mod fixtures;
 pub mod oci;
 pub mod proxy;
 pub mod registry;

@@ -1,0 +1,207 @@
+//! Referrers on a registry (spec §6.5): the OCI 1.1 referrers API
+//! (`GET /v2/<repo>/referrers/<digest>`, `Link` pages followed) when the registry has it,
+//! else the fallback tag schema `<alg>-<hex>` ([`crate::store::fallback_referrers`]).
+//!
+//! Whether a repository has the API is remembered for [`API_MEMORY`]. CNCF distribution 2.8
+//! has none: it answers `404` with the plain-text body `404 page not found` (no registry error
+//! code), which is what marks the API absent. A `404` carrying a registry error code
+//! (`NAME_UNKNOWN`, …) comes from an API that exists: the repository is just not there yet.
+//!
+//! Keeping the target's listing current after a push of a manifest with a `subject`: a
+//! registry with the API indexes it itself (that is what its `OCI-Subject` answer says); for
+//! the others the fallback index is updated ([`crate::store::fallback_add`]).
+
+use super::client::{retry_body, Request};
+use super::listing::next_link;
+use super::RegistryStore;
+use crate::oci::{media, Descriptor, Digest, Manifest};
+use crate::reference::Reference;
+use crate::store::{fallback_add, fallback_referrers, Referrers, StoreError};
+use dashmap::DashMap;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT};
+use reqwest::Method;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// How long the presence or absence of the referrers API is remembered per repository.
+pub(super) const API_MEMORY: Duration = Duration::from_secs(300);
+/// Referrers pages are indexes; same bound as a manifest pull.
+const PAGE_LIMIT: usize = 8 << 20;
+/// A runaway `Link` chain stops here.
+const MAX_PAGES: usize = 1000;
+
+/// `<registry>/<repository>` → (API present, when learned).
+static API: LazyLock<DashMap<String, (bool, Instant)>> = LazyLock::new(DashMap::new);
+
+fn repo_key(r: &Reference) -> String {
+    format!("{}/{}", r.registry, r.repository)
+}
+
+fn known(r: &Reference) -> Option<bool> {
+    let key = repo_key(r);
+    let (present, at) = *API.get(&key)?;
+    if at.elapsed() < API_MEMORY {
+        Some(present)
+    } else {
+        API.remove(&key);
+        None
+    }
+}
+
+fn remember(r: &Reference, present: bool) {
+    API.insert(repo_key(r), (present, Instant::now()));
+}
+
+/// What the API said.
+enum Api {
+    /// The listing (all pages).
+    Listed(Vec<Descriptor>),
+    /// No referrers API here (remember it).
+    Absent,
+    /// The API could not be asked this time (network, server error): use the fallback,
+    /// remember nothing.
+    Unavailable(StoreError),
+}
+
+fn accept() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(ACCEPT, HeaderValue::from_static(media::OCI_INDEX));
+    h
+}
+
+/// Descriptors of one page: an OCI index.
+fn page_descriptors(bytes: bytes::Bytes, mt: Option<&str>) -> Option<Vec<Descriptor>> {
+    let m = Manifest::from_bytes(bytes, mt);
+    if m.media_type != media::OCI_INDEX {
+        return None;
+    }
+    m.links().ok().map(|l| l.children)
+}
+
+async fn ask_api(store: &RegistryStore, repo: &Reference, subject: &Digest) -> Api {
+    let client = &store.client;
+    let path = format!("referrers/{subject}");
+    let headers = accept();
+    let first = retry_body(|| async {
+        let (host, resp) = client
+            .read(
+                &repo.registry,
+                Method::GET,
+                &repo.repository,
+                &path,
+                &headers,
+                &[200],
+            )
+            .await?;
+        let url = resp.url().clone();
+        let next = next_link(resp.headers()).and_then(|l| url.join(&l).ok());
+        let mt = resp.media_type();
+        let bytes = resp.bytes(PAGE_LIMIT).await?;
+        Ok((host, url, next, mt, bytes))
+    })
+    .await;
+    let (host, url, mut next, mt, bytes) = match first {
+        Ok(page) => page,
+        // distribution 2.8: `404 page not found`, no registry error body
+        Err(StoreError::NotFound(None)) => return Api::Absent,
+        // an API that knows neither the repository nor the subject: nothing refers to it
+        Err(StoreError::NotFound(Some(_))) => return Api::Listed(Vec::new()),
+        Err(e @ StoreError::Canceled) => return Api::Unavailable(e),
+        Err(e) if e.is_transient() => return Api::Unavailable(e),
+        // 400, 405, 401 …: not an API we can use here
+        Err(_) => return Api::Absent,
+    };
+    let Some(mut all) = page_descriptors(bytes, mt.as_deref()) else {
+        // a 200 that is not an index (a web page, a proxy's answer): no API
+        return Api::Absent;
+    };
+    let mut seen: Vec<Url> = vec![url];
+    while let Some(url) = next.take() {
+        if seen.contains(&url) || seen.len() >= MAX_PAGES {
+            break;
+        }
+        seen.push(url.clone());
+        let page = retry_body(|| async {
+            let req = Request::repo(Method::GET, url.clone(), &host.repo_path(&repo.repository))
+                .header(ACCEPT, media::OCI_INDEX)?;
+            let resp = client.send(&host, req, &[200]).await?;
+            let following = next_link(resp.headers()).and_then(|l| resp.url().join(&l).ok());
+            let mt = resp.media_type();
+            let bytes = resp.bytes(PAGE_LIMIT).await?;
+            Ok((following, mt, bytes))
+        })
+        .await;
+        match page {
+            Ok((following, mt, bytes)) => match page_descriptors(bytes, mt.as_deref()) {
+                Some(ds) => {
+                    all.extend(ds);
+                    next = following;
+                }
+                None => {
+                    return Api::Unavailable(StoreError::Invalid(format!(
+                        "referrers page {url} is not an OCI index"
+                    )))
+                }
+            },
+            Err(e) => return Api::Unavailable(e),
+        }
+    }
+    Api::Listed(all)
+}
+
+/// List the referrers of `subject` in `repo`: the API when the repository has it, else the
+/// fallback tag.
+pub(super) async fn list(
+    store: &RegistryStore,
+    repo: &Reference,
+    subject: &Digest,
+) -> Result<Referrers, StoreError> {
+    if known(repo) != Some(false) {
+        match ask_api(store, repo, subject).await {
+            Api::Listed(descriptors) => {
+                remember(repo, true);
+                return Ok(Referrers {
+                    descriptors,
+                    tags: Vec::new(),
+                });
+            }
+            Api::Absent => remember(repo, false),
+            Api::Unavailable(StoreError::Canceled) => return Err(StoreError::Canceled),
+            Api::Unavailable(e) => {
+                slog::debug!(store.client.log, "referrers API failed, using the fallback tag";
+                    "repo" => %repo, "err" => %e);
+            }
+        }
+    }
+    fallback_referrers(store, repo, subject).await
+}
+
+/// A manifest `entry` with `subject` landed in `repo`: nothing to do where the registry
+/// indexes referrers itself; else the fallback index lists it.
+pub(super) async fn added(
+    store: &RegistryStore,
+    repo: &Reference,
+    subject: &Digest,
+    entry: &Descriptor,
+) -> Result<bool, StoreError> {
+    let has_api = match known(repo) {
+        Some(v) => v,
+        None => match ask_api(store, repo, subject).await {
+            Api::Listed(_) => {
+                remember(repo, true);
+                true
+            }
+            Api::Absent => {
+                remember(repo, false);
+                false
+            }
+            Api::Unavailable(StoreError::Canceled) => return Err(StoreError::Canceled),
+            Api::Unavailable(_) => false,
+        },
+    };
+    if has_api {
+        return Ok(false);
+    }
+    fallback_add(store, repo, subject, entry).await
+}

@@ -1,0 +1,415 @@
+//! `regsync server` (spec §12) with the real binary, real registries and real signals: the
+//! initial missing-only pass, `@every` firings that pick up a tag changed upstream, SIGTERM
+//! (exit status, in the middle of a large copy), an invalid cron spec, and a step without a
+//! schedule.
+
+mod common;
+
+use common::run::{bin, parse_json_logs};
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A `regsync server` process with its stderr collected line by line.
+struct Server {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(config_yaml: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("regsync.yml");
+        std::fs::write(&cfg, config_yaml).unwrap();
+        let docker = dir.path().join("docker");
+        std::fs::create_dir_all(&docker).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.arg("server")
+            .arg("-c")
+            .arg(&cfg)
+            .args(["--logopt", "json", "-v", "debug"])
+            .args(extra);
+        for k in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+            "DOCKER_AUTH_CONFIG",
+        ] {
+            cmd.env_remove(k);
+        }
+        cmd.env("NO_PROXY", "127.0.0.1,localhost")
+            .env("no_proxy", "127.0.0.1,localhost")
+            .env("DOCKER_CONFIG", &docker)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn regsync server");
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                match line {
+                    Ok(l) => l2.lock().unwrap().push(l),
+                    Err(_) => break,
+                }
+            }
+        });
+        Server {
+            child,
+            lines,
+            reader: Some(reader),
+            _dir: dir,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    fn logs(&self) -> Vec<Value> {
+        parse_json_logs(&self.stderr())
+    }
+
+    /// Log lines with `msg` so far.
+    fn logs_of(&self, msg: &str) -> Vec<Value> {
+        self.logs()
+            .into_iter()
+            .filter(|v| v["msg"].as_str() == Some(msg))
+            .collect()
+    }
+
+    /// Polls until `pred` holds (panics with the log after `timeout`).
+    fn wait_until(&mut self, what: &str, timeout: Duration, mut pred: impl FnMut(&Server) -> bool) {
+        let start = Instant::now();
+        loop {
+            if pred(self) {
+                return;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                // One last look: the line may have arrived with the exit.
+                self.join_reader();
+                if pred(self) {
+                    return;
+                }
+                panic!(
+                    "server exited ({st}) while waiting for {what}\n{}",
+                    self.stderr()
+                );
+            }
+            if start.elapsed() > timeout {
+                panic!("timed out waiting for {what}\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits for a log line with `msg` whose fields satisfy `pred`.
+    fn wait_log(&mut self, msg: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let mut found = None;
+        self.wait_until(&format!("log {msg:?}"), timeout, |s| {
+            found = s.logs_of(msg).into_iter().find(|v| pred(v));
+            found.is_some()
+        });
+        found.unwrap()
+    }
+
+    fn signal(&self, sig: i32) {
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill({sig})");
+    }
+
+    fn join_reader(&mut self) {
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+
+    /// Waits for the exit (panics after `timeout`); returns the status and how long it took.
+    fn wait_exit(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                self.join_reader();
+                assert!(
+                    !self.stderr().contains("panicked"),
+                    "server panicked\n{}",
+                    self.stderr()
+                );
+                return (st, start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                self.join_reader();
+                panic!("server did not exit within {timeout:?}\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Plain (non-JSON) stderr lines: the final error text.
+    fn error_lines(&self) -> Vec<String> {
+        self.stderr()
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('{'))
+            .map(String::from)
+            .collect()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn index_of(logs: &[Value], msg: &str) -> Option<usize> {
+    logs.iter().position(|v| v["msg"].as_str() == Some(msg))
+}
+
+fn wait_for(what: &str, timeout: Duration, mut pred: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !pred() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const SIGTERM: i32 = libc::SIGTERM;
+
+#[test]
+fn initial_pass_then_every_firing_copies_a_changed_tag_and_sigterm_exits_0() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let (a, b, stale) = (oci_image(7100), docker_image(7101), oci_image(7199));
+    push(&src, "app", "v1", &a);
+    push(&src, "app", "v2", &b);
+    push(&dst, "app", "v2", &stale);
+    let step = repo_step(&src.r("app"), &dst.r("app"), &[], &[]) + "interval: 1s\n";
+    let mut server = Server::start(&config(&[&src, &dst], 2, &[step]), &[]);
+
+    // Initial pass, missing mode: v1 copied, the existing (different) v2 left alone.
+    let first = server.wait_log("Step summary", Duration::from_secs(10), |_| true);
+    assert_eq!(first["mode"], "missing", "{first}");
+    assert_eq!(first["step"], "sync[0]", "{first}");
+    // (missing mode lists the target's tags and looks only at the absent ones)
+    assert_eq!(first["images_checked"], 1, "{first}");
+    assert_eq!(first["images_copied"], 1, "{first}");
+    assert_eq!(first["manifests_pushed"], 1, "{first}");
+    assert!(first["bytes_copied"].as_u64().unwrap() > 0, "{first}");
+    assert!(first["seconds"].is_string(), "{first}");
+    assert_same_image(&src, &dst, "app", "v1");
+    let sched = server.wait_log("Scheduled task", Duration::from_secs(1), |_| true);
+    assert_eq!(sched["sched"], "@every 1s", "{sched}");
+
+    // A firing in copy mode brings the stale v2 up to date.
+    server.wait_log("Running task", Duration::from_secs(5), |_| true);
+    wait_for("v2 refreshed", Duration::from_secs(5), || {
+        manifest_digest(&dst, "app", "v2").as_deref() == Some(b.digest())
+    });
+    assert_same_image(&src, &dst, "app", "v2");
+
+    // v1 changes upstream: a later firing copies the new content.
+    let a2 = oci_image(7102);
+    push(&src, "app", "v1", &a2);
+    wait_for("v1 follows upstream", Duration::from_secs(6), || {
+        manifest_digest(&dst, "app", "v1").as_deref() == Some(a2.digest())
+    });
+    assert_same_image(&src, &dst, "app", "v1");
+    let copy_run = server.wait_log("Step summary", Duration::from_secs(3), |v| {
+        v["mode"] == "copy" && v["images_copied"].as_u64() >= Some(1)
+    });
+    assert_eq!(copy_run["source"], src.r("app"), "{copy_run}");
+
+    server.signal(SIGTERM);
+    let (status, took) = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(
+        server.error_lines().is_empty(),
+        "{:?}",
+        server.error_lines()
+    );
+    let logs = server.logs();
+    let (i, s, w) = (
+        index_of(&logs, "Interrupt received, stopping").expect("interrupt log"),
+        index_of(&logs, "Stopping server").expect("stopping log"),
+        index_of(&logs, "Waiting on running tasks").expect("waiting log"),
+    );
+    assert!(i < s && s < w, "order: {i} {s} {w}");
+    assert_eq!(logs[s]["level"], "INFO");
+    assert_eq!(logs[i]["level"], "DEBUG");
+}
+
+#[test]
+fn invalid_cron_is_reported_with_step_and_text_and_exit_is_1_after_sigterm() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let img = oci_image(7200);
+    push(&src, "bad", "v1", &img);
+    let step = image_step(&src.r("bad:v1"), &dst.r("bad:v1")) + "schedule: \"61 * * * *\"\n";
+    let mut server = Server::start(&config(&[&src, &dst], 0, &[step]), &[]);
+
+    let e = server.wait_log("Failed to schedule cron", Duration::from_secs(10), |_| true);
+    assert_eq!(e["level"], "ERROR", "{e}");
+    assert_eq!(e["sched"], "61 * * * *", "{e}");
+    assert_eq!(e["err"], "end of range (61) above maximum (59): 61", "{e}");
+    assert_eq!(e["source"], src.r("bad:v1"), "{e}");
+    assert_eq!(e["target"], dst.r("bad:v1"), "{e}");
+    // regsync's quirk 7, kept: the step still gets its initial missing-only pass.
+    server.wait_log("Step summary", Duration::from_secs(10), |v| {
+        v["mode"] == "missing"
+    });
+    assert_same_image(&src, &dst, "bad", "v1");
+    // ... and the server keeps running until told to stop.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(server.running(), "{}", server.stderr());
+
+    server.signal(SIGTERM);
+    let (status, _) = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(1), "{}", server.stderr());
+    let lines = server.error_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    for needle in [
+        "sync[0]",
+        "61 * * * *",
+        "end of range (61) above maximum (59): 61",
+    ] {
+        assert!(lines[0].contains(needle), "{:?} lacks {needle:?}", lines[0]);
+    }
+}
+
+#[test]
+fn invalid_cron_with_abort_on_error_stops_without_a_signal() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    push(&src, "bad", "v1", &oci_image(7300));
+    let step = image_step(&src.r("bad:v1"), &dst.r("bad:v1")) + "schedule: \"0 0 * * 7\"\n";
+    let mut server = Server::start(&config(&[&src, &dst], 0, &[step]), &["--abort-on-error"]);
+    let (status, _) = server.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{}", server.stderr());
+    let lines = server.error_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("end of range (7) above maximum (6): 7"),
+        "{lines:?}"
+    );
+    // Nothing ran: abort-on-error stops before the step's initial pass.
+    assert!(
+        server.logs_of("Step summary").is_empty(),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(manifest_digest(&dst, "bad", "v1"), None);
+}
+
+#[test]
+fn step_without_schedule_or_interval_is_ignored() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    push(&src, "idle", "v1", &oci_image(7400));
+    push(&src, "busy", "v1", &oci_image(7401));
+    let idle = image_step(&src.r("idle:v1"), &dst.r("idle:v1"));
+    let busy = image_step(&src.r("busy:v1"), &dst.r("busy:v1")) + "schedule: \"@every 1s\"\n";
+    let mut server = Server::start(&config(&[&src, &dst], 2, &[idle, busy]), &[]);
+
+    let e = server.wait_log(
+        "No schedule or interval found, ignoring",
+        Duration::from_secs(10),
+        |_| true,
+    );
+    assert_eq!(e["level"], "ERROR", "{e}");
+    assert_eq!(e["source"], src.r("idle:v1"), "{e}");
+    assert_eq!(e["target"], dst.r("idle:v1"), "{e}");
+    assert_eq!(e["type"], "image", "{e}");
+    // The scheduled step runs (initial pass and a firing); the other never does.
+    server.wait_log("Step summary", Duration::from_secs(10), |v| {
+        v["mode"] == "copy"
+    });
+    assert_same_image(&src, &dst, "busy", "v1");
+    assert_eq!(manifest_digest(&dst, "idle", "v1"), None);
+    assert!(
+        server
+            .logs_of("Step summary")
+            .iter()
+            .all(|v| v["step"] == "sync[1]"),
+        "{}",
+        server.stderr()
+    );
+
+    server.signal(SIGTERM);
+    let (status, _) = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+}
+
+#[test]
+fn sigterm_during_a_large_copy_exits_fast_and_leaves_no_broken_tag() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    // 12 layers of 512 KiB (6 MiB) read from a source paced at 3 requests per second: the
+    // copy needs several seconds.
+    let big = ImageSpec::new(7500, Format::Oci)
+        .layers(12, 512 * 1024)
+        .build();
+    push(&src, "big", "v1", &big);
+    let cfg = format!(
+        "version: 1\ncreds:\n  - registry: {}\n    tls: disabled\n    reqPerSec: 3\n  - registry: {}\n    tls: disabled\ndefaults:\n  parallel: 2\nsync:\n  - source: {}\n    target: {}\n    type: image\n    interval: 1h\n",
+        src.host(),
+        dst.host(),
+        src.r("big:v1"),
+        dst.r("big:v1"),
+    );
+    let mut server = Server::start(&cfg, &[]);
+    server.wait_log("Image sync running", Duration::from_secs(10), |_| true);
+    // Let a few layers land, then stop in the middle.
+    wait_for("some layers copied", Duration::from_secs(8), || {
+        big.blob_digests()
+            .iter()
+            .filter(|d| blob_exists(&dst, "big", d))
+            .count()
+            >= 2
+    });
+    server.signal(SIGTERM);
+    let (status, took) = server.wait_exit(Duration::from_secs(8));
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?}\n{}",
+        server.stderr()
+    );
+    // A cancelled copy is not an error.
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    // The run was really interrupted, and the tag is absent or complete, never dangling.
+    let landed = big
+        .blob_digests()
+        .iter()
+        .filter(|d| blob_exists(&dst, "big", d))
+        .count();
+    assert!(
+        landed < big.blob_digests().len(),
+        "copy finished before the signal"
+    );
+    match manifest_digest(&dst, "big", "v1") {
+        None => {}
+        Some(d) => {
+            assert_eq!(d, big.digest());
+            assert_same_image(&src, &dst, "big", "v1");
+        }
+    }
+
+    // The next run completes the work.
+    let out = regsync(&["once"], &cfg);
+    out.assert_ok();
+    assert_same_image(&src, &dst, "big", "v1");
+}
