@@ -106,7 +106,9 @@ fn cpu_variant() -> String {
     let field = |name: &str| {
         info.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
         })
     };
     let mut v = field("Cpu architecture").unwrap_or_default();
@@ -162,8 +164,7 @@ fn known_arch(a: &str) -> bool {
 
 fn valid_part(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
@@ -546,11 +547,7 @@ mod tests {
     }
 
     fn child(n: u8, plat: Option<&str>) -> Descriptor {
-        let mut d = Descriptor::new(
-            crate::oci::media::OCI_MANIFEST,
-            Digest::sha256_of(&[n]),
-            10,
-        );
+        let mut d = Descriptor::new(crate::oci::media::OCI_MANIFEST, Digest::sha256_of(&[n]), 10);
         d.platform = plat.map(|s| {
             let parts: Vec<&str> = s.split('/').collect();
             DescPlatform {

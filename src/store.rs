@@ -515,7 +515,10 @@ mod tests {
         let text = std::str::from_utf8(&created).unwrap();
         assert!(text.starts_with(r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType""#), "{text}");
         assert!(text.contains(r#""artifactType":"application/example.sbom""#));
-        assert!(index_add(Some(&created), &e).unwrap().is_none(), "listed already");
+        assert!(
+            index_add(Some(&created), &e).unwrap().is_none(),
+            "listed already"
+        );
 
         // another tool's entry with fields we do not know survives an append
         let foreign = format!(
@@ -561,10 +564,15 @@ mod tests {
             .iter()
             .map(|e| e["digest"].as_str().unwrap())
             .collect();
-        let want: Vec<String> = [9u8, 2, 1, 3].iter().map(|n| digest(*n).to_string()).collect();
+        let want: Vec<String> = [9u8, 2, 1, 3]
+            .iter()
+            .map(|n| digest(*n).to_string())
+            .collect();
         assert_eq!(got, want);
         // a superset already: nothing to write
-        assert!(index_merge(Some(&mk(&[3, 2, 1, 9]).bytes), &src).unwrap().is_none());
+        assert!(index_merge(Some(&mk(&[3, 2, 1, 9]).bytes), &src)
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]

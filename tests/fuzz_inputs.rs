@@ -30,7 +30,8 @@ fn cases(n: u32) -> ProptestConfig {
 
 const NAME: &str = "fuzz.yml";
 
-/// Loads `text`; panics (failing the property) on a multi-line error or a printer panic.
+/// Loads `text`: a panic anywhere (loader, printer, host table) fails the property, and so does
+/// an error that is empty, spans several lines or does not name the file.
 fn check_config(text: &str) -> Result<(), TestCaseError> {
     match Config::from_yaml(text, NAME) {
         Ok(config) => {
@@ -149,7 +150,8 @@ const INNER_KEYS: &[&str] = &[
     "<<",
 ];
 
-/// Scalars that exercise the §3.1 conversions, durations, booleans, references and templates.
+/// Raw YAML scalars (some quoted) for untyped positions: the §3.1 conversions, durations,
+/// booleans, references and templates.
 const SCALARS: &[&str] = &[
     "0",
     "1",
@@ -633,7 +635,7 @@ fn render(y: &Y, anchors: usize, out: &mut String) {
         Y::Scalar(s) => out.push_str(s),
         Y::Alias(n) => {
             if anchors == 0 {
-                out.push_str("~");
+                out.push('~');
             } else {
                 out.push_str(&format!("*a{}", n % anchors));
             }

@@ -164,6 +164,11 @@ fn a_429_pauses_the_registry_for_everyone() {
             ratelimit: 3,
             ratelimit_window: Duration::from_secs(2),
             retry_after: true,
+            // Slow blob downloads keep other images busy when the first 429 comes: without a
+            // host-wide pause, their requests would reach the registry during it.
+            slow_rate: 1.0,
+            slow: Duration::from_millis(300),
+            fault_kinds: vec!["blob_get".into()],
             ..Default::default()
         },
     );

@@ -7,15 +7,19 @@
 //! digest; the tag is written last.
 
 use super::messages::{MayPull, MoveBlob, PullVerdict, RateLimitQuery, SyncImage};
+use super::referrers::{digest_tags, index_entry, select_referrers, CopyOpts};
 use super::report::{bump, ImageOutcome};
 use super::{on_pool, CopyError, Mode, StepCtx};
-use crate::oci::{media, Descriptor, Manifest};
+use crate::oci::{media, Descriptor, Digest, Manifest};
+use crate::platform::{self, Platform};
 use crate::reference::{Reference, Scheme};
-use crate::store::StoreError;
+use crate::store::{fallback_merge, fallback_subject, tag_list_all, StoreError};
 use actix::{Actor, Addr, Context, Handler, ResponseFuture};
-use futures::future::{try_join_all, BoxFuture, FutureExt};
-use std::sync::Arc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use futures::future::{BoxFuture, FutureExt};
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, LazyLock, Mutex as StdMutex};
+use tokio::sync::{watch, OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use super::blob_mover::BlobMover;
 use super::rate_limit_watcher::RateLimitWatcher;
@@ -163,7 +167,7 @@ impl ImageJob {
                 None
             }
         };
-        let matches = tgt_desc
+        let mut matches = tgt_desc
             .as_ref()
             .is_some_and(|t| t.digest == src_desc.digest);
         let fast = self.step.flag(step.fast_check);
@@ -183,6 +187,23 @@ impl ImageJob {
                 "ref" => %source, "mediaType" => &src_desc.media_type,
                 "allowed" => format!("[{}]", step.media_types.join(" ")));
             return Ok(ImageOutcome::Skipped);
+        }
+        // What gets copied, pinned to its digest so a tag moving upstream mid-copy cannot
+        // mix two versions (the tag stays for logs).
+        let mut src_copy = pinned(source, &src_desc.digest);
+        if !step.platform.is_empty() && media::is_index(&src_desc.media_type) {
+            let child = self.platform_child(source, &src_desc).await?;
+            src_copy = pinned(source, &child.digest);
+            if tgt_desc.as_ref().is_some_and(|t| t.digest == child.digest) {
+                matches = true;
+            }
+            // quirk 8: a matching target is not refreshed (referrers, digest tags)
+            if matches && !self.step.flag(step.force_recursive) {
+                slog::debug!(self.log(), "Image matches for platform";
+                    "source" => src_copy.common_name(), "platform" => &step.platform,
+                    "target" => %target);
+                return Ok(ImageOutcome::Matched);
+            }
         }
         if matches {
             slog::info!(self.log(), "Image refreshing";
@@ -208,14 +229,23 @@ impl ImageJob {
         if cancel.is_cancelled() {
             return Err(CopyError::Canceled);
         }
-        slog::debug!(self.log(), "Image sync running"; "source" => %source, "target" => %target);
-        // Fetch by digest so a tag moving upstream mid-copy cannot mix two versions.
-        let src_by_digest = source.with_digest(&src_desc.digest);
         let tgt_store = stores.for_ref(target);
         tgt_store.open(target).await;
-        let copy = self.copy_manifest(src_by_digest, target.clone(), src_desc, false);
+        // 13. backup of the image about to be overwritten
+        if let (Some(current), false, false) = (&tgt_desc, matches, step.backup.is_empty()) {
+            if let Err(e) = self.backup(target, current).await {
+                if let Err(e) = tgt_store.close(target).await {
+                    slog::error!(self.log(), "Error closing ref"; "ref" => %target, "error" => %e);
+                }
+                return Err(e);
+            }
+        }
+        // 14. the copy
+        let opts = CopyOpts::from_step(&self.step);
+        slog::debug!(self.log(), "Image sync running"; "source" => %source, "target" => %target);
+        let copier = Copier::new(self.step.clone(), self.blobs.clone(), opts);
         let result = tokio::select! {
-            r = copy => r,
+            r = copier.copy(src_copy, target.clone()) => r,
             _ = cancel.cancelled() => Err(CopyError::Canceled),
         };
         if let Err(e) = tgt_store.close(target).await {
@@ -322,94 +352,802 @@ impl ImageJob {
         }
     }
 
-    /// Copy the manifest `desc` from `src` (a by-digest reference) to `tgt` (tag, or digest
-    /// for children), blobs and children first.
-    fn copy_manifest<'a>(
-        &'a self,
-        src: Reference,
-        tgt: Reference,
-        desc: Descriptor,
-        child: bool,
-    ) -> BoxFuture<'a, Result<(), CopyError>> {
-        async move {
-            let stores = &self.run().stores;
-            let manifest: Manifest = stores
-                .for_ref(&src)
-                .manifest_get(&src)
-                .await
-                .map_err(|e| CopyError::store(format!("failed to get manifest {src}"), e))?;
-            if manifest.digest != desc.digest {
-                return Err(CopyError::store(
-                    format!("manifest {src}"),
-                    StoreError::DigestMismatch {
-                        expected: desc.digest.to_string(),
-                        got: manifest.digest.to_string(),
-                    },
+    /// Spec §5.5 step 7: the child of the source index that best matches `platform` (§11).
+    /// Indexes are fetched once per digest for the life of the process.
+    async fn platform_child(
+        &self,
+        source: &Reference,
+        index: &Descriptor,
+    ) -> Result<Descriptor, CopyError> {
+        let step = &self.step.step;
+        let want = match Platform::parse(&step.platform) {
+            Ok(p) => p,
+            Err(e) => {
+                slog::warn!(self.log(), "Could not parse platform";
+                    "platform" => &step.platform, "err" => %e);
+                return Err(CopyError::Invalid(format!(
+                    "failed to parse platform {}: {e}",
+                    step.platform
+                )));
+            }
+        };
+        let key = format!("{}@{}", source.repo_key(), index.digest);
+        let cached = lock(&PLATFORM_INDEXES).get(&key).cloned();
+        let m = match cached {
+            Some(m) => m,
+            None => {
+                let r = pinned(source, &index.digest);
+                match self.run().stores.for_ref(source).manifest_get(&r).await {
+                    Ok(m) => {
+                        let mut cache = lock(&PLATFORM_INDEXES);
+                        if cache.len() >= PLATFORM_INDEX_CACHE {
+                            cache.clear();
+                        }
+                        cache.insert(key, m.clone());
+                        m
+                    }
+                    Err(e) => {
+                        slog::error!(self.log(), "Failed to get source manifest";
+                            "source" => %source, "error" => %e);
+                        return Err(CopyError::store("failed to get source manifest", e));
+                    }
+                }
+            }
+        };
+        let links = m.links().map_err(|e| CopyError::Invalid(e.to_string()))?;
+        match platform::select(&links.children, &want) {
+            Some(d) => Ok(d.clone()),
+            None => {
+                let available = platform::list(&links.children).join(", ");
+                slog::warn!(self.log(), "Platform could not be found in source manifest list";
+                    "platform" => want.to_string(), "err" => "not found",
+                    "platforms" => &available);
+                Err(CopyError::store(
+                    format!("platform {want} not found in {source} (available: {available})"),
+                    StoreError::NotFound(None),
+                ))
+            }
+        }
+    }
+
+    /// Spec §5.7: keep the target about to be overwritten under the `backup` name. Template
+    /// and reference errors fail the image; a failed backup copy is only a warning.
+    async fn backup(&self, target: &Reference, current: &Descriptor) -> Result<(), CopyError> {
+        let step = &self.step.step;
+        let text = match crate::config::render_backup(&step.backup, target, step) {
+            Ok(t) => t,
+            Err(e) => {
+                slog::error!(self.log(), "Failed to expand backup template";
+                    "original" => target.common_name(), "backup-template" => &step.backup,
+                    "error" => %e);
+                return Err(CopyError::Invalid(format!(
+                    "failed to expand backup template {:?}: {e}",
+                    step.backup
+                )));
+            }
+        };
+        let backup = if text.contains(':') || text.contains('/') {
+            match Reference::parse(&text) {
+                Ok(r) => r,
+                Err(e) => {
+                    slog::error!(self.log(), "Failed to parse backup reference";
+                        "original" => target.common_name(), "template" => &step.backup,
+                        "backup" => &text, "error" => %e);
+                    return Err(e.into());
+                }
+            }
+        } else if text.is_empty() {
+            let e = crate::reference::ReferenceError::Invalid(text.clone());
+            slog::error!(self.log(), "Failed to parse backup reference";
+                "original" => target.common_name(), "template" => &step.backup,
+                "backup" => &text, "error" => %e);
+            return Err(e.into());
+        } else {
+            target.with_tag(&text)
+        };
+        slog::info!(self.log(), "Saving backup";
+            "original" => target.common_name(), "backup" => backup.common_name());
+        let store = self.run().stores.for_ref(&backup);
+        store.open(&backup).await;
+        let copier = Copier::new(self.step.clone(), self.blobs.clone(), CopyOpts::default());
+        let cancel = self.run().cancel.clone();
+        let result = tokio::select! {
+            r = copier.copy(pinned(target, &current.digest), backup.clone()) => r,
+            _ = cancel.cancelled() => Err(CopyError::Canceled),
+        };
+        if let Err(e) = store.close(&backup).await {
+            slog::error!(self.log(), "Error closing ref"; "ref" => backup.common_name(), "error" => %e);
+        }
+        match result {
+            Err(CopyError::Canceled) => Err(CopyError::Canceled),
+            Err(e) => {
+                slog::warn!(self.log(), "Failed to backup existing image";
+                    "original" => target.common_name(), "template" => &step.backup,
+                    "backup" => backup.common_name(), "error" => %e);
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+}
+
+/// Indexes read to resolve `platform`, by repository and digest (spec §5.5 step 7; bounded,
+/// unlike regsync's, quirk 15).
+static PLATFORM_INDEXES: LazyLock<StdMutex<HashMap<String, Manifest>>> =
+    LazyLock::new(|| StdMutex::new(HashMap::new()));
+const PLATFORM_INDEX_CACHE: usize = 256;
+
+/// Deferred operations run after a copy are bounded (each normally finds its work done).
+const MAX_DEFERRED: usize = 10_000;
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `r` pinned to `d` for reading; tag and text (for logs) kept.
+fn pinned(r: &Reference, d: &Digest) -> Reference {
+    let mut p = r.clone();
+    p.digest = Some(d.clone());
+    p
+}
+
+/// Why a manifest copy stopped: an error, or a loop between manifests (spec §6.2 step 1),
+/// which referrer and digest-tag copies defer and everything else passes up.
+#[derive(Clone, Debug)]
+enum Fail {
+    Loop(String),
+    Copy(CopyError),
+}
+
+impl From<CopyError> for Fail {
+    fn from(e: CopyError) -> Self {
+        Fail::Copy(e)
+    }
+}
+
+impl Fail {
+    fn canceled(&self) -> bool {
+        matches!(self, Fail::Copy(CopyError::Canceled))
+    }
+
+    fn into_copy(self) -> CopyError {
+        match self {
+            Fail::Loop(key) => CopyError::Invalid(format!("loop detected copying {key}")),
+            Fail::Copy(e) => e,
+        }
+    }
+}
+
+/// What a manifest is to the copy.
+#[derive(Clone, Debug)]
+enum Role {
+    /// The image itself (pushed by tag).
+    Top,
+    /// A child of an index (pushed by digest).
+    Child,
+    /// A referrer of `subject`, as listed (pushed by digest).
+    Referrer { listed: Descriptor, subject: Digest },
+    /// A digest tag (pushed by tag).
+    DigestTag,
+}
+
+impl Role {
+    fn is_child(&self) -> bool {
+        matches!(self, Role::Child | Role::Referrer { .. })
+    }
+}
+
+type Task<'c> = BoxFuture<'c, Result<(), Fail>>;
+type Outcome = Option<Result<(), Fail>>;
+
+/// The seen table (spec §6.1): a copy in progress (its result arrives on the channel) or done.
+enum Seen {
+    Running(watch::Receiver<Outcome>),
+    Done,
+}
+
+/// Ownership of one seen entry. Finishing publishes the result (a failure removes the entry
+/// so that it can be retried); dropping it unfinished (cancelled) publishes a cancellation.
+struct SeenGuard<'c> {
+    seen: &'c StdMutex<HashMap<String, Seen>>,
+    key: String,
+    tx: Option<watch::Sender<Outcome>>,
+}
+
+impl SeenGuard<'_> {
+    fn finish(mut self, result: &Result<(), Fail>) {
+        self.publish(result.clone());
+    }
+
+    fn publish(&mut self, result: Result<(), Fail>) {
+        let Some(tx) = self.tx.take() else { return };
+        {
+            let mut seen = lock(self.seen);
+            if result.is_ok() {
+                seen.insert(self.key.clone(), Seen::Done);
+            } else {
+                seen.remove(&self.key);
+            }
+        }
+        let _ = tx.send(Some(result));
+    }
+}
+
+impl Drop for SeenGuard<'_> {
+    fn drop(&mut self) {
+        self.publish(Err(Fail::Copy(CopyError::Canceled)));
+    }
+}
+
+/// A referrer or digest-tag copy that ran into a loop, retried after the whole copy with no
+/// parents (spec §6.2 steps 9–10).
+struct Deferred {
+    src: Reference,
+    tgt: Reference,
+    desc: Option<Descriptor>,
+    role: Role,
+}
+
+/// One image copy (spec §6): a top-level reference and everything reachable from it, with its
+/// seen table, deferred operations and cached tag lists.
+///
+/// Push order: blobs before their manifest; children before their index; referrers and digest
+/// tags of a manifest before the manifest; the top-level tag last. Child manifests, blobs,
+/// referrers and digest tags of one manifest are copied concurrently.
+struct Copier {
+    step: Arc<StepCtx>,
+    blobs: Addr<BlobMover>,
+    opts: CopyOpts,
+    seen: StdMutex<HashMap<String, Seen>>,
+    deferred: StdMutex<VecDeque<Deferred>>,
+    tag_lists: StdMutex<HashMap<String, Arc<OnceCell<Arc<Vec<String>>>>>>,
+}
+
+impl Copier {
+    fn new(step: Arc<StepCtx>, blobs: Addr<BlobMover>, opts: CopyOpts) -> Self {
+        Copier {
+            step,
+            blobs,
+            opts,
+            seen: StdMutex::new(HashMap::new()),
+            deferred: StdMutex::new(VecDeque::new()),
+            tag_lists: StdMutex::new(HashMap::new()),
+        }
+    }
+
+    fn run(&self) -> &RunCtx {
+        &self.step.run
+    }
+
+    fn log(&self) -> &slog::Logger {
+        &self.step.run.log
+    }
+
+    /// Copy `src` (pinned to its digest) to `tgt`, then the deferred operations in order.
+    async fn copy(&self, src: Reference, tgt: Reference) -> Result<(), CopyError> {
+        self.copy_manifest(src, tgt, None, Role::Top, Vec::new())
+            .await
+            .map_err(Fail::into_copy)?;
+        let mut ran = 0;
+        loop {
+            let next = lock(&self.deferred).pop_front();
+            let Some(op) = next else { return Ok(()) };
+            ran += 1;
+            if ran > MAX_DEFERRED {
+                return Err(CopyError::Invalid(
+                    "too many deferred referrer and digest-tag copies".into(),
                 ));
             }
-            if !src.same_repository(&tgt) {
-                let links = manifest.links().map_err(|e| CopyError::Invalid(e.to_string()))?;
-                let children = links.children.iter().map(|c| self.copy_child(&src, &tgt, c));
-                let blobs = links.blobs.iter().enumerate().map(|(i, b)| {
-                    let kind = if i == 0 && links.has_config {
-                        BlobKind::Config
-                    } else {
-                        BlobKind::Layer
-                    };
-                    self.copy_blob(&src, &tgt, b, kind)
-                });
-                // Every future must succeed before the push below; the first error drops
-                // (cancels) the rest.
-                let children = try_join_all(children);
-                let blobs = try_join_all(blobs);
-                futures::try_join!(children, blobs)?;
-            }
-            stores
-                .for_ref(&tgt)
-                .manifest_put(&tgt, &manifest, child)
+            self.copy_manifest(op.src, op.tgt, op.desc, op.role, Vec::new())
                 .await
-                .map_err(|e| {
-                    slog::warn!(self.log(), "Failed to push manifest"; "target" => %tgt, "err" => %e);
-                    CopyError::store(format!("failed to push manifest {tgt}"), e)
-                })?;
-            bump(&self.run().counters.manifests_pushed);
-            Ok(())
+                .map_err(Fail::into_copy)?;
+        }
+    }
+
+    fn defer(&self, op: Deferred) {
+        lock(&self.deferred).push_back(op);
+    }
+
+    /// Spec §6.2 step 1 (and again whenever the source digest becomes known): `Ok(true)` and
+    /// the guard when this copy is ours to run; `Ok(false)` when it was done, by us before or
+    /// by the copy we waited for; a loop when it is in progress further up this very path.
+    async fn claim<'c>(
+        &'c self,
+        tgt: &Reference,
+        dig: &Digest,
+        parents: &[Digest],
+        guard: &mut Option<SeenGuard<'c>>,
+    ) -> Result<bool, Fail> {
+        let key = format!(
+            "{}/{}:{}",
+            tgt.repo_key(),
+            tgt.tag.as_deref().unwrap_or(""),
+            dig
+        );
+        let mut rx = {
+            let mut seen = lock(&self.seen);
+            match seen.get(&key) {
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    seen.insert(key.clone(), Seen::Running(rx));
+                    *guard = Some(SeenGuard {
+                        seen: &self.seen,
+                        key,
+                        tx: Some(tx),
+                    });
+                    return Ok(true);
+                }
+                Some(Seen::Done) => return Ok(false),
+                Some(Seen::Running(_)) if parents.contains(dig) => return Err(Fail::Loop(key)),
+                Some(Seen::Running(rx)) => rx.clone(),
+            }
+        };
+        let outcome = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone(),
+            Err(_) => None,
+        };
+        match outcome {
+            Some(Ok(())) => Ok(false),
+            Some(Err(e)) => Err(e),
+            None => Err(Fail::Copy(CopyError::Canceled)),
+        }
+    }
+
+    /// `copyManifest` (spec §6.2).
+    fn copy_manifest(
+        &self,
+        src: Reference,
+        tgt: Reference,
+        desc: Option<Descriptor>,
+        role: Role,
+        parents: Vec<Digest>,
+    ) -> Task<'_> {
+        async move {
+            let mut guard = None;
+            let result = self
+                .copy_inner(&src, &tgt, desc, &role, &parents, &mut guard)
+                .await;
+            if let Some(g) = guard.take() {
+                g.finish(&result);
+            }
+            result
         }
         .boxed()
     }
 
-    /// A child of an index: a manifest copied by digest unless the target has it already.
-    async fn copy_child(
-        &self,
+    async fn copy_inner<'c>(
+        &'c self,
         src: &Reference,
         tgt: &Reference,
-        child: &Descriptor,
-    ) -> Result<(), CopyError> {
-        if !media::is_manifest(&child.media_type) {
-            // Indexes may list blobs directly (spec §6.2 step 6).
-            return self.copy_blob(src, tgt, child, BlobKind::Layer).await;
-        }
-        let child_src = src.with_digest(&child.digest);
-        let child_tgt = tgt.with_digest(&child.digest);
-        let force = self.step.flag(self.step.step.force_recursive);
-        if !force {
-            let present = self
-                .run()
-                .stores
-                .for_ref(&child_tgt)
-                .manifest_head(&child_tgt)
-                .await
-                .ok()
-                .flatten()
-                .is_some();
-            if present {
+        desc: Option<Descriptor>,
+        role: &Role,
+        parents: &[Digest],
+        guard: &mut Option<SeenGuard<'c>>,
+    ) -> Result<(), Fail> {
+        let opts = &self.opts;
+        let stores = &self.run().stores;
+        let tgt_store = stores.for_ref(tgt);
+        // 1. the source digest, when known, and the seen table
+        let mut s_dig = desc
+            .as_ref()
+            .map(|d| d.digest.clone())
+            .or_else(|| src.digest.clone());
+        if let Some(d) = &s_dig {
+            if !self.claim(tgt, d, parents, guard).await? {
                 return Ok(());
             }
         }
-        slog::debug!(self.log(), "Copy platform"; "source" => %child_src, "target" => %child_tgt,
-            "platform" => child.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture)).unwrap_or_default());
-        self.copy_manifest(child_src, child_tgt, child.clone(), true)
+        // 2. the target
+        let tgt_head = match tgt_store.manifest_head(tgt).await {
+            Ok(d) => d,
+            Err(e @ StoreError::Network { .. }) => {
+                return Err(CopyError::store("failed to access target registry", e).into())
+            }
+            Err(_) => None,
+        };
+        let tgt_digest = tgt_head.as_ref().map(|t| t.digest.clone());
+        // 3. a plain copy stops at a matching digest
+        if tgt_head.is_some() && (opts.fast_check || !opts.recursive()) {
+            if s_dig.is_none() {
+                let d = self.head_source(src).await?.digest;
+                if !self.claim(tgt, &d, parents, guard).await? {
+                    return Ok(());
+                }
+                s_dig = Some(d);
+            }
+            if s_dig == tgt_digest {
+                return Ok(());
+            }
+        }
+        // 4. referrers and digest tags only need the source digest
+        if tgt_head.is_some() && s_dig.is_none() && !opts.force_recursive {
+            let d = self.head_source(src).await?.digest;
+            if !self.claim(tgt, &d, parents, guard).await? {
+                return Ok(());
+            }
+            s_dig = Some(d);
+        }
+        // 5. the source manifest, when something is to be pushed or visited
+        let tgt_is_index = tgt_head
+            .as_ref()
+            .is_some_and(|t| media::is_index(&t.media_type));
+        let need_get = s_dig.is_none()
+            || tgt_head.is_none()
+            || s_dig != tgt_digest
+            || opts.force_recursive
+            || tgt_is_index;
+        let manifest = if need_get {
+            let get_ref = match &s_dig {
+                Some(d) => pinned(src, d),
+                None => src.clone(),
+            };
+            let m = stores
+                .for_ref(src)
+                .manifest_get(&get_ref)
+                .await
+                .map_err(|e| CopyError::store(format!("failed to get manifest {src}"), e))?;
+            match &s_dig {
+                None => {
+                    if !self.claim(tgt, &m.digest, parents, guard).await? {
+                        return Ok(());
+                    }
+                    s_dig = Some(m.digest.clone());
+                }
+                Some(d) if *d != m.digest => {
+                    let e = StoreError::DigestMismatch {
+                        expected: d.to_string(),
+                        got: m.digest.to_string(),
+                    };
+                    return Err(CopyError::store(format!("manifest {src}"), e).into());
+                }
+                Some(_) => {}
+            }
+            Some(m)
+        } else {
+            None
+        };
+        let Some(s_dig) = s_dig else {
+            return Err(CopyError::Invalid(format!("no digest for {src}")).into());
+        };
+        let links = manifest
+            .as_ref()
+            .map(|m| m.links())
+            .transpose()
+            .map_err(|e| CopyError::Invalid(e.to_string()))?;
+        let mut below = parents.to_vec();
+        below.push(s_dig.clone());
+        let mut tasks: FuturesUnordered<Task<'c>> = FuturesUnordered::new();
+        let mut excluded: Vec<String> = Vec::new();
+        if let (Some(m), Some(l)) = (&manifest, &links) {
+            if !src.same_repository(tgt) {
+                if m.is_index() {
+                    // 6. children of an index
+                    for c in &l.children {
+                        if let Some(filter) = &opts.platforms {
+                            let filter = filter.as_ref().map_err(|e| {
+                                CopyError::Invalid(format!("invalid platforms: {e}"))
+                            })?;
+                            if !filter.keeps(c.platform.as_ref()) {
+                                let p = platform_text(c);
+                                slog::debug!(self.log(), "Platform excluded from copy";
+                                    "platform" => &p);
+                                excluded.push(p);
+                                continue;
+                            }
+                        }
+                        tasks.push(self.child_task(src, tgt, c.clone(), below.clone()));
+                    }
+                } else {
+                    // 7. config and layers of an image
+                    for (i, b) in l.blobs.iter().enumerate() {
+                        let kind = if i == 0 && l.has_config {
+                            BlobKind::Config
+                        } else {
+                            BlobKind::Layer
+                        };
+                        if b.is_external() && !opts.include_external {
+                            slog::debug!(self.log(), "Skipping external layer";
+                                "source" => %src, "target" => %tgt, "layer" => %b.digest);
+                            continue;
+                        }
+                        let (s, t, b) = (src.clone(), tgt.clone(), b.clone());
+                        tasks.push(
+                            async move { self.copy_blob(&s, &t, &b, kind).await.map_err(Fail::from) }
+                                .boxed(),
+                        );
+                    }
+                }
+            }
+        }
+        // 8. fail early on what has failed already, without waiting for the rest
+        check_now(&mut tasks).await?;
+        // 9.–10. referrers and digest tags, listed while the children and blobs move
+        let related = drive(&mut tasks, self.related(src, tgt, &s_dig, &below)).await?;
+        tasks.extend(related);
+        // 11. everything
+        wait_all(&mut tasks).await?;
+        // 12. the manifest itself, bytes unchanged
+        let mut pushed = false;
+        if let Some(m) = &manifest {
+            if tgt_digest.as_ref() != Some(&s_dig) || opts.force_recursive {
+                self.push(tgt, m, role, &excluded).await?;
+                pushed = true;
+            }
+        }
+        self.track_referrer(tgt, manifest.as_ref(), links.as_ref(), role, pushed)
             .await
+    }
+
+    /// A child of an index (spec §6.2 step 6): a manifest, a blob, or whichever works.
+    fn child_task<'c>(
+        &'c self,
+        src: &Reference,
+        tgt: &Reference,
+        c: Descriptor,
+        parents: Vec<Digest>,
+    ) -> Task<'c> {
+        let (src, tgt) = (src.clone(), tgt.clone());
+        async move {
+            slog::debug!(self.log(), "Copy platform";
+                "platform" => platform_text(&c), "digest" => %c.digest);
+            let (csrc, ctgt) = (src.with_digest(&c.digest), tgt.with_digest(&c.digest));
+            if media::is_manifest(&c.media_type) {
+                self.copy_manifest(csrc, ctgt, Some(c), Role::Child, parents)
+                    .await
+            } else if media::is_known_blob(&c.media_type) {
+                Ok(self.copy_blob(&src, &tgt, &c, BlobKind::Layer).await?)
+            } else {
+                match self
+                    .copy_manifest(csrc, ctgt, Some(c.clone()), Role::Child, parents)
+                    .await
+                {
+                    Ok(()) => Ok(()),
+                    Err(_) => Ok(self.copy_blob(&src, &tgt, &c, BlobKind::Layer).await?),
+                }
+            }
+        }
+        .boxed()
+    }
+
+    /// Spec §6.2 steps 9 and 10: start copies of the referrers and digest tags of `s_dig`.
+    async fn related<'c>(
+        &'c self,
+        src: &Reference,
+        tgt: &Reference,
+        s_dig: &Digest,
+        parents: &[Digest],
+    ) -> Result<Vec<Task<'c>>, Fail> {
+        let mut out: Vec<Task<'c>> = Vec::new();
+        let mut fallback_tags = Vec::new();
+        if let Some(filters) = &self.opts.referrers {
+            let rsrc = self
+                .opts
+                .referrer_src
+                .clone()
+                .unwrap_or_else(|| src.repo_only());
+            let rtgt = self
+                .opts
+                .referrer_tgt
+                .clone()
+                .unwrap_or_else(|| tgt.repo_only());
+            let listed = self
+                .run()
+                .stores
+                .for_ref(&rsrc)
+                .referrers(&rsrc, s_dig)
+                .await
+                .map_err(|e| {
+                    CopyError::store(format!("failed to list referrers of {s_dig} in {rsrc}"), e)
+                })?;
+            if rsrc.same_repository(src) {
+                fallback_tags = listed.tags.clone();
+            }
+            for d in select_referrers(&listed.descriptors, filters) {
+                let (s, t) = (rsrc.with_digest(&d.digest), rtgt.with_digest(&d.digest));
+                let role = Role::Referrer {
+                    listed: d.clone(),
+                    subject: s_dig.clone(),
+                };
+                out.push(self.deferrable(s, t, Some(d), role, parents.to_vec()));
+            }
+        }
+        if self.opts.digest_tags {
+            let tags = match self.tags_of(src).await {
+                Ok(t) => t,
+                Err(e) => {
+                    slog::warn!(self.log(), "Failed to list tags for digest-tag copy";
+                        "source" => %src, "err" => %e);
+                    return Err(CopyError::store(
+                        format!("failed to list tags of {}", src.repo_only()),
+                        e,
+                    )
+                    .into());
+                }
+            };
+            for tag in digest_tags(&tags, s_dig, &fallback_tags) {
+                let (s, t) = (src.with_tag(tag), tgt.with_tag(tag));
+                out.push(self.deferrable(s, t, None, Role::DigestTag, parents.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A referrer or digest-tag copy: a loop is deferred to after the whole copy.
+    fn deferrable(
+        &self,
+        src: Reference,
+        tgt: Reference,
+        desc: Option<Descriptor>,
+        role: Role,
+        parents: Vec<Digest>,
+    ) -> Task<'_> {
+        async move {
+            let r = self
+                .copy_manifest(
+                    src.clone(),
+                    tgt.clone(),
+                    desc.clone(),
+                    role.clone(),
+                    parents,
+                )
+                .await;
+            match r {
+                Err(Fail::Loop(key)) => {
+                    slog::debug!(self.log(), "Loop detected, copy deferred";
+                        "source" => %src, "target" => %tgt, "key" => key);
+                    self.defer(Deferred {
+                        src,
+                        tgt,
+                        desc,
+                        role,
+                    });
+                    Ok(())
+                }
+                Err(e) if !e.canceled() => {
+                    match &role {
+                        Role::Referrer { listed, .. } => {
+                            slog::warn!(self.log(), "Failed to copy referrer";
+                                "digest" => %listed.digest, "src" => src.common_name(),
+                                "tgt" => tgt.common_name())
+                        }
+                        _ => slog::warn!(self.log(), "Failed to copy digest-tag";
+                            "tag" => src.tag.as_deref().unwrap_or(""),
+                            "src" => src.common_name(), "tgt" => tgt.common_name()),
+                    }
+                    Err(e)
+                }
+                other => other,
+            }
+        }
+        .boxed()
+    }
+
+    /// The tags of `repo`, listed once per copy.
+    async fn tags_of(&self, repo: &Reference) -> Result<Arc<Vec<String>>, StoreError> {
+        let cell = lock(&self.tag_lists)
+            .entry(repo.repo_key())
+            .or_default()
+            .clone();
+        let repo = repo.repo_only();
+        cell.get_or_try_init(|| async {
+            tag_list_all(self.run().stores.for_ref(&repo), &repo)
+                .await
+                .map(Arc::new)
+        })
+        .await
+        .cloned()
+    }
+
+    /// HEAD the source for its digest (GET where HEAD is disabled).
+    async fn head_source(&self, src: &Reference) -> Result<Descriptor, Fail> {
+        let store = self.run().stores.for_ref(src);
+        let r = match store.manifest_head(src).await {
+            Err(StoreError::Unsupported(_)) => {
+                store.manifest_get(src).await.map(|m| Some(m.descriptor()))
+            }
+            other => other,
+        };
+        match r {
+            Ok(Some(d)) => Ok(d),
+            Ok(None) => Err(CopyError::store(
+                format!("failed to get manifest {src}"),
+                StoreError::NotFound(None),
+            )
+            .into()),
+            Err(e) => Err(CopyError::store(format!("failed to get manifest {src}"), e).into()),
+        }
+    }
+
+    /// Spec §6.2 step 12 / §6.4: push the bytes as they are. A referrers index copied under
+    /// its fallback tag is merged into the target's (never dropping entries other tools put
+    /// there).
+    async fn push(
+        &self,
+        tgt: &Reference,
+        m: &Manifest,
+        role: &Role,
+        excluded: &[String],
+    ) -> Result<(), Fail> {
+        let store = self.run().stores.for_ref(tgt);
+        let fallback = match (role.is_child(), &tgt.tag) {
+            (false, Some(tag)) if m.media_type == media::OCI_INDEX => fallback_subject(tag),
+            _ => None,
+        };
+        let result = match fallback {
+            Some(subject) => fallback_merge(store, &tgt.repo_only(), &subject, m)
+                .await
+                .map(|_| ()),
+            None => store.manifest_put(tgt, m, role.is_child()).await,
+        };
+        match result {
+            Ok(()) => {
+                bump(&self.run().counters.manifests_pushed);
+                Ok(())
+            }
+            Err(e) => {
+                if !matches!(e, StoreError::Canceled) {
+                    slog::warn!(self.log(), "Failed to push manifest"; "target" => %tgt, "err" => %e);
+                }
+                if !excluded.is_empty()
+                    && m.is_index()
+                    && matches!(e, StoreError::HttpStatus { status: 400, .. })
+                {
+                    return Err(CopyError::store(
+                        format!(
+                            "registry refused the index {tgt}: its children excluded by \
+                             `platforms` ({}) are absent from the target, and this registry \
+                             does not accept an index with absent children",
+                            excluded.join(", ")
+                        ),
+                        e,
+                    )
+                    .into());
+                }
+                Err(CopyError::store(format!("failed to push manifest {tgt}"), e).into())
+            }
+        }
+    }
+
+    /// Keep the target's referrers listing current (spec §6.5): after a push of a manifest
+    /// with a `subject`, and for every referrer copied (also when it was there already, so
+    /// that an index missing it gets repaired).
+    async fn track_referrer(
+        &self,
+        tgt: &Reference,
+        manifest: Option<&Manifest>,
+        links: Option<&crate::oci::ManifestLinks>,
+        role: &Role,
+        pushed: bool,
+    ) -> Result<(), Fail> {
+        let is_referrer = matches!(role, Role::Referrer { .. });
+        if !(pushed || is_referrer) {
+            return Ok(());
+        }
+        let (subject, entry) = match (manifest, links, role) {
+            (Some(m), Some(l), _) => match &l.subject {
+                Some(s) => (
+                    s.digest.clone(),
+                    m.referrer_entry()
+                        .map_err(|e| CopyError::Invalid(e.to_string()))?,
+                ),
+                None => return Ok(()),
+            },
+            (None, _, Role::Referrer { listed, subject }) => (subject.clone(), index_entry(listed)),
+            _ => return Ok(()),
+        };
+        let repo = tgt.repo_only();
+        self.run()
+            .stores
+            .for_ref(&repo)
+            .referrer_added(&repo, &subject, &entry)
+            .await
+            .map_err(|e| {
+                CopyError::store(
+                    format!("failed to update the referrers of {subject} in {repo}"),
+                    e,
+                )
+            })?;
+        Ok(())
     }
 
     async fn copy_blob(
@@ -419,11 +1157,6 @@ impl ImageJob {
         blob: &Descriptor,
         kind: BlobKind,
     ) -> Result<(), CopyError> {
-        if blob.is_external() && !self.step.flag(self.step.step.include_external) {
-            slog::debug!(self.log(), "Skipping external layer";
-                "source" => %src, "target" => %tgt, "layer" => %blob.digest);
-            return Ok(());
-        }
         // regsync's message names and fields (spec §14).
         match kind {
             BlobKind::Config => slog::info!(self.log(), "Copy config";
@@ -453,6 +1186,69 @@ impl ImageJob {
             ))),
         }
     }
+}
+
+fn platform_text(d: &Descriptor) -> String {
+    d.platform
+        .as_ref()
+        .map(|p| Platform::from_descriptor(p).to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The first error `e` of a group: a cancellation gives way to a real error of the others.
+async fn settle(e: Fail, tasks: &mut FuturesUnordered<Task<'_>>) -> Fail {
+    if !e.canceled() {
+        return e;
+    }
+    while let Some(r) = tasks.next().await {
+        if let Err(x) = r {
+            if !x.canceled() {
+                return x;
+            }
+        }
+    }
+    e
+}
+
+/// Spec §6.2 step 8: only the results already in; an error drops (cancels) the rest.
+async fn check_now(tasks: &mut FuturesUnordered<Task<'_>>) -> Result<(), Fail> {
+    while let Some(Some(r)) = tasks.next().now_or_never() {
+        if let Err(e) = r {
+            return Err(settle(e, tasks).await);
+        }
+    }
+    Ok(())
+}
+
+/// Run `fut` while the tasks keep moving; a task error stops both.
+async fn drive<T>(
+    tasks: &mut FuturesUnordered<Task<'_>>,
+    fut: impl std::future::Future<Output = Result<T, Fail>>,
+) -> Result<T, Fail> {
+    tokio::pin!(fut);
+    loop {
+        if tasks.is_empty() {
+            return fut.await;
+        }
+        tokio::select! {
+            r = &mut fut => return r,
+            Some(r) = tasks.next() => {
+                if let Err(e) = r {
+                    return Err(settle(e, tasks).await);
+                }
+            }
+        }
+    }
+}
+
+/// Spec §6.2 step 11: every task; the first error drops the rest.
+async fn wait_all(tasks: &mut FuturesUnordered<Task<'_>>) -> Result<(), Fail> {
+    while let Some(r) = tasks.next().await {
+        if let Err(e) = r {
+            return Err(settle(e, tasks).await);
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy)]

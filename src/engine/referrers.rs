@@ -74,8 +74,7 @@ impl CopyOpts {
 /// One filter: `artifactType` equal when set; every annotation key present, with an equal
 /// value when the filter's value is not empty.
 fn filter_matches(d: &Descriptor, f: &ReferrerFilter) -> bool {
-    if !f.artifact_type.is_empty() && d.artifact_type.as_deref() != Some(f.artifact_type.as_str())
-    {
+    if !f.artifact_type.is_empty() && d.artifact_type.as_deref() != Some(f.artifact_type.as_str()) {
         return false;
     }
     f.annotations.iter().all(|(k, v)| {
@@ -168,7 +167,10 @@ mod tests {
         );
         // value must equal when given
         assert_eq!(
-            digests(select_referrers(&list, &[filter("", &[("preference", "2")])])),
+            digests(select_referrers(
+                &list,
+                &[filter("", &[("preference", "2")])]
+            )),
             vec![list[2].digest.clone()]
         );
         // both conditions in one filter; union over filters, each referrer once

@@ -11,7 +11,7 @@
 
 use super::cron::{self, Clock, Schedule};
 use super::messages::{GetStepStats, ListStep, RunSteps, Serve};
-use super::report::{CountSnapshot, RunReport, StepRunReport, StepStats};
+use super::report::{RunReport, StepRunReport, StepStats};
 use super::tag_lister::TagLister;
 use super::{CopyError, Mode, RunCtx, StepCtx};
 use actix::{Actor, Addr, Context, Handler, MessageResult, ResponseFuture};
@@ -284,6 +284,9 @@ fn dedup_keep_order(lines: &mut Vec<String>) {
     lines.retain(|l| seen.insert(l.clone()));
 }
 
+/// Longest single timer of [`fire_loop`].
+const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Starts `job` at every firing of `schedule` until `cancel` fires; a firing while the
 /// previous job is still running calls `skipped` instead. Returns once the last started job
 /// has finished. Time comes from `clock` and waits use tokio's timer (paused time in tests).
@@ -299,11 +302,21 @@ pub(crate) async fn fire_loop<J, F>(
 {
     let mut running: Option<JoinHandle<()>> = None;
     let mut now = clock.now();
-    while let Some(next) = schedule.next(now) {
-        let wait = (next - now).to_std().unwrap_or_default();
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = cancel.cancelled() => break,
+    'firings: while let Some(next) = schedule.next(now) {
+        // Sleep in bounded slices and re-read the clock: a wall clock that jumps is noticed,
+        // and no timer outlives tokio's maximum (a Feb 29 schedule sleeps for years).
+        loop {
+            let wait = (next - clock.now()).to_std().unwrap_or_default();
+            if wait.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait.min(MAX_SLEEP)) => {}
+                _ = cancel.cancelled() => break 'firings,
+            }
+        }
+        if cancel.is_cancelled() {
+            break;
         }
         // Never earlier than the firing itself, so a cron firing cannot repeat its second.
         now = clock.now().max(next);
@@ -316,15 +329,6 @@ pub(crate) async fn fire_loop<J, F>(
     if let Some(h) = running {
         let _ = h.await;
     }
-}
-
-/// Sum of per-step counters (for tests and metrics).
-pub fn total(stats: &[StepStats]) -> CountSnapshot {
-    let mut t = CountSnapshot::default();
-    for s in stats {
-        t.add(&s.totals);
-    }
-    t
 }
 
 #[cfg(test)]
@@ -412,6 +416,16 @@ mod tests {
         let (starts, _, ended) = drive("@hourly", "2024-01-01T00:00:00Z", 0, 5.0).await;
         assert!(starts.is_empty());
         assert_eq!(ended.round(), 5.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_waits_are_sliced_and_still_fire_on_time() {
+        let (starts, _, _) = drive("TZ=UTC @hourly", "2024-01-01T00:00:00Z", 0, 7300.0).await;
+        assert_eq!(round(&starts), [3600.0, 7200.0]);
+        let (starts, _, ended) =
+            drive("TZ=UTC 0 0 29 2 *", "2025-03-01T00:00:00Z", 0, 7200.0).await;
+        assert!(starts.is_empty());
+        assert_eq!(ended.round(), 7200.0);
     }
 
     #[test]

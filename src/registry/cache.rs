@@ -3,7 +3,8 @@
 //! * Manifests fetched by GET, or pushed, are kept under registry + repository + digest.
 //!   Only lookups by digest can hit: content addressed by digest never changes.
 //! * Referrer lists are kept under registry + repository + subject digest; pushing a manifest
-//!   with a `subject` drops its subject's list.
+//!   with a `subject`, or a fallback referrers index (tag `<alg>-<hex>`), drops the subject's
+//!   list.
 //! * An entry expires `cacheTime` after its last use; when a table holds more than
 //!   `cacheCount` entries it is pruned (expired entries, then the least recently used) to 90 %.
 //! * The cache is on only when both settings are > 0.
@@ -15,7 +16,8 @@
 //! merely read (a source) is served from the cache to GETs only; a HEAD on it always goes to
 //! the registry.
 
-use crate::oci::{Descriptor, Digest, Manifest};
+use crate::oci::{Digest, Manifest};
+use crate::store::Referrers;
 use dashmap::DashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
@@ -37,7 +39,7 @@ type Key = (String, String, Digest);
 /// Manifests and referrer lists, shared by every request of a `RegistryStore`.
 pub struct Cache {
     manifests: Table<Key, (Manifest, Origin)>,
-    referrers: Table<Key, Vec<Descriptor>>,
+    referrers: Table<Key, Referrers>,
 }
 
 impl Cache {
@@ -89,9 +91,10 @@ impl Cache {
             .insert(k, (m.clone(), origin), Instant::now());
     }
 
-    /// Remember a manifest this process pushed; a manifest with a `subject` also drops that
-    /// subject's referrer list.
-    pub fn pushed(&self, registry: &str, repo: &str, m: &Manifest) {
+    /// Remember a manifest this process pushed (under `tag`, if any). A manifest with a
+    /// `subject` drops that subject's referrer list, and so does a push to the subject's
+    /// fallback tag `<alg>-<hex>` (the fallback referrers index).
+    pub fn pushed(&self, registry: &str, repo: &str, tag: Option<&str>, m: &Manifest) {
         if !self.enabled() {
             return;
         }
@@ -99,6 +102,9 @@ impl Cache {
             if let Some(subject) = links.subject {
                 self.invalidate_referrers(registry, repo, &subject.digest);
             }
+        }
+        if let Some(subject) = tag.and_then(fallback_subject) {
+            self.invalidate_referrers(registry, repo, &subject);
         }
         self.manifests.insert(
             key(registry, repo, &m.digest),
@@ -108,23 +114,12 @@ impl Cache {
     }
 
     /// The cached referrer list of `subject` in a repository.
-    pub fn referrers(
-        &self,
-        registry: &str,
-        repo: &str,
-        subject: &Digest,
-    ) -> Option<Vec<Descriptor>> {
+    pub fn referrers(&self, registry: &str, repo: &str, subject: &Digest) -> Option<Referrers> {
         self.referrers
             .get(&key(registry, repo, subject), Instant::now(), |_| true)
     }
 
-    pub fn put_referrers(
-        &self,
-        registry: &str,
-        repo: &str,
-        subject: &Digest,
-        list: Vec<Descriptor>,
-    ) {
+    pub fn put_referrers(&self, registry: &str, repo: &str, subject: &Digest, list: Referrers) {
         self.referrers
             .insert(key(registry, repo, subject), list, Instant::now());
     }
@@ -136,6 +131,12 @@ impl Cache {
 
 fn key(registry: &str, repo: &str, digest: &Digest) -> Key {
     (registry.to_string(), repo.to_string(), digest.clone())
+}
+
+/// The subject whose fallback referrers tag `tag` is (`sha256-<hex>` → `sha256:<hex>`).
+fn fallback_subject(tag: &str) -> Option<Digest> {
+    let (alg, hex) = tag.split_once('-')?;
+    Digest::parse(&format!("{alg}:{hex}")).ok()
 }
 
 struct Entry<V> {
@@ -269,7 +270,7 @@ mod tests {
             assert!(!c.enabled());
             let m = manifest(1);
             c.fetched("r", "a", &m);
-            c.pushed("r", "a", &m);
+            c.pushed("r", "a", None, &m);
             assert!(c.manifest("r", "a", &m.digest).is_none());
         }
         assert!(Cache::new(1, MIN).enabled());
@@ -293,7 +294,7 @@ mod tests {
         let c = Cache::new(10, MIN);
         let (fetched, pushed) = (manifest(1), manifest(2));
         c.fetched("r", "src", &fetched);
-        c.pushed("r", "tgt", &pushed);
+        c.pushed("r", "tgt", Some("v1"), &pushed);
         // A source read never answers a HEAD (quirk 15), a push does.
         assert!(c.pushed_manifest("r", "src", &fetched.digest).is_none());
         assert!(c.pushed_manifest("r", "tgt", &pushed.digest).is_some());
@@ -341,7 +342,7 @@ mod tests {
         tokio::time::advance(MIN).await;
         assert!(c.manifest("r", "a", &m.digest).is_none());
         // Referrer lists alike.
-        c.put_referrers("r", "a", &m.digest, vec![]);
+        c.put_referrers("r", "a", &m.digest, Referrers::default());
         tokio::time::advance(MIN).await;
         assert!(c.referrers("r", "a", &m.digest).is_none());
     }
@@ -393,10 +394,14 @@ mod tests {
     fn referrer_lists_are_dropped_when_a_referrer_is_pushed() {
         let c = Cache::new(10, MIN);
         let subject = manifest(1);
-        c.put_referrers("r", "a", &subject.digest, vec![]);
-        assert_eq!(c.referrers("r", "a", &subject.digest), Some(vec![]));
+        let list = Referrers {
+            descriptors: vec![subject.descriptor()],
+            tags: vec![],
+        };
+        c.put_referrers("r", "a", &subject.digest, list.clone());
+        assert_eq!(c.referrers("r", "a", &subject.digest), Some(list.clone()));
         // Another repository's list is untouched.
-        c.put_referrers("r", "b", &subject.digest, vec![]);
+        c.put_referrers("r", "b", &subject.digest, list.clone());
         let body = format!(
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"x/sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2}},"layers":[],"subject":{{"mediaType":"{}","digest":"{}","size":{}}}}}"#,
             subject.media_type,
@@ -404,8 +409,12 @@ mod tests {
             subject.bytes.len()
         );
         let referrer = Manifest::from_bytes(Bytes::from(body), None);
-        c.pushed("r", "a", &referrer);
+        c.pushed("r", "a", None, &referrer);
         assert_eq!(c.referrers("r", "a", &subject.digest), None);
-        assert_eq!(c.referrers("r", "b", &subject.digest), Some(vec![]));
+        assert_eq!(c.referrers("r", "b", &subject.digest), Some(list.clone()));
+        // Pushing the fallback index (tag `sha256-<hex>`) drops the list too.
+        let tag = subject.digest.as_str().replace(':', "-");
+        c.pushed("r", "b", Some(&tag), &manifest(7));
+        assert_eq!(c.referrers("r", "b", &subject.digest), None);
     }
 }

@@ -171,7 +171,9 @@ pub(super) async fn put(client: &Client, r: &Reference, m: &Manifest) -> Result<
         }
     }
     drop(resp);
-    client.cache.pushed(&r.registry, &r.repository, m);
+    client
+        .cache
+        .pushed(&r.registry, &r.repository, r.tag.as_deref(), m);
     Ok(())
 }
 
