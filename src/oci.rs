@@ -440,6 +440,37 @@ mod tests {
     }
 
     #[test]
+    fn referrer_entries_and_schema1_layers() {
+        let art = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/example.sbom","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[],"annotations":{"a":"b"}}"#;
+        let m = Manifest::from_bytes(Bytes::from_static(art), None);
+        let e = m.referrer_entry().unwrap();
+        assert_eq!(e.digest, m.digest);
+        assert_eq!(e.artifact_type.as_deref(), Some("application/example.sbom"));
+        assert_eq!(e.annotations.unwrap()["a"], "b");
+        let img = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
+        let e = Manifest::from_bytes(Bytes::from_static(img), None)
+            .referrer_entry()
+            .unwrap();
+        assert_eq!(
+            e.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
+        assert!(e.annotations.is_none());
+
+        let a = "sha256:".to_string() + &"a".repeat(64);
+        let b = "sha256:".to_string() + &"b".repeat(64);
+        let v1 = format!(
+            r#"{{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[{{"blobSum":"{a}"}},{{"blobSum":"{b}"}},{{"blobSum":"{a}"}}]}}"#
+        );
+        let m = Manifest::from_bytes(Bytes::from(v1), Some(media::DOCKER_V1));
+        let l = m.links().unwrap();
+        assert!(!l.has_config);
+        let ds: Vec<String> = l.blobs.iter().map(|d| d.digest.to_string()).collect();
+        assert_eq!(ds, vec![a, b]);
+        assert!(l.blobs.iter().all(|d| d.size == -1));
+    }
+
+    #[test]
     fn links_of_index_and_image() {
         let idx = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":10,"platform":{"architecture":"amd64","os":"linux"}}]}"#;
         let m = Manifest::from_bytes(Bytes::from_static(idx), None);

@@ -320,7 +320,7 @@ fn two() -> i64 {
 enum Entry {
     Kept(serde_json::Value),
     #[serde(skip_deserializing)]
-    New(Descriptor),
+    New(Box<Descriptor>),
 }
 
 impl Entry {
@@ -368,7 +368,7 @@ fn index_add(current: Option<&[u8]>, entry: &Descriptor) -> Result<Option<Bytes>
     {
         return Ok(None);
     }
-    index.manifests.push(Entry::New(entry.clone()));
+    index.manifests.push(Entry::New(Box::new(entry.clone())));
     encode_index(&index).map(Some)
 }
 

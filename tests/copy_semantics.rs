@@ -156,7 +156,7 @@ fn platforms_into_ocidir_pulls_only_the_selected_child() {
     );
     let out = regsync(
         &["once", "-v", "debug"],
-        &config(&[&src], 0, &[step.clone()]),
+        &config(&[&src], 0, std::slice::from_ref(&step)),
     );
     out.assert_ok();
 
@@ -896,7 +896,11 @@ fn fast_check_skips_the_refresh_and_force_recursive_repushes() {
     let (src, dst) = (Registry::start(), Registry::start());
     let s = seed_referrers(&src, "repo", 780);
     let base = image_step(&src.r("repo:v1"), &dst.r("copy:v1"));
-    regsync(&["once"], &config(&[&src, &dst], 0, &[base.clone()])).assert_ok();
+    regsync(
+        &["once"],
+        &config(&[&src, &dst], 0, std::slice::from_ref(&base)),
+    )
+    .assert_ok();
     // fastCheck: the matching top digest ends it, referrers are not looked at
     let m = dst.mark();
     let out = regsync(

@@ -526,7 +526,10 @@ enum Role {
     /// A child of an index (pushed by digest).
     Child,
     /// A referrer of `subject`, as listed (pushed by digest).
-    Referrer { listed: Descriptor, subject: Digest },
+    Referrer {
+        listed: Box<Descriptor>,
+        subject: Digest,
+    },
     /// A digest tag (pushed by tag).
     DigestTag,
 }
@@ -538,6 +541,8 @@ impl Role {
 }
 
 type Task<'c> = BoxFuture<'c, Result<(), Fail>>;
+/// A repository's tags, listed at most once per copy.
+type TagList = Arc<OnceCell<Arc<Vec<String>>>>;
 type Outcome = Option<Result<(), Fail>>;
 
 /// The seen table (spec §6.1): a copy in progress (its result arrives on the channel) or done.
@@ -600,7 +605,7 @@ struct Copier {
     opts: CopyOpts,
     seen: StdMutex<HashMap<String, Seen>>,
     deferred: StdMutex<VecDeque<Deferred>>,
-    tag_lists: StdMutex<HashMap<String, Arc<OnceCell<Arc<Vec<String>>>>>>,
+    tag_lists: StdMutex<HashMap<String, TagList>>,
 }
 
 impl Copier {
@@ -945,7 +950,7 @@ impl Copier {
             for d in select_referrers(&listed.descriptors, filters) {
                 let (s, t) = (rsrc.with_digest(&d.digest), rtgt.with_digest(&d.digest));
                 let role = Role::Referrer {
-                    listed: d.clone(),
+                    listed: Box::new(d.clone()),
                     subject: s_dig.clone(),
                 };
                 out.push(self.deferrable(s, t, Some(d), role, parents.to_vec()));

@@ -1236,6 +1236,72 @@ mod tests {
         assert_eq!(idx.manifests.len(), 4);
     }
 
+    #[tokio::test]
+    async fn pushing_a_referrer_maintains_the_fallback_index() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("refs");
+        let s = store();
+        let subject = image(1);
+        s.manifest_put(&oref(&dir, ":v1"), &subject, false)
+            .await
+            .unwrap();
+        let referrer = |n: u32, at: Option<&str>| {
+            let mut v = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": media::OCI_MANIFEST,
+                "config": {"mediaType": "application/example.config", "digest": Digest::sha256_of(b"{}"), "size": 2},
+                "layers": [],
+                "subject": subject.descriptor(),
+                "annotations": {"n": n.to_string()},
+            });
+            if let Some(at) = at {
+                v["artifactType"] = serde_json::json!(at);
+            }
+            Manifest::from_bytes(Bytes::from(serde_json::to_vec(&v).unwrap()), None)
+        };
+        let (r1, r2) = (
+            referrer(1, Some("application/example.sbom")),
+            referrer(2, None),
+        );
+        s.manifest_put(&oref(&dir, &format!("@{}", r1.digest)), &r1, true)
+            .await
+            .unwrap();
+        s.manifest_put(&oref(&dir, &format!("@{}", r2.digest)), &r2, true)
+            .await
+            .unwrap();
+        // pushing one again changes nothing
+        s.manifest_put(&oref(&dir, &format!("@{}", r1.digest)), &r1, true)
+            .await
+            .unwrap();
+        let listed = s.referrers(&oref(&dir, ""), &subject.digest).await.unwrap();
+        let tag = crate::store::fallback_tag(&subject.digest);
+        assert_eq!(listed.tags, vec![tag.clone()]);
+        let got: Vec<(Digest, Option<String>)> = listed
+            .descriptors
+            .iter()
+            .map(|d| (d.digest.clone(), d.artifact_type.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (r1.digest.clone(), Some("application/example.sbom".into())),
+                // no artifactType: the config media type
+                (r2.digest.clone(), Some("application/example.config".into())),
+            ]
+        );
+        assert_eq!(
+            listed.descriptors[1].annotations.as_ref().unwrap()["n"],
+            "2"
+        );
+        // the index is a tagged entry; the referrers are not
+        let idx = index_of(&dir).await;
+        let tagged: Vec<Option<String>> = names(&idx).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(tagged, vec![Some("v1".to_string()), Some(tag)]);
+        // no referrers: an empty list
+        let none = s.referrers(&oref(&dir, ""), &r1.digest).await.unwrap();
+        assert!(none.descriptors.is_empty() && none.tags.is_empty());
+    }
+
     // ---- garbage collection (spec §10.4) ----
 
     /// Put `data` as a blob; its descriptor.

@@ -205,3 +205,141 @@ pub(super) async fn added(
     }
     fallback_add(store, repo, subject, entry).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::client::test_util;
+    use super::super::RegistryOptions;
+    use super::*;
+    use crate::store::{fallback_tag, Store};
+    use axum::extract::Request as AxRequest;
+    use bytes::Bytes;
+    use std::sync::{Arc, Mutex};
+
+    fn store(addr: &str) -> RegistryStore {
+        RegistryStore {
+            client: test_util::client(&[addr], RegistryOptions::new("ua"), API_MEMORY),
+        }
+    }
+
+    fn entry(n: u8) -> Descriptor {
+        let mut d = Descriptor::new(media::OCI_MANIFEST, Digest::sha256_of(&[n]), 10 + n as i64);
+        d.artifact_type = Some("application/example.sbom".into());
+        d
+    }
+
+    fn index(entries: &[Descriptor]) -> String {
+        serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": entries})
+            .to_string()
+    }
+
+    fn response(status: u16, ct: &str, body: String) -> axum::http::Response<axum::body::Body> {
+        axum::http::Response::builder()
+            .status(status)
+            .header("content-type", ct)
+            .body(axum::body::Body::from(body))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_api_is_used_with_its_pages() {
+        let subject = Digest::sha256_of(b"subject");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let app = axum::Router::new().fallback(move |req: AxRequest| {
+            let seen = s2.clone();
+            async move {
+                let uri = req.uri().to_string();
+                seen.lock().unwrap().push(format!("{} {uri}", req.method()));
+                if !uri.contains("/referrers/") {
+                    return response(404, "text/plain", "404 page not found".into());
+                }
+                if uri.contains("page=2") {
+                    return response(200, media::OCI_INDEX, index(&[entry(2)]));
+                }
+                let mut r = response(200, media::OCI_INDEX, index(&[entry(1)]));
+                let link = format!("<{}?page=2>; rel=\"next\"", req.uri().path());
+                r.headers_mut().insert("link", link.parse().unwrap());
+                r
+            }
+        });
+        let addr = test_util::serve(app).await;
+        let s = store(&addr);
+        let repo = Reference::parse(&format!("{addr}/app")).unwrap();
+        let got = s.referrers(&repo, &subject).await.unwrap();
+        assert_eq!(got.descriptors, vec![entry(1), entry(2)]);
+        assert!(got.tags.is_empty());
+        // the registry indexes pushed referrers itself: nothing to write
+        assert!(!s.referrer_added(&repo, &subject, &entry(3)).await.unwrap());
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen
+            .iter()
+            .all(|l| l.starts_with("GET ") && l.contains("/referrers/")));
+    }
+
+    #[tokio::test]
+    async fn without_the_api_the_fallback_tag_is_read_and_maintained() {
+        let subject = Digest::sha256_of(b"subject");
+        let tag = fallback_tag(&subject);
+        let stored: Arc<Mutex<Option<Bytes>>> = Arc::new(Mutex::new(None));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (s2, st2) = (seen.clone(), stored.clone());
+        let app = axum::Router::new().fallback(move |req: AxRequest| {
+            let (seen, stored) = (s2.clone(), st2.clone());
+            async move {
+                let (method, path) = (req.method().clone(), req.uri().path().to_string());
+                seen.lock().unwrap().push(format!("{method} {path}"));
+                if path.contains("/referrers/") {
+                    // distribution 2.8
+                    return response(404, "text/plain", "404 page not found".into());
+                }
+                if method == Method::PUT {
+                    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                        .await
+                        .unwrap();
+                    *stored.lock().unwrap() = Some(body);
+                    return response(201, "text/plain", String::new());
+                }
+                match stored.lock().unwrap().clone() {
+                    Some(b) => response(
+                        200,
+                        media::OCI_INDEX,
+                        String::from_utf8(b.to_vec()).unwrap(),
+                    ),
+                    None => response(
+                        404,
+                        "application/json",
+                        r#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#.into(),
+                    ),
+                }
+            }
+        });
+        let addr = test_util::serve(app).await;
+        let s = store(&addr);
+        let repo = Reference::parse(&format!("{addr}/app")).unwrap();
+        assert_eq!(
+            s.referrers(&repo, &subject).await.unwrap(),
+            Referrers::default()
+        );
+        assert!(s.referrer_added(&repo, &subject, &entry(1)).await.unwrap());
+        assert!(s.referrer_added(&repo, &subject, &entry(2)).await.unwrap());
+        assert!(!s.referrer_added(&repo, &subject, &entry(1)).await.unwrap());
+        let got = s.referrers(&repo, &subject).await.unwrap();
+        assert_eq!(got.descriptors, vec![entry(1), entry(2)]);
+        assert_eq!(got.tags, vec![tag.clone()]);
+        let seen = seen.lock().unwrap().clone();
+        // the API was asked once; its absence is remembered
+        assert_eq!(
+            seen.iter().filter(|l| l.contains("/referrers/")).count(),
+            1,
+            "{seen:?}"
+        );
+        assert_eq!(
+            seen.iter()
+                .filter(|l| *l == &format!("PUT /v2/app/manifests/{tag}"))
+                .count(),
+            2
+        );
+    }
+}
