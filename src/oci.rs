@@ -311,12 +311,18 @@ impl Manifest {
     /// Build from fetched bytes. The media type comes from the response header when present,
     /// else from the body (spec §7.2).
     pub fn from_bytes(bytes: Bytes, header_media_type: Option<&str>) -> Self {
-        let digest = Digest::sha256_of(&bytes);
         let media_type = match header_media_type {
             Some(mt) if !mt.is_empty() && mt != "application/json" && mt != "text/plain" => {
                 mt.to_string()
             }
             _ => infer_media_type(&bytes),
+        };
+        let digest = if media_type == media::DOCKER_V1_SIGNED {
+            schema1_payload(&bytes)
+                .map(|p| Digest::sha256_of(&p))
+                .unwrap_or_else(|| Digest::sha256_of(&bytes))
+        } else {
+            Digest::sha256_of(&bytes)
         };
         Manifest {
             media_type,
@@ -390,6 +396,38 @@ impl Manifest {
         d.annotations = links.annotations.filter(|a| !a.is_empty());
         Ok(d)
     }
+}
+
+/// The signed payload of a Docker schema 1 manifest (spec §6.6): the bytes before the
+/// signatures (`formatLength` of the first signature's protected header) followed by its
+/// `formatTail`. Its digest is the manifest's digest. `None` when unsigned or malformed.
+fn schema1_payload(bytes: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    #[derive(Deserialize)]
+    struct Signed {
+        signatures: Vec<Signature>,
+    }
+    #[derive(Deserialize)]
+    struct Signature {
+        protected: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Protected {
+        format_length: usize,
+        format_tail: String,
+    }
+    let b64 = |s: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s.trim_end_matches('='))
+            .ok()
+    };
+    let signed: Signed = serde_json::from_slice(bytes).ok()?;
+    let first = signed.signatures.first()?;
+    let p: Protected = serde_json::from_slice(&b64(&first.protected)?).ok()?;
+    let mut payload = bytes.get(..p.format_length)?.to_vec();
+    payload.extend(b64(&p.format_tail)?);
+    Some(payload)
 }
 
 /// Media type from the body when the server did not say (spec §7.2).
@@ -468,6 +506,33 @@ mod tests {
         let ds: Vec<String> = l.blobs.iter().map(|d| d.digest.to_string()).collect();
         assert_eq!(ds, vec![a, b]);
         assert!(l.blobs.iter().all(|d| d.size == -1));
+    }
+
+    #[test]
+    fn schema1_signed_digest_covers_the_payload() {
+        use base64::Engine as _;
+        let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let payload = b"{\n   \"schemaVersion\": 1,\n   \"name\": \"x\",\n   \"fsLayers\": []\n}";
+        let cut = payload.len() - 2; // before "\n}"
+        let protected = enc(format!(
+            r#"{{"formatLength":{cut},"formatTail":"{}","time":"2024-01-01T00:00:00Z"}}"#,
+            enc(&payload[cut..])
+        )
+        .as_bytes());
+        let signed = format!(
+            "{},\n   \"signatures\": [{{\"header\": {{}}, \"signature\": \"c2ln\", \"protected\": \"{protected}\"}}]\n}}",
+            std::str::from_utf8(&payload[..cut]).unwrap()
+        );
+        let m = Manifest::from_bytes(Bytes::from(signed.clone()), Some(media::DOCKER_V1_SIGNED));
+        assert_eq!(m.digest, Digest::sha256_of(payload));
+        assert_ne!(m.digest, Digest::sha256_of(signed.as_bytes()));
+        // inferred from the body too; unsigned: the plain digest
+        assert_eq!(
+            Manifest::from_bytes(Bytes::from(signed), None).digest,
+            Digest::sha256_of(payload)
+        );
+        let plain = Manifest::from_bytes(Bytes::from_static(payload), Some(media::DOCKER_V1));
+        assert_eq!(plain.digest, Digest::sha256_of(payload));
     }
 
     #[test]

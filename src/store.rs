@@ -373,6 +373,8 @@ fn index_add(current: Option<&[u8]>, entry: &Descriptor) -> Result<Option<Bytes>
 }
 
 /// The new bytes of a fallback index receiving `incoming`; `None` when nothing changes.
+/// When `incoming` lists everything the current index lists, it replaces it as is (a mirror
+/// ends up byte-identical to its source); otherwise its missing entries are appended.
 fn index_merge(current: Option<&[u8]>, incoming: &Manifest) -> Result<Option<Bytes>, StoreError> {
     let Some(current) = current else {
         return Ok(Some(incoming.bytes.clone()));
@@ -381,8 +383,16 @@ fn index_merge(current: Option<&[u8]>, incoming: &Manifest) -> Result<Option<Byt
         return Ok(None);
     }
     let mut index = parse_index(current)?;
+    let theirs = parse_index(&incoming.bytes)?.manifests;
+    let covered = index.manifests.iter().all(|e| {
+        e.digest()
+            .is_some_and(|d| theirs.iter().any(|x| x.digest() == Some(d)))
+    });
+    if covered {
+        return Ok(Some(incoming.bytes.clone()));
+    }
     let mut added = false;
-    for e in parse_index(&incoming.bytes)?.manifests {
+    for e in theirs {
         let present = e
             .digest()
             .is_some_and(|d| index.manifests.iter().any(|x| x.digest() == Some(d)));
@@ -569,6 +579,19 @@ mod tests {
             .map(|n| digest(*n).to_string())
             .collect();
         assert_eq!(got, want);
+        // the target lists a subset (its own appends): the source's bytes replace it
+        assert_eq!(
+            index_merge(Some(&mk(&[2, 1]).bytes), &src)
+                .unwrap()
+                .unwrap(),
+            src.bytes
+        );
+        assert_eq!(
+            index_merge(Some(&mk(&[3, 2, 1]).bytes), &src)
+                .unwrap()
+                .unwrap(),
+            src.bytes
+        );
         // a superset already: nothing to write
         assert!(index_merge(Some(&mk(&[3, 2, 1, 9]).bytes), &src)
             .unwrap()

@@ -187,7 +187,7 @@ fn a_429_pauses_the_registry_for_everyone() {
     let ra = Duration::from_secs(ra.expect("Retry-After"));
     // Requests already granted when the 429 arrived may land just after it; after that, nobody
     // may talk to the registry until Retry-After has passed.
-    let quiet_from = t0 + Duration::from_millis(150);
+    let quiet_from = t0 + Duration::from_millis(300);
     let quiet_to = t0 + ra - Duration::from_millis(100);
     let during: Vec<_> = proxy
         .arrivals()

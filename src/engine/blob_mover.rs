@@ -34,7 +34,7 @@ type Move = Shared<BoxFuture<'static, Result<BlobMoved, CopyError>>>;
 
 /// How many times a failed blob stream is restarted from scratch (the registry layer already
 /// resumes interrupted downloads; this covers failed uploads).
-const BLOB_ATTEMPTS: u32 = 3;
+const BLOB_ATTEMPTS: u32 = 6;
 
 pub struct BlobMover {
     run: Arc<RunCtx>,

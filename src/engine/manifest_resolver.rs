@@ -1,10 +1,14 @@
-//! ManifestResolver: decides per image (spec §5.5) and walks the manifest graph (spec §6.2),
-//! asking the BlobMover for every blob. It owns `defaults.parallel`: the number of image
-//! copies in flight. Lookups (HEADs) happen outside that limit, as in regsync.
+//! ManifestResolver: decides per image (spec §5.5: lookups, `platform`, backup) and walks
+//! the manifest graph (spec §6: [`Copier`]), asking the BlobMover for every blob. It owns
+//! `defaults.parallel`: the number of image copies in flight. Lookups (HEADs) happen outside
+//! that limit, as in regsync.
 //!
-//! Push order, in one place (`copy_manifest`): every blob and child manifest a manifest
-//! references has landed in the target before that manifest is pushed; children are pushed by
-//! digest; the tag is written last.
+//! Push order, in one place (`Copier::copy_inner`): every blob and child manifest a manifest
+//! references, and its referrers and digest tags, have landed in the target before that
+//! manifest is pushed; children and referrers are pushed by digest; the tag is written last.
+//! Loops between manifests (an index that is a referrer of its own child, a digest tag that
+//! points at its own manifest) are detected through the seen table and the chain of parents,
+//! and the referrer or digest-tag copy that closed the loop runs again after the whole copy.
 
 use super::messages::{MayPull, MoveBlob, PullVerdict, RateLimitQuery, SyncImage};
 use super::referrers::{digest_tags, index_entry, select_referrers, CopyOpts};
@@ -108,7 +112,7 @@ impl ImageJob {
         &self.step.run.log
     }
 
-    /// Spec §5.5 (`processRef`), minus platform/backup/rate limit (later issues).
+    /// Spec §5.5 (`processRef`).
     async fn sync(&self, source: Reference, target: Reference, mode: Mode) -> ImageOutcome {
         match self.decide_and_copy(&source, &target, mode).await {
             Ok(outcome) => outcome,
