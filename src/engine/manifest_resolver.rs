@@ -247,7 +247,8 @@ impl ImageJob {
         // 14. the copy
         let opts = CopyOpts::from_step(&self.step);
         slog::debug!(self.log(), "Image sync running"; "source" => %source, "target" => %target);
-        let copier = Copier::new(self.step.clone(), self.blobs.clone(), opts);
+        let copier = Copier::new(self.step.clone(), self.blobs.clone(), opts)
+            .with_top_target(target, tgt_desc.clone());
         let result = tokio::select! {
             r = copier.copy(src_copy, target.clone()) => r,
             _ = cancel.cancelled() => Err(CopyError::Canceled),
@@ -610,6 +611,9 @@ struct Copier {
     seen: StdMutex<HashMap<String, Seen>>,
     deferred: StdMutex<VecDeque<Deferred>>,
     tag_lists: StdMutex<HashMap<String, TagList>>,
+    /// The top-level target as the image decision just saw it (spec §5.5 step 3), so the
+    /// copy does not HEAD it a second time.
+    top_target: StdMutex<Option<(Reference, Option<Descriptor>)>>,
 }
 
 impl Copier {
@@ -621,7 +625,13 @@ impl Copier {
             seen: StdMutex::new(HashMap::new()),
             deferred: StdMutex::new(VecDeque::new()),
             tag_lists: StdMutex::new(HashMap::new()),
+            top_target: StdMutex::new(None),
         }
+    }
+
+    fn with_top_target(self, target: &Reference, seen: Option<Descriptor>) -> Self {
+        *lock(&self.top_target) = Some((target.clone(), seen));
+        self
     }
 
     fn run(&self) -> &RunCtx {
@@ -747,12 +757,28 @@ impl Copier {
             }
         }
         // 2. the target
-        let tgt_head = match tgt_store.manifest_head(tgt).await {
-            Ok(d) => d,
-            Err(e @ StoreError::Network { .. }) => {
-                return Err(CopyError::store("failed to access target registry", e).into())
+        let known = match role {
+            Role::Top => {
+                let mut top = lock(&self.top_target);
+                match top.take() {
+                    Some((t, seen)) if t == *tgt => Some(seen),
+                    other => {
+                        *top = other;
+                        None
+                    }
+                }
             }
-            Err(_) => None,
+            _ => None,
+        };
+        let tgt_head = match known {
+            Some(seen) => seen,
+            None => match tgt_store.manifest_head(tgt).await {
+                Ok(d) => d,
+                Err(e @ StoreError::Network { .. }) => {
+                    return Err(CopyError::store("failed to access target registry", e).into())
+                }
+                Err(_) => None,
+            },
         };
         let tgt_digest = tgt_head.as_ref().map(|t| t.digest.clone());
         // 3. a plain copy stops at a matching digest
