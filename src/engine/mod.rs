@@ -198,10 +198,9 @@ impl Engine {
         Ok(Engine { run, scheduler })
     }
 
-    /// `regsync server` (spec §12): the initial pass, then every step on its schedule until
-    /// `self.run.cancel` fires. The report holds every error of the server's lifetime.
-    pub async fn serve(&self, config: &Config, clock: cron::Clock) -> RunReport {
-        let steps = config
+    /// Every step of `config`, numbered as in the file, bound to this run.
+    fn step_ctxs(&self, config: &Config) -> Vec<Arc<StepCtx>> {
+        config
             .sync
             .iter()
             .enumerate()
@@ -212,7 +211,13 @@ impl Engine {
                     run: self.run.clone(),
                 })
             })
-            .collect();
+            .collect()
+    }
+
+    /// `regsync server` (spec §12): the initial pass, then every step on its schedule until
+    /// `self.run.cancel` fires. The report holds every error of the server's lifetime.
+    pub async fn serve(&self, config: &Config, clock: cron::Clock) -> RunReport {
+        let steps = self.step_ctxs(config);
         match self.scheduler.send(messages::Serve { steps, clock }).await {
             Ok(report) => report,
             Err(e) => RunReport {
@@ -224,18 +229,7 @@ impl Engine {
 
     /// Run every step of `config` once (`once`, `check`).
     pub async fn run_once(&self, config: &Config, mode: Mode) -> RunReport {
-        let steps = config
-            .sync
-            .iter()
-            .enumerate()
-            .map(|(index, step)| {
-                Arc::new(StepCtx {
-                    index,
-                    step: step.clone(),
-                    run: self.run.clone(),
-                })
-            })
-            .collect();
+        let steps = self.step_ctxs(config);
         match self
             .scheduler
             .send(messages::RunSteps { steps, mode })
