@@ -844,6 +844,20 @@ impl Copier {
         let Some(s_dig) = s_dig else {
             return Err(CopyError::Invalid(format!("no digest for {src}")).into());
         };
+        // A signed schema 1 manifest's digest covers its payload, not its bytes: an OCI
+        // layout (content-addressed by the bytes) cannot hold it.
+        if tgt.scheme == Scheme::OciDir
+            && manifest
+                .as_ref()
+                .is_some_and(|m| m.media_type == media::DOCKER_V1_SIGNED)
+        {
+            return Err(CopyError::Invalid(format!(
+                "cannot copy {src} to {tgt}: signed Docker schema 1 manifests ({}) are not \
+                 supported in an OCI layout",
+                media::DOCKER_V1_SIGNED
+            ))
+            .into());
+        }
         let links = manifest
             .as_ref()
             .map(|m| m.links())

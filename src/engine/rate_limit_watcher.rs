@@ -38,7 +38,7 @@ pub const TEST_RETRY_ENV: &str = "REGSYNC_TEST_MIN_RATELIMIT_RETRY";
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// The longest pause honoured (a bogus `Retry-After` must not overflow an `Instant`).
-const PAUSE_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+const PAUSE_MAX: Duration = Duration::from_secs(6 * 3600);
 /// `ratelimit.retry` when a step somehow has none (the config merge guarantees ≥ 5m).
 const DEFAULT_RETRY: Duration = Duration::from_secs(300);
 

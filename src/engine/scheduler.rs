@@ -153,7 +153,14 @@ impl Server {
             slog::debug!(self.log(), "Scheduled task";
                 "source" => &s.source, "target" => &s.target, "type" => &s.kind,
                 "sched" => &sched);
-            match cron::parse(&sched) {
+            // A spec that parses but never fires (`0 0 30 2 *`) is an error too, not a step
+            // that silently never runs.
+            let parsed =
+                cron::parse(&sched).and_then(|schedule| match schedule.next(chrono::Utc::now()) {
+                    Some(_) => Ok(schedule),
+                    None => Err(cron::CronError("the schedule never fires".into())),
+                });
+            match parsed {
                 Ok(schedule) => scheduled.push((step.clone(), schedule)),
                 Err(e) => {
                     slog::error!(self.log(), "Failed to schedule cron";

@@ -148,14 +148,16 @@ impl RequestGate for ThrottleGate {
         }
     }
 
-    /// Cheap for ordinary responses: only rate-limit headers, a 429 or an error status with
+    /// Cheap for ordinary responses: only rate-limit headers, a 429, or a 503 with
     /// `Retry-After` reach the watcher (in order, before the response reaches its caller).
     fn observe(&self, host: &HostConfig, status: u16, headers: &HeaderMap) {
         let Some(watcher) = &self.watcher else {
             return;
         };
         let rate_limit = rate_limit_watcher::parse_headers(headers);
-        let retry_after = if status >= 400 {
+        // Only "slow down" answers pause a host; a Retry-After on a 404 or a token error must
+        // not freeze every request to it.
+        let retry_after = if status == 429 || status == 503 {
             rate_limit_watcher::retry_after(headers)
         } else {
             None

@@ -147,15 +147,25 @@ async fn run(program: &str, verb: &str, input: &[u8]) -> Result<Vec<u8>, String>
         let _ = stdin.write_all(input).await;
         drop(stdin);
     }
-    let out = child
-        .wait_with_output()
+    // A hung helper must not block every request to its registry (the child is killed on
+    // drop).
+    let out = tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output())
         .await
+        .map_err(|_| {
+            format!(
+                "credential helper {program} {verb} did not answer within {}s",
+                HELPER_TIMEOUT.as_secs()
+            )
+        })?
         .map_err(|e| format!("error running credential helper {program}: {e}"))?;
     if !out.status.success() {
         return Err(failed(program, verb, &out.status, &out.stdout));
     }
     Ok(out.stdout)
 }
+
+/// How long a credential helper may take to answer.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A helper script just written (e.g. by a test) can briefly be "text file busy" while a
 /// concurrently forked process still holds its write handle: try again shortly.
@@ -178,7 +188,14 @@ fn spawn_error(program: &str, e: &std::io::Error) -> String {
 /// keychain`), not a secret; it is still cut short.
 fn failed(program: &str, verb: &str, status: &std::process::ExitStatus, stdout: &[u8]) -> String {
     let text = String::from_utf8_lossy(stdout);
-    let mut text = text.trim().to_string();
+    // A helper that printed its credentials and then failed must not leak them into logs:
+    // keep only a first line that does not look like the JSON answer.
+    let first = text.trim().lines().next().unwrap_or("");
+    let mut text = if first.contains("Secret") || first.trim_start().starts_with('{') {
+        "<output withheld>".to_string()
+    } else {
+        first.to_string()
+    };
     if text.len() > OUTPUT_IN_ERROR {
         let mut cut = OUTPUT_IN_ERROR;
         while !text.is_char_boundary(cut) {

@@ -148,13 +148,26 @@ async fn read_json<T: for<'de> Deserialize<'de>>(resp: Response) -> Result<T, St
 
 /// The `rel="next"` link, resolved against the URL that returned it.
 fn next_page(resp: &Response) -> Result<Option<Url>, StoreError> {
-    let Some(link) = next_link(resp.headers()) else {
+    next_page_url(resp.url(), resp.headers())
+}
+
+/// The `rel="next"` page of a listing, resolved against the URL that returned it. The next
+/// page must stay on the same origin: requests carry the registry's credentials, so a `Link`
+/// naming another host (or https → http) is refused rather than followed.
+pub(crate) fn next_page_url(base: &Url, headers: &HeaderMap) -> Result<Option<Url>, StoreError> {
+    let Some(link) = next_link(headers) else {
         return Ok(None);
     };
-    resp.url()
+    let next = base
         .join(&link)
-        .map(Some)
-        .map_err(|e| StoreError::Invalid(format!("invalid Link header {link:?}: {e}")))
+        .map_err(|e| StoreError::Invalid(format!("invalid Link header: {e}")))?;
+    if next.origin() != base.origin() {
+        return Err(StoreError::Invalid(format!(
+            "the registry's next-page Link leads to another origin ({}), not followed",
+            super::client::loggable(&next)
+        )));
+    }
+    Ok(Some(next))
 }
 
 /// The target of the first `Link: <url>; rel="next"` (RFC 8288), over all `Link` headers.

@@ -12,7 +12,7 @@
 //! the others the fallback index is updated ([`crate::store::fallback_add`]).
 
 use super::client::{retry_body, Request};
-use super::listing::next_link;
+use super::listing::next_page_url;
 use super::RegistryStore;
 use crate::oci::{media, Descriptor, Digest, Manifest};
 use crate::reference::Reference;
@@ -21,6 +21,9 @@ use dashmap::DashMap;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT};
 use reqwest::Method;
 use std::sync::LazyLock;
+
+/// Bound on one subject's referrer list (memory; a registry could page for ever).
+const MAX_REFERRERS: usize = 10_000;
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -95,7 +98,7 @@ async fn ask_api(store: &RegistryStore, repo: &Reference, subject: &Digest) -> A
             )
             .await?;
         let url = resp.url().clone();
-        let next = next_link(resp.headers()).and_then(|l| url.join(&l).ok());
+        let next = next_page_url(&url, resp.headers())?;
         let mt = resp.media_type();
         let bytes = resp.bytes(PAGE_LIMIT).await?;
         Ok((host, url, next, mt, bytes))
@@ -126,7 +129,7 @@ async fn ask_api(store: &RegistryStore, repo: &Reference, subject: &Digest) -> A
             let req = Request::repo(Method::GET, url.clone(), &host.repo_path(&repo.repository))
                 .header(ACCEPT, media::OCI_INDEX)?;
             let resp = client.send(&host, req, &[200]).await?;
-            let following = next_link(resp.headers()).and_then(|l| resp.url().join(&l).ok());
+            let following = next_page_url(resp.url(), resp.headers())?;
             let mt = resp.media_type();
             let bytes = resp.bytes(PAGE_LIMIT).await?;
             Ok((following, mt, bytes))
@@ -136,11 +139,17 @@ async fn ask_api(store: &RegistryStore, repo: &Reference, subject: &Digest) -> A
             Ok((following, mt, bytes)) => match page_descriptors(bytes, mt.as_deref()) {
                 Some(ds) => {
                     all.extend(ds);
+                    if all.len() > MAX_REFERRERS {
+                        return Api::Unavailable(StoreError::Invalid(format!(
+                            "more than {MAX_REFERRERS} referrers listed, refusing the rest"
+                        )));
+                    }
                     next = following;
                 }
                 None => {
                     return Api::Unavailable(StoreError::Invalid(format!(
-                        "referrers page {url} is not an OCI index"
+                        "referrers page {} is not an OCI index",
+                        super::client::loggable(&url)
                     )))
                 }
             },

@@ -25,6 +25,10 @@ pub struct RegistryOpts {
     /// Serve https (`http.tls`). The harness's own raw client (`oci`) speaks plain http
     /// only: seed such a registry through regsync from a plain one.
     pub tls: Option<TlsOpts>,
+    /// `compatibility.schema1.enabled`: accept Docker schema 1 manifest pushes (refused by
+    /// default in 2.8). The registry stores the signed payload and re-signs it with its own
+    /// ephemeral key on every GET.
+    pub schema1: bool,
 }
 
 /// `http.tls` of a registry: PEM files for its certificate and key, and optionally the CAs
@@ -70,6 +74,7 @@ impl Registry {
             auth: Some((user.to_string(), pass.to_string())),
             readonly: false,
             tls: None,
+            schema1: false,
         })
     }
 
@@ -175,6 +180,9 @@ impl Registry {
             if let Some(cas) = &tls.client_cas {
                 c.push_str(&format!("    clientcas:\n      - {}\n", cas.display()));
             }
+        }
+        if self.opts.schema1 {
+            c.push_str("compatibility:\n  schema1:\n    enabled: true\n");
         }
         if self.opts.auth.is_some() {
             c.push_str(&format!(
