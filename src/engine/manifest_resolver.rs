@@ -598,6 +598,11 @@ struct Deferred {
     role: Role,
 }
 
+tokio::task_local! {
+    /// Set while a referrer or digest-tag copy (and everything below it) runs.
+    static VIA_RELATED: bool;
+}
+
 /// One image copy (spec §6): a top-level reference and everything reachable from it, with its
 /// seen table, deferred operations and cached tag lists.
 ///
@@ -698,6 +703,12 @@ impl Copier {
                 }
                 Some(Seen::Done) => return Ok(false),
                 Some(Seen::Running(_)) if parents.contains(dig) => return Err(Fail::Loop(key)),
+                // Inside a referrer or digest-tag copy, two sibling branches can each wait
+                // for a manifest the other is copying (referrers point anywhere): defer
+                // instead of waiting, the deferred copy runs after the whole copy.
+                Some(Seen::Running(_)) if VIA_RELATED.try_with(|v| *v).unwrap_or(false) => {
+                    return Err(Fail::Loop(key))
+                }
                 Some(Seen::Running(rx)) => rx.clone(),
             }
         };
@@ -951,7 +962,15 @@ impl Copier {
                     .await
                 {
                     Ok(()) => Ok(()),
-                    Err(_) => Ok(self.copy_blob(&src, &tgt, &c, BlobKind::Layer).await?),
+                    // Only "this is not a manifest" falls back to a blob copy; a loop, a
+                    // cancellation or a network/server failure must not leave an index
+                    // pointing at a child that landed as a mere blob.
+                    Err(Fail::Copy(CopyError::Invalid(_)))
+                    | Err(Fail::Copy(CopyError::Store {
+                        source: StoreError::NotFound(_) | StoreError::Invalid(_),
+                        ..
+                    })) => Ok(self.copy_blob(&src, &tgt, &c, BlobKind::Layer).await?),
+                    Err(e) => Err(e),
                 }
             }
         }
@@ -1031,15 +1050,14 @@ impl Copier {
         parents: Vec<Digest>,
     ) -> Task<'_> {
         async move {
-            let r = self
-                .copy_manifest(
-                    src.clone(),
-                    tgt.clone(),
-                    desc.clone(),
-                    role.clone(),
-                    parents,
-                )
-                .await;
+            let copy = self.copy_manifest(
+                src.clone(),
+                tgt.clone(),
+                desc.clone(),
+                role.clone(),
+                parents,
+            );
+            let r = VIA_RELATED.scope(true, copy).await;
             match r {
                 Err(Fail::Loop(key)) => {
                     slog::debug!(self.log(), "Loop detected, copy deferred";
