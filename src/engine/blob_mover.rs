@@ -16,7 +16,7 @@
 //! takes them in the same global order (by hostname): when the source sorts first the GET is
 //! started before the upload, otherwise the GET starts lazily inside the PUT.
 
-use super::messages::{BlobMoved, BlobSettled, MoveBlob};
+use super::messages::{BlobMoved, BlobSettled, MoveBlob, RepoIsEmpty};
 use super::report::bump;
 use super::{on_pool, CopyError, RunCtx};
 use crate::oci::Descriptor;
@@ -41,6 +41,8 @@ pub struct BlobMover {
     in_flight: HashMap<String, Move>,
     landed: HashSet<String>,
     lenders: HashMap<String, Reference>,
+    /// Target repositories that had no tags when their step began (see [`RepoIsEmpty`]).
+    empty_repos: HashSet<String>,
     /// A stream from a host into itself needs two slots of that host; one such stream at a
     /// time keeps all of its slots from being held by PUTs waiting for their GETs.
     same_host_streams: Arc<Semaphore>,
@@ -53,6 +55,7 @@ impl BlobMover {
             in_flight: HashMap::new(),
             landed: HashSet::new(),
             lenders: HashMap::new(),
+            empty_repos: HashSet::new(),
             same_host_streams: Arc::new(Semaphore::new(1)),
         }
     }
@@ -93,11 +96,13 @@ impl Handler<MoveBlob> for BlobMover {
             None => None,
         };
         let target_repo = msg.target.repo_only();
+        let known_absent = self.empty_repos.contains(&msg.target.repo_key());
         let run = self.run.clone();
         let same_host_streams = self.same_host_streams.clone();
-        let job = on_pool(move_blob(run, msg, lender, same_host_streams), |e| {
-            Err(CopyError::Invalid(e))
-        });
+        let job = on_pool(
+            move_blob(run, msg, lender, known_absent, same_host_streams),
+            |e| Err(CopyError::Invalid(e)),
+        );
         let mv: Move = job.boxed().shared();
         self.in_flight.insert(key.clone(), mv.clone());
         let addr = ctx.address();
@@ -109,6 +114,14 @@ impl Handler<MoveBlob> for BlobMover {
             });
             out
         })
+    }
+}
+
+impl Handler<RepoIsEmpty> for BlobMover {
+    type Result = ();
+
+    fn handle(&mut self, msg: RepoIsEmpty, _ctx: &mut Context<Self>) {
+        self.empty_repos.insert(msg.repo_key);
     }
 }
 
@@ -130,6 +143,7 @@ async fn move_blob(
     run: Arc<RunCtx>,
     msg: MoveBlob,
     lender: Option<Reference>,
+    known_absent: bool,
     same_host_streams: Arc<Semaphore>,
 ) -> Result<BlobMoved, CopyError> {
     let MoveBlob {
@@ -143,7 +157,15 @@ async fn move_blob(
     if source.same_repository(&target) {
         return Ok(BlobMoved::Present);
     }
-    match tgt_store.blob_head(&target, digest).await {
+    // In a repository that had no tags when the step began, a blob this run did not put
+    // there is (almost always) absent: skip the HEAD. At worst an untagged leftover of an
+    // interrupted run is uploaded again.
+    let head = if known_absent {
+        Ok(false)
+    } else {
+        tgt_store.blob_head(&target, digest).await
+    };
+    match head {
         Ok(true) => {
             bump(&run.counters.blobs_skipped);
             slog::debug!(run.log, "Blob copy skipped, already exists";

@@ -76,6 +76,14 @@ pub enum BlobMoved {
     Joined,
 }
 
+/// BlobMover ← TagLister: this target repository had no tags when the step began, so a blob
+/// is absent from it unless this run put it there (its blob HEADs can be skipped).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RepoIsEmpty {
+    pub repo_key: String,
+}
+
 /// BlobMover → itself: an in-flight move finished. On success `lender` names the target
 /// registry key and the repository that now holds the blob.
 #[derive(Message)]

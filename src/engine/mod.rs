@@ -190,10 +190,10 @@ impl Engine {
             parallel: config.defaults.parallel,
         });
         let blob_mover = blob_mover::BlobMover::new(run.clone()).start();
-        let resolver = manifest_resolver::ManifestResolver::new(run.clone(), blob_mover)
+        let resolver = manifest_resolver::ManifestResolver::new(run.clone(), blob_mover.clone())
             .with_rate_limits(rate_limits)
             .start();
-        let lister = tag_lister::TagLister::new(resolver).start();
+        let lister = tag_lister::TagLister::new(resolver, blob_mover).start();
         let scheduler = scheduler::Scheduler::new(run.clone(), lister).start();
         Ok(Engine { run, scheduler })
     }

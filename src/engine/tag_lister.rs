@@ -2,12 +2,14 @@
 //! as they arrive and each selected image goes to the ManifestResolver at once, so the first
 //! copy starts while later pages are still being read.
 
+use super::blob_mover::BlobMover;
 use super::manifest_resolver::ManifestResolver;
+use super::messages::RepoIsEmpty;
 use super::messages::{ListStep, SyncImage};
 use super::report::{ImageOutcome, StepResult};
 use super::{on_pool, Mode, StepCtx};
 use crate::filter::{filter_repos, filter_tags};
-use crate::reference::Reference;
+use crate::reference::{Reference, Scheme};
 use crate::store::StoreError;
 use actix::{Actor, Addr, Context, Handler, ResponseFuture};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -16,11 +18,12 @@ use tokio::sync::mpsc;
 
 pub struct TagLister {
     resolver: Addr<ManifestResolver>,
+    blobs: Addr<BlobMover>,
 }
 
 impl TagLister {
-    pub fn new(resolver: Addr<ManifestResolver>) -> Self {
-        TagLister { resolver }
+    pub fn new(resolver: Addr<ManifestResolver>, blobs: Addr<BlobMover>) -> Self {
+        TagLister { resolver, blobs }
     }
 }
 
@@ -36,6 +39,7 @@ impl Handler<ListStep> for TagLister {
             step: msg.step,
             mode: msg.mode,
             resolver: self.resolver.clone(),
+            blobs: self.blobs.clone(),
         };
         Box::pin(on_pool(lister.run(), |e| StepResult { errors: vec![e] }))
     }
@@ -101,6 +105,7 @@ struct StepLister {
     step: Arc<StepCtx>,
     mode: Mode,
     resolver: Addr<ManifestResolver>,
+    blobs: Addr<BlobMover>,
 }
 
 impl StepLister {
@@ -198,13 +203,26 @@ impl StepLister {
         let src = self.parse("source", source)?;
         let tgt = self.parse("target", target)?;
         let step = &self.step.step;
-        // Missing mode needs the target's tags first and processes in sorted order.
-        let existing = if self.mode == Mode::Missing {
-            let mut t = self.target_tags(&tgt).await;
-            t.sort();
-            Some(t)
-        } else {
-            None
+        // Missing mode needs the target's tags first and processes in sorted order; a copy
+        // into a registry repository that has no tags yet can skip its blob HEADs.
+        let existing = match self.mode {
+            Mode::Missing => {
+                let mut t = self.target_tags(&tgt).await.unwrap_or_default();
+                if t.is_empty() {
+                    self.target_is_empty(&tgt);
+                }
+                t.sort();
+                Some(t)
+            }
+            Mode::Copy if tgt.scheme == Scheme::Reg => {
+                match self.target_tags(&tgt).await {
+                    Ok(t) if t.is_empty() => self.target_is_empty(&tgt),
+                    Err(e) if e.is_not_found() => self.target_is_empty(&tgt),
+                    _ => {}
+                }
+                None
+            }
+            _ => None,
         };
         let mut pages = self.spawn_listing(src.repo_only(), Listing::Tags);
         let mut available: Vec<String> = Vec::new();
@@ -301,18 +319,28 @@ impl StepLister {
         Ok(())
     }
 
-    async fn target_tags(&self, tgt: &Reference) -> Vec<String> {
+    /// The target repository's tags; a failure (e.g. the repository does not exist) is
+    /// logged at debug and handed to the caller.
+    async fn target_tags(&self, tgt: &Reference) -> Result<Vec<String>, StoreError> {
         let mut pages = self.spawn_listing(tgt.repo_only(), Listing::Tags);
         let mut all = Vec::new();
         while let Some(p) = pages.next().await {
             all.extend(p);
         }
         match pages.finish().await {
-            Ok(()) => all,
+            Ok(()) => Ok(all),
             Err(e) => {
                 slog::debug!(self.log(), "Failed getting target tags"; "target" => %tgt, "error" => %e);
-                Vec::new()
+                Err(e)
             }
+        }
+    }
+
+    fn target_is_empty(&self, tgt: &Reference) {
+        if tgt.scheme == Scheme::Reg {
+            self.blobs.do_send(RepoIsEmpty {
+                repo_key: tgt.repo_key(),
+            });
         }
     }
 
