@@ -922,6 +922,33 @@ pub fn tags(loc: impl Into<Loc>, repo: &str) -> Vec<String> {
     }
 }
 
+/// `HEAD`/`GET /v2/<repo>/blobs/<digest>`: None on 404, any other failure fails the test.
+async fn blob_response(
+    loc: &Loc,
+    repo: &str,
+    digest: &str,
+    method: Method,
+) -> Option<reqwest::Response> {
+    let (host, auth) = reg_parts(loc);
+    let what = format!("{method} blob {host}/{repo}@{digest}");
+    let r = send(
+        host,
+        auth,
+        Req {
+            method,
+            url: format!("http://{host}/v2/{repo}/blobs/{digest}"),
+            headers: vec![],
+            body: None,
+        },
+    )
+    .await;
+    if r.status() == StatusCode::NOT_FOUND {
+        return None;
+    }
+    assert!(r.status().is_success(), "{what}: {}", r.status());
+    Some(r)
+}
+
 /// Size of a blob when present (registry: HEAD /blobs/; layout: file).
 pub fn blob_size(loc: impl Into<Loc>, repo: &str, digest: &str) -> Option<u64> {
     let loc = loc.into();
@@ -930,26 +957,7 @@ pub fn blob_size(loc: impl Into<Loc>, repo: &str, digest: &str) -> Option<u64> {
             .ok()
             .map(|m| m.len()),
         Loc::Reg { .. } => block_on(async {
-            let (host, auth) = reg_parts(&loc);
-            let r = send(
-                host,
-                auth,
-                Req {
-                    method: Method::HEAD,
-                    url: format!("http://{host}/v2/{repo}/blobs/{digest}"),
-                    headers: vec![],
-                    body: None,
-                },
-            )
-            .await;
-            if r.status() == StatusCode::NOT_FOUND {
-                return None;
-            }
-            assert!(
-                r.status().is_success(),
-                "HEAD blob {host}/{repo}@{digest}: {}",
-                r.status()
-            );
+            let r = blob_response(&loc, repo, digest, Method::HEAD).await?;
             r.headers()
                 .get("content-length")
                 .and_then(|v| v.to_str().ok())
@@ -964,26 +972,7 @@ pub fn get_blob(loc: impl Into<Loc>, repo: &str, digest: &str) -> Option<Vec<u8>
     match &loc {
         Loc::Dir(_) => fs::read(layout_blob_path(&loc.layout(repo), digest)).ok(),
         Loc::Reg { .. } => block_on(async {
-            let (host, auth) = reg_parts(&loc);
-            let r = send(
-                host,
-                auth,
-                Req {
-                    method: Method::GET,
-                    url: format!("http://{host}/v2/{repo}/blobs/{digest}"),
-                    headers: vec![],
-                    body: None,
-                },
-            )
-            .await;
-            if r.status() == StatusCode::NOT_FOUND {
-                return None;
-            }
-            assert!(
-                r.status().is_success(),
-                "GET blob {host}/{repo}@{digest}: {}",
-                r.status()
-            );
+            let r = blob_response(&loc, repo, digest, Method::GET).await?;
             let b = r.bytes().await.expect("blob body").to_vec();
             assert_eq!(sha256_digest(&b), digest, "blob content digest");
             Some(b)
