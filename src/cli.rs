@@ -173,6 +173,11 @@ pub struct RunFlags {
           default_missing_value = "true", default_value = "false", value_parser = parse_bool,
           value_name = "bool", hide_default_value = true, hide_possible_values = true)]
     pub abort_on_error: bool,
+    /// After SIGINT/SIGTERM, how long running copies may take to stop before the process exits
+    /// anyway (a second signal exits at once)
+    #[arg(long = "shutdown-timeout", default_value = "30s", value_name = "duration",
+          value_parser = parse_shutdown_timeout, hide_default_value = true)]
+    pub shutdown_timeout: std::time::Duration,
     #[arg(hide = true)]
     pub args: Vec<String>,
 }
@@ -229,6 +234,13 @@ pub enum Shell {
     /// Generate the autocompletion script for zsh
     #[command(override_usage = "regsync completion zsh [flags]", help_template = CMD_HELP)]
     Zsh(ShellFlags),
+}
+
+/// `--shutdown-timeout`: a Go duration (`30s`, `2m`), not negative.
+fn parse_shutdown_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::config::duration::GoDuration::parse(s).map_err(|e| e.to_string())?;
+    d.to_std()
+        .ok_or_else(|| format!("--shutdown-timeout {s:?}: a duration must not be negative"))
 }
 
 /// pflag's `strconv.ParseBool`.

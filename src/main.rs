@@ -84,11 +84,11 @@ fn run(cli: Cli) -> Result<(), Vec<String>> {
             } else {
                 Mode::Copy
             };
-            run_engine(&cli, verbosity, mode, flags.run.abort_on_error)
+            run_engine(&cli, verbosity, Job::Once(mode), &flags.run)
         }
-        Command::Check(flags) => run_engine(&cli, verbosity, Mode::Check, flags.abort_on_error),
+        Command::Check(flags) => run_engine(&cli, verbosity, Job::Once(Mode::Check), flags),
         Command::Help(_) => Ok(()),
-        Command::Server(flags) => run_server(&cli, verbosity, flags.abort_on_error),
+        Command::Server(flags) => run_engine(&cli, verbosity, Job::Serve, flags),
     }
 }
 
@@ -102,17 +102,66 @@ fn system() -> actix::SystemRunner {
     })
 }
 
-/// `regsync server` (spec §12): runs until SIGINT/SIGTERM (or the first error with
-/// `--abort-on-error`); exit 1 when any error was recorded during its lifetime.
-fn run_server(cli: &Cli, verbosity: Verbosity, abort_on_error: bool) -> Result<(), Vec<String>> {
+/// What the engine is asked to do.
+#[derive(Clone, Copy)]
+enum Job {
+    /// `once` / `check`: every step once.
+    Once(Mode),
+    /// `server` (spec §12): the initial pass, then every step on its schedule.
+    Serve,
+}
+
+/// Runs `job` until it ends or a signal stops it. The first SIGINT/SIGTERM cancels the run
+/// (requests, waits and copies stop; nothing half-copied is tagged) and starts the
+/// `--shutdown-timeout` clock; when that runs out the summary is logged and the process exits
+/// 1 whatever is still running. A second signal exits at once (128 + signal number, like a
+/// shell). Exit 1 when anything failed, and for an interrupted `once`/`check` (the job is
+/// not done); a `server` stopped by a signal with no error exits 0.
+fn run_engine(
+    cli: &Cli,
+    verbosity: Verbosity,
+    job: Job,
+    flags: &cli::RunFlags,
+) -> Result<(), Vec<String>> {
     let log = logger(verbosity, cli.json_logs());
     let config = load(cli)?;
+    let shutdown_timeout = flags.shutdown_timeout;
+    let abort_on_error = flags.abort_on_error;
     let report = system().block_on(async move {
         let engine = Engine::start(&config, EngineOptions { abort_on_error }, log.clone())
             .map_err(|e| vec![e.to_string()])?;
-        watch_signals(engine.run.cancel.clone(), log)
+        let cancel = engine.run.cancel.clone();
+        let signalled = watch_signals(cancel.clone(), log.clone())
             .map_err(|e| vec![format!("failed to install signal handlers: {e}")])?;
-        Ok::<_, Vec<String>>(engine.serve(&config, Clock::System).await)
+        let started = std::time::Instant::now();
+        let work = async {
+            match job {
+                Job::Once(mode) => engine.run_once(&config, mode).await,
+                Job::Serve => engine.serve(&config, Clock::System).await,
+            }
+        };
+        let deadline = async {
+            cancel.cancelled().await;
+            tokio::time::sleep(shutdown_timeout).await;
+        };
+        let mut report = tokio::select! {
+            report = work => report,
+            _ = deadline => {
+                let counts = engine.run.counters.snapshot();
+                counts.log(&log, started.elapsed().as_secs_f64());
+                return Err(vec![format!(
+                    "shutdown timed out: work still running {} after the signal was abandoned \
+                     (--shutdown-timeout)",
+                    regsync::config::duration::GoDuration::from_std(shutdown_timeout)
+                )]);
+            }
+        };
+        if let (Job::Once(_), Some(sig)) = (job, signalled.get()) {
+            report
+                .errors
+                .push(format!("interrupted by {sig} before every step finished"));
+        }
+        Ok::<_, Vec<String>>(report)
     })?;
     if report.errors.is_empty() {
         Ok(())
@@ -121,46 +170,39 @@ fn run_server(cli: &Cli, verbosity: Verbosity, abort_on_error: bool) -> Result<(
     }
 }
 
-/// The first SIGINT or SIGTERM cancels the run (in-flight requests, waits and copies stop;
-/// nothing half-copied is tagged). The handlers stay installed, so later signals are ignored
-/// instead of killing the process while it finishes.
-fn watch_signals(cancel: CancellationToken, log: slog::Logger) -> std::io::Result<()> {
+/// The first SIGINT or SIGTERM cancels the run and is remembered (its name is returned
+/// through the cell); a second one ends the process at once.
+fn watch_signals(
+    cancel: CancellationToken,
+    log: slog::Logger,
+) -> std::io::Result<std::sync::Arc<std::sync::OnceLock<&'static str>>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let seen = std::sync::Arc::new(std::sync::OnceLock::new());
+    let first = seen.clone();
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
             _ = cancel.cancelled() => return,
-        }
-        slog::debug!(log, "Interrupt received, stopping");
+        };
+        let _ = first.set(name);
+        // regsync's message and level.
+        slog::debug!(log, "Interrupt received, stopping"; "signal" => name);
         cancel.cancel();
+        let (code, name) = tokio::select! {
+            _ = term.recv() => (128 + 15, "SIGTERM"),
+            _ = int.recv() => (128 + 2, "SIGINT"),
+        };
+        slog::warn!(log, "Second interrupt received, exiting now"; "signal" => name);
+        eprintln!("regsync: second {name}: exiting without waiting for running copies");
+        std::process::exit(code);
     });
-    Ok(())
+    Ok(seen)
 }
 
 fn load(cli: &Cli) -> Result<Config, Vec<String>> {
     let path = cli.config_path().map_err(|e| vec![e])?;
     Config::load(path).map_err(|e| vec![e.to_string()])
-}
-
-fn run_engine(
-    cli: &Cli,
-    verbosity: Verbosity,
-    mode: Mode,
-    abort_on_error: bool,
-) -> Result<(), Vec<String>> {
-    let log = logger(verbosity, cli.json_logs());
-    let config = load(cli)?;
-    let report = system().block_on(async move {
-        let engine = Engine::start(&config, EngineOptions { abort_on_error }, log)
-            .map_err(|e| vec![e.to_string()])?;
-        Ok::<_, Vec<String>>(engine.run_once(&config, mode).await)
-    })?;
-    if report.errors.is_empty() {
-        Ok(())
-    } else {
-        Err(report.errors)
-    }
 }

@@ -1,7 +1,8 @@
 //! `regsync server` (spec §12) with the real binary, real registries and real signals: the
 //! initial missing-only pass, `@every` firings that pick up a tag changed upstream, SIGTERM
 //! (exit status, in the middle of a large copy), an invalid cron spec, and a step without a
-//! schedule.
+//! schedule. Shutdown of `server` and `once`: `--shutdown-timeout` bounds the wait for work
+//! that does not stop, a second signal exits at once, an interrupted `once` exits 1.
 
 mod common;
 
@@ -23,13 +24,18 @@ struct Server {
 
 impl Server {
     fn start(config_yaml: &str, extra: &[&str]) -> Server {
+        Server::start_cmd("server", config_yaml, extra)
+    }
+
+    /// `regsync <command>` (`server`, `once`, `check`) with JSON debug logs.
+    fn start_cmd(command: &str, config_yaml: &str, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("regsync.yml");
         std::fs::write(&cfg, config_yaml).unwrap();
         let docker = dir.path().join("docker");
         std::fs::create_dir_all(&docker).unwrap();
         let mut cmd = Command::new(bin());
-        cmd.arg("server")
+        cmd.arg(command)
             .arg("-c")
             .arg(&cfg)
             .args(["--logopt", "json", "-v", "debug"])
@@ -382,11 +388,6 @@ fn sigterm_during_a_large_copy_exits_fast_and_leaves_no_broken_tag() {
             >= 2
     });
     server.signal(SIGTERM);
-    // Only the first signal is handled; a second one must not kill the process.
-    std::thread::sleep(Duration::from_millis(20));
-    if server.running() {
-        server.signal(SIGTERM);
-    }
     let (status, took) = server.wait_exit(Duration::from_secs(8));
     assert!(
         took < Duration::from_secs(3),
@@ -417,4 +418,146 @@ fn sigterm_during_a_large_copy_exits_fast_and_leaves_no_broken_tag() {
     let out = regsync(&["once"], &cfg);
     out.assert_ok();
     assert_same_image(&src, &dst, "big", "v1");
+}
+
+/// A credential helper that never answers keeps an image's first request waiting (the helper
+/// runs outside the run's cancellation): the work that does not stop on a signal.
+fn hanging_cred_helper(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("hanging-helper");
+    // Its output closed: an orphaned `sleep` must not hold the test's stderr pipe open.
+    std::fs::write(&p, "#!/bin/sh\nexec sleep 60 </dev/null >/dev/null 2>&1\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+fn hanging_config(src: &Registry, dst: &Registry, helper: &std::path::Path) -> String {
+    format!(
+        "version: 1\ncreds:\n  - registry: {}\n    tls: disabled\n    credHelper: {}\n  - registry: {}\n    tls: disabled\nsync:\n  - source: {}\n    target: {}\n    type: image\n    interval: 1h\n",
+        src.host(),
+        helper.display(),
+        dst.host(),
+        src.r("app:v1"),
+        dst.r("app:v1"),
+    )
+}
+
+#[test]
+fn shutdown_timeout_bounds_the_wait_for_work_that_does_not_stop() {
+    let src = Registry::with_auth("u", "p");
+    let dst = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let helper = hanging_cred_helper(dir.path());
+    let mut server = Server::start(
+        &hanging_config(&src, &dst, &helper),
+        &["--shutdown-timeout", "1s"],
+    );
+    // The source's 401: the credential helper is running now.
+    server.wait_log("registry response", Duration::from_secs(10), |v| {
+        v["status"] == 401
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(SIGTERM);
+    let (status, took) = server.wait_exit(Duration::from_secs(20));
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?}\n{}",
+        server.stderr()
+    );
+    assert_eq!(status.code(), Some(1), "{}", server.stderr());
+    let errors = server.error_lines();
+    assert!(
+        errors.iter().any(|l| l.contains("shutdown timed out")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        server.logs_of("Sync summary").len(),
+        1,
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let src = Registry::with_auth("u", "p");
+    let dst = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let helper = hanging_cred_helper(dir.path());
+    let mut server = Server::start(&hanging_config(&src, &dst, &helper), &[]);
+    server.wait_log("registry response", Duration::from_secs(10), |v| {
+        v["status"] == 401
+    });
+    server.signal(SIGTERM);
+    // The first signal waits for the work (default timeout 30 s); the second does not.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(server.running(), "{}", server.stderr());
+    server.signal(SIGTERM);
+    let (status, took) = server.wait_exit(Duration::from_secs(10));
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?}\n{}",
+        server.stderr()
+    );
+    assert_eq!(status.code(), Some(128 + 15), "{}", server.stderr());
+}
+
+#[test]
+fn sigterm_stops_once_with_exit_1_a_summary_and_no_broken_tag() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let big = ImageSpec::new(7600, Format::Oci)
+        .layers(12, 512 * 1024)
+        .build();
+    push(&src, "big", "v1", &big);
+    let cfg = format!(
+        "version: 1\ncreds:\n  - registry: {}\n    tls: disabled\n    reqPerSec: 3\n  - registry: {}\n    tls: disabled\nsync:\n  - source: {}\n    target: {}\n    type: image\n",
+        src.host(),
+        dst.host(),
+        src.r("big:v1"),
+        dst.r("big:v1"),
+    );
+    let mut once = Server::start_cmd("once", &cfg, &[]);
+    wait_for("some layers copied", Duration::from_secs(10), || {
+        big.blob_digests()
+            .iter()
+            .filter(|d| blob_exists(&dst, "big", d))
+            .count()
+            >= 2
+    });
+    once.signal(SIGTERM);
+    let (status, took) = once.wait_exit(Duration::from_secs(10));
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?}\n{}",
+        once.stderr()
+    );
+    assert_eq!(status.code(), Some(1), "{}", once.stderr());
+    let errors = once.error_lines();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("interrupted by SIGTERM"), "{errors:?}");
+    assert_eq!(once.logs_of("Sync summary").len(), 1, "{}", once.stderr());
+    match manifest_digest(&dst, "big", "v1") {
+        None => {}
+        Some(d) => {
+            assert_eq!(d, big.digest());
+            assert_same_image(&src, &dst, "big", "v1");
+        }
+    }
+}
+
+#[test]
+fn a_bad_shutdown_timeout_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("regsync.yml");
+    std::fs::write(&cfg, "version: 1\nsync: []\n").unwrap();
+    let out = Command::new(bin())
+        .args(["once", "-c"])
+        .arg(&cfg)
+        .arg("--shutdown-timeout=-5s")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("shutdown-timeout"), "{err}");
 }

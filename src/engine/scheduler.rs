@@ -81,6 +81,11 @@ impl Handler<RunSteps> for Scheduler {
                     errors.extend(e);
                 }
             }
+            // After a signal (or `--abort-on-error`) the copies it stopped are not errors of
+            // their own; the caller says why the run ended.
+            if run.cancel.is_cancelled() {
+                errors.retain(|e| !is_cancellation(e));
+            }
             let counts = run.counters.snapshot();
             counts.log(&run.log, started.elapsed().as_secs_f64());
             RunReport { errors, counts }
