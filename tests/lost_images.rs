@@ -203,6 +203,55 @@ fn failed_target_tag_listing_does_not_mark_the_repository_empty() {
     assert_eq!(uploads, 0, "the shared base layer was uploaded again");
 }
 
+/// distribution answers `DIGEST_INVALID` when a manifest PUT reads a link file that a
+/// concurrent write is rewriting. A refusal while every reference of the manifest landed in
+/// this run (and still answers a HEAD) is that race: the push is tried again, with a debug
+/// line naming it, and the run succeeds.
+#[test]
+fn manifest_refused_over_present_references_is_retried() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let img = oci_image(8500);
+    push(&src, "app", "v1", &img);
+    // The seed makes the first manifest PUT fail and a later one pass.
+    let proxy = FaultProxy::start(
+        &dst,
+        FaultOpts {
+            fail_rate: 0.5,
+            fail_status: vec![400],
+            fail_code: Some("DIGEST_INVALID".into()),
+            fault_kinds: vec!["manifest_put".into()],
+            seed: 7,
+            ..FaultOpts::default()
+        },
+    );
+    let cfg = format!(
+        "version: 1\ncreds:\n  - registry: {}\n    tls: disabled\n  - registry: {}\n    tls: disabled\n\
+         sync:\n  - source: {}\n    target: {}\n    type: image\n",
+        src.host(),
+        proxy.host(),
+        src.r("app:v1"),
+        proxy.r("app:v1"),
+    );
+    let out = regsync(&["once", "-v", "debug"], &cfg);
+    let failed = proxy.stats().failed;
+    assert!(
+        (1..=3).contains(&failed),
+        "the seed should fail 1 to 3 PUTs, failed {failed}"
+    );
+    out.assert_ok();
+    assert_same_image(&src, &dst, "app", "v1");
+    let retried = out
+        .json_logs
+        .iter()
+        .filter(|v| {
+            v["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("link-file race"))
+        })
+        .count();
+    assert_eq!(retried as u64, failed, "{}", out.dump());
+}
+
 /// A `regsync server` process with its stderr collected.
 struct Server {
     child: Child,
