@@ -1,31 +1,35 @@
 //! BlobMover: makes a blob present in a target repository, once.
 //!
-//! It owns three tables:
-//! * in flight (`<target repo>@<digest>`): a second request for a blob already moving into the
-//!   same repository joins the first and hears back only when the blob has *landed*, so a
-//!   manifest is never pushed while one of its blobs is still uploading in another image's
-//!   task (the `MANIFEST_BLOB_UNKNOWN` race);
-//! * landed (`<target repo>@<digest>`): blobs this run made (or found) present; asked again,
-//!   the answer needs no request — and no re-mount, which on distribution rewrites the link
-//!   file under a concurrent manifest PUT;
-//! * lenders (`<target registry>@<digest>`): a sibling repository on the same target registry
-//!   where the blob landed, to mount from instead of streaming it again.
+//! It owns the in-flight table (`<target repo>@<digest>`): a second request for a blob
+//! already moving into the same repository joins the first and hears back only when the blob
+//! has *landed*, so a manifest is never pushed while one of its blobs is still uploading in
+//! another image's task (the `MANIFEST_BLOB_UNKNOWN` race). An entry lives while its move
+//! runs, whatever run asked for it.
+//!
+//! What landed belongs to the run that asked ([`super::run_scope::RunScope`], reached from the
+//! message's step): blobs this run made (or found) present — asked again, the answer needs no
+//! request, and no re-mount, which on distribution rewrites the link file under a concurrent
+//! manifest PUT; lenders, a sibling repository on the same target registry where the blob
+//! landed, to mount from instead of streaming it again; repositories that had no tags when the
+//! run listed them. A later run trusts none of it. An OCI layout is always asked (a HEAD there
+//! is a stat), because its GC may have deleted, earlier in the same run, a blob that landed
+//! for an image that then failed or was overwritten.
 //!
 //! Request slots: a streamed copy needs a slot on the source host (GET) and one on the target
 //! host (PUT) at once. To stay deadlock-free when copies run in both directions, every copy
 //! takes them in the same global order (by hostname): when the source sorts first the GET is
 //! started before the upload, otherwise the GET starts lazily inside the PUT.
 
-use super::messages::{BlobMoved, BlobSettled, MoveBlob, RepoIsEmpty};
+use super::messages::{BlobMoved, BlobSettled, MoveBlob};
 use super::report::bump;
-use super::{on_pool, CopyError, RunCtx};
+use super::{CopyError, RunCtx};
 use crate::oci::Descriptor;
 use crate::reference::{Reference, Scheme};
 use crate::store::BlobStream;
 use actix::{Actor, AsyncContext, Context, Handler, ResponseFuture};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::StreamExt;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -39,10 +43,6 @@ const BLOB_ATTEMPTS: u32 = 6;
 pub struct BlobMover {
     run: Arc<RunCtx>,
     in_flight: HashMap<String, Move>,
-    landed: HashSet<String>,
-    lenders: HashMap<String, Reference>,
-    /// Target repositories that had no tags when their step began (see [`RepoIsEmpty`]).
-    empty_repos: HashSet<String>,
     /// A stream from a host into itself needs two slots of that host; one such stream at a
     /// time keeps all of its slots from being held by PUTs waiting for their GETs.
     same_host_streams: Arc<Semaphore>,
@@ -53,9 +53,6 @@ impl BlobMover {
         BlobMover {
             run,
             in_flight: HashMap::new(),
-            landed: HashSet::new(),
-            lenders: HashMap::new(),
-            empty_repos: HashSet::new(),
             same_host_streams: Arc::new(Semaphore::new(1)),
         }
     }
@@ -77,51 +74,55 @@ impl Handler<MoveBlob> for BlobMover {
 
     fn handle(&mut self, msg: MoveBlob, ctx: &mut Context<Self>) -> Self::Result {
         let digest = msg.desc.digest.clone();
-        let key = format!("{}@{}", msg.target.repo_key(), digest);
-        if self.landed.contains(&key) {
+        let key = super::run_scope::object_key(&msg.target, &digest);
+        let scope = msg.step.scope.clone();
+        if msg.target.scheme == Scheme::Reg && scope.blob_landed(&key) {
             bump(&self.run.counters.blobs_skipped);
             return Box::pin(async { Ok(BlobMoved::Present) });
         }
+        let reg_key = format!("{}@{}", registry_key(&msg.target), digest);
+        let target_repo = msg.target.repo_only();
         if let Some(existing) = self.in_flight.get(&key) {
             bump(&self.run.counters.blobs_deduped);
             let existing = existing.clone();
-            return Box::pin(async move { existing.await.map(|_| BlobMoved::Joined) });
+            return Box::pin(async move {
+                let out = existing.await;
+                if out.is_ok() {
+                    scope.blob_landed_in(key, Some((reg_key, target_repo)));
+                }
+                out.map(|_| BlobMoved::Joined)
+            });
         }
-        // Mount from a sibling repository where the blob landed, or from the source when
-        // source and target share a registry (spec §6.3 step 4).
-        let reg_key = format!("{}@{}", registry_key(&msg.target), digest);
-        let lender = match self.lenders.get(&reg_key) {
-            Some(repo) => Some(repo.clone()),
+        // Mount from a sibling repository where the blob landed in this run, or from the
+        // source when source and target share a registry (spec §6.3 step 4).
+        let lender = match scope.lender(&reg_key) {
+            Some(repo) => Some(repo),
             None if msg.source.same_registry(&msg.target) => Some(msg.source.repo_only()),
             None => None,
         };
-        let target_repo = msg.target.repo_only();
-        let known_absent = self.empty_repos.contains(&msg.target.repo_key());
+        let known_absent = scope.is_empty_repo(&msg.target.repo_key());
         let run = self.run.clone();
         let same_host_streams = self.same_host_streams.clone();
-        let job = on_pool(
-            move_blob(run, msg, lender, known_absent, same_host_streams),
-            |e| Err(CopyError::Invalid(e)),
-        );
-        let mv: Move = job.boxed().shared();
-        self.in_flight.insert(key.clone(), mv.clone());
         let addr = ctx.address();
-        Box::pin(async move {
-            let out = mv.await;
-            addr.do_send(BlobSettled {
-                key,
-                lender: out.is_ok().then_some((reg_key, target_repo)),
-            });
+        let settled_key = key.clone();
+        // Started now and settled by itself: the move leaves the in-flight table when it
+        // ends, also when every image waiting for it was dropped meanwhile.
+        let task = tokio::spawn(async move {
+            let out = move_blob(run, msg, lender, known_absent, same_host_streams).await;
+            if out.is_ok() {
+                scope.blob_landed_in(settled_key.clone(), Some((reg_key, target_repo)));
+            }
+            addr.do_send(BlobSettled { key: settled_key });
             out
-        })
-    }
-}
-
-impl Handler<RepoIsEmpty> for BlobMover {
-    type Result = ();
-
-    fn handle(&mut self, msg: RepoIsEmpty, _ctx: &mut Context<Self>) {
-        self.empty_repos.insert(msg.repo_key);
+        });
+        let mv: Move = async move {
+            task.await
+                .unwrap_or_else(|e| Err(CopyError::Invalid(format!("internal error: {e}"))))
+        }
+        .boxed()
+        .shared();
+        self.in_flight.insert(key, mv.clone());
+        Box::pin(mv)
     }
 }
 
@@ -130,10 +131,6 @@ impl Handler<BlobSettled> for BlobMover {
 
     fn handle(&mut self, msg: BlobSettled, _ctx: &mut Context<Self>) {
         self.in_flight.remove(&msg.key);
-        if let Some((reg_key, repo)) = msg.lender {
-            self.landed.insert(msg.key);
-            self.lenders.entry(reg_key).or_insert(repo);
-        }
     }
 }
 

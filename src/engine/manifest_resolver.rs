@@ -482,6 +482,23 @@ static PLATFORM_INDEXES: LazyLock<StdMutex<HashMap<String, Manifest>>> =
     LazyLock::new(|| StdMutex::new(HashMap::new()));
 const PLATFORM_INDEX_CACHE: usize = 256;
 
+/// A manifest PUT refused over a reference that is present (distribution's link-file race,
+/// see [`super::run_scope`]) is tried this many times in all, waiting a little longer each time.
+const RACE_ATTEMPTS: u32 = 4;
+const RACE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// distribution's answers when a manifest PUT reads a link file that a concurrent write of
+/// the same object is rewriting: an empty link (`DIGEST_INVALID`) or none yet
+/// (`MANIFEST_BLOB_UNKNOWN`).
+fn is_link_race(e: &StoreError) -> bool {
+    const CODES: [&str; 2] = ["DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN"];
+    match e {
+        StoreError::HttpStatus { status: 400, text } => CODES.iter().any(|c| text.ends_with(c)),
+        StoreError::NotFound(Some(code)) => CODES.contains(&code.as_str()),
+        _ => false,
+    }
+}
+
 /// Deferred operations run after a copy are bounded (each normally finds its work done).
 const MAX_DEFERRED: usize = 10_000;
 
@@ -801,7 +818,8 @@ impl Copier {
                 }
                 s_dig = Some(d);
             }
-            if s_dig == tgt_digest {
+            if let (Some(d), true) = (&s_dig, s_dig == tgt_digest) {
+                self.confirmed_present(tgt, d);
                 return Ok(());
             }
         }
@@ -930,8 +948,9 @@ impl Copier {
         let mut pushed = false;
         if let Some(m) = &manifest {
             if tgt_digest.as_ref() != Some(&s_dig) || opts.force_recursive {
-                self.push(tgt, m, role, &excluded).await?;
-                pushed = true;
+                pushed = self.push(tgt, m, links.as_ref(), role, &excluded).await?;
+            } else {
+                self.confirmed_present(tgt, &s_dig);
             }
         }
         self.track_referrer(tgt, manifest.as_ref(), links.as_ref(), role, pushed)
@@ -1125,31 +1144,73 @@ impl Copier {
         }
     }
 
+    /// A lookup in `tgt`'s repository found the manifest `d`: the run can count on it.
+    fn confirmed_present(&self, tgt: &Reference, d: &Digest) {
+        if tgt.scheme == Scheme::Reg {
+            self.step
+                .scope
+                .manifest_landed_in(super::run_scope::object_key(tgt, d));
+        }
+    }
+
     /// Spec §6.2 step 12 / §6.4: push the bytes as they are. A referrers index copied under
     /// its fallback tag is merged into the target's (never dropping entries other tools put
-    /// there).
+    /// there). Returns whether this copy wrote it.
+    ///
+    /// One object is never written twice at once into one repository (see
+    /// [`super::run_scope`]): a manifest pushed by digest that landed earlier in this run —
+    /// a child shared by several tags, a referrer of several images — is not pushed again,
+    /// and a push waits while another copy writes the same manifest into the repository
+    /// (the second tag of one index waits for the first).
     async fn push(
         &self,
         tgt: &Reference,
         m: &Manifest,
+        links: Option<&crate::oci::ManifestLinks>,
         role: &Role,
         excluded: &[String],
-    ) -> Result<(), Fail> {
-        let store = self.run().stores.for_ref(tgt);
-        let fallback = match (role.is_child(), &tgt.tag) {
-            (false, Some(tag)) if m.media_type == media::OCI_INDEX => fallback_subject(tag),
-            _ => None,
-        };
-        let result = match fallback {
-            Some(subject) => fallback_merge(store, &tgt.repo_only(), &subject, m)
-                .await
-                .map(|_| ()),
-            None => store.manifest_put(tgt, m, role.is_child()).await,
+    ) -> Result<bool, Fail> {
+        let key = super::run_scope::object_key(tgt, &m.digest);
+        let scope = &self.step.scope;
+        // A layout is always written (its GC may have removed what landed earlier).
+        let by_digest = role.is_child() && tgt.scheme == Scheme::Reg;
+        if by_digest && scope.manifest_landed(&key) {
+            slog::debug!(self.log(), "Manifest already pushed in this run";
+                "target" => %tgt, "digest" => %m.digest);
+            return Ok(false);
+        }
+        let _writing = self.run().manifest_writes.write(&key).await;
+        if by_digest && scope.manifest_landed(&key) {
+            slog::debug!(self.log(), "Manifest already pushed in this run";
+                "target" => %tgt, "digest" => %m.digest);
+            return Ok(false);
+        }
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            let result = self.put_once(tgt, m, role).await;
+            match &result {
+                Err(e) if attempt < RACE_ATTEMPTS && is_link_race(e) => {
+                    if !self.references_present(tgt, links, excluded).await {
+                        break result;
+                    }
+                    slog::debug!(self.log(),
+                        "Manifest push refused although every reference is present \
+                         (registry link-file race), retrying";
+                        "target" => %tgt, "digest" => %m.digest, "attempt" => attempt,
+                        "err" => %e);
+                    tokio::time::sleep(RACE_BACKOFF * attempt).await;
+                }
+                _ => break result,
+            }
         };
         match result {
             Ok(()) => {
                 bump(&self.run().counters.manifests_pushed);
-                Ok(())
+                if tgt.scheme == Scheme::Reg {
+                    scope.manifest_landed_in(key);
+                }
+                Ok(true)
             }
             Err(e) => {
                 if !matches!(e, StoreError::Canceled) {
@@ -1173,6 +1234,67 @@ impl Copier {
                 Err(CopyError::store(format!("failed to push manifest {tgt}"), e).into())
             }
         }
+    }
+
+    async fn put_once(&self, tgt: &Reference, m: &Manifest, role: &Role) -> Result<(), StoreError> {
+        let store = self.run().stores.for_ref(tgt);
+        let fallback = match (role.is_child(), &tgt.tag) {
+            (false, Some(tag)) if m.media_type == media::OCI_INDEX => fallback_subject(tag),
+            _ => None,
+        };
+        match fallback {
+            Some(subject) => fallback_merge(store, &tgt.repo_only(), &subject, m)
+                .await
+                .map(|_| ()),
+            None => store.manifest_put(tgt, m, role.is_child()).await,
+        }
+    }
+
+    /// Whether this run has seen every reference of the manifest (`links`) land in `tgt`'s
+    /// repository and a HEAD of each still finds it: then a refusal naming a missing or
+    /// invalid reference is the registry's link-file race, not a missing object.
+    async fn references_present(
+        &self,
+        tgt: &Reference,
+        links: Option<&crate::oci::ManifestLinks>,
+        excluded: &[String],
+    ) -> bool {
+        let Some(links) = links else { return false };
+        if !excluded.is_empty() || tgt.scheme != Scheme::Reg {
+            return false;
+        }
+        let repo = tgt.repo_only();
+        let scope = &self.step.scope;
+        let blobs: Vec<&Descriptor> = links
+            .blobs
+            .iter()
+            .filter(|b| self.opts.include_external || !b.is_external())
+            .collect();
+        let all_landed = blobs
+            .iter()
+            .all(|b| scope.blob_landed(&super::run_scope::object_key(&repo, &b.digest)))
+            && links
+                .children
+                .iter()
+                .all(|c| scope.manifest_landed(&super::run_scope::object_key(&repo, &c.digest)));
+        if !all_landed {
+            return false;
+        }
+        let store = self.run().stores.for_ref(&repo);
+        for b in blobs {
+            if !matches!(store.blob_head(&repo, &b.digest).await, Ok(true)) {
+                return false;
+            }
+        }
+        for c in &links.children {
+            if !matches!(
+                store.manifest_head(&repo.with_digest(&c.digest)).await,
+                Ok(Some(_))
+            ) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Keep the target's referrers listing current (spec §6.5): after a push of a manifest

@@ -19,7 +19,8 @@ pub struct RunSteps {
 
 /// Scheduler ← `regsync server`: the initial missing-only pass, then every step on its
 /// schedule until the run's cancellation token fires (signal, or the first error with
-/// `--abort-on-error`). Answers with every error of the server's lifetime.
+/// `--abort-on-error`). Answers with the errors of each step's last run, and a count of
+/// earlier ones.
 #[derive(Message)]
 #[rtype(result = "RunReport")]
 pub struct Serve {
@@ -76,21 +77,12 @@ pub enum BlobMoved {
     Joined,
 }
 
-/// BlobMover ← TagLister: this target repository had no tags when the step began, so a blob
-/// is absent from it unless this run put it there (its blob HEADs can be skipped).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RepoIsEmpty {
-    pub repo_key: String,
-}
-
-/// BlobMover → itself: an in-flight move finished. On success `lender` names the target
-/// registry key and the repository that now holds the blob.
+/// BlobMover → itself: an in-flight move ended (what landed is already in the asking run's
+/// scope).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct BlobSettled {
     pub key: String,
-    pub lender: Option<(String, Reference)>,
 }
 
 /// RegistryThrottler ← HTTP layer: wait for a request slot on this host.

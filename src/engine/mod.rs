@@ -10,6 +10,7 @@ pub mod messages;
 pub mod rate_limit_watcher;
 pub mod referrers;
 pub mod report;
+pub mod run_scope;
 pub mod scheduler;
 pub mod tag_lister;
 pub mod throttler;
@@ -97,6 +98,9 @@ pub struct RunCtx {
     pub abort_on_error: bool,
     /// `defaults.parallel` (≤0 means 1 copy at a time and sequential steps).
     pub parallel: i64,
+    /// Manifest writes in flight, one per target repository and digest, whatever run they
+    /// belong to (see [`run_scope`]).
+    pub manifest_writes: run_scope::WriteLocks,
 }
 
 impl RunCtx {
@@ -108,14 +112,26 @@ impl RunCtx {
     }
 }
 
-/// One sync step with its position in the file, as every actor sees it.
+/// One sync step with its position in the file, as every actor sees it, bound to one run
+/// (`scope`: what that run saw land in its targets).
 pub struct StepCtx {
     pub index: usize,
     pub step: SyncStep,
     pub run: Arc<RunCtx>,
+    pub scope: Arc<run_scope::RunScope>,
 }
 
 impl StepCtx {
+    /// The same step for a new run (a `server` firing): nothing of earlier runs is trusted.
+    pub fn new_run(&self) -> StepCtx {
+        StepCtx {
+            index: self.index,
+            step: self.step.clone(),
+            run: self.run.clone(),
+            scope: run_scope::RunScope::new(),
+        }
+    }
+
     pub fn log(&self) -> &slog::Logger {
         &self.run.log
     }
@@ -188,18 +204,20 @@ impl Engine {
             cancel: CancellationToken::new(),
             abort_on_error: opts.abort_on_error,
             parallel: config.defaults.parallel,
+            manifest_writes: run_scope::WriteLocks::default(),
         });
         let blob_mover = blob_mover::BlobMover::new(run.clone()).start();
         let resolver = manifest_resolver::ManifestResolver::new(run.clone(), blob_mover.clone())
             .with_rate_limits(rate_limits)
             .start();
-        let lister = tag_lister::TagLister::new(resolver, blob_mover).start();
+        let lister = tag_lister::TagLister::new(resolver).start();
         let scheduler = scheduler::Scheduler::new(run.clone(), lister).start();
         Ok(Engine { run, scheduler })
     }
 
-    /// Every step of `config`, numbered as in the file, bound to this run.
+    /// Every step of `config`, numbered as in the file, bound to one new run.
     fn step_ctxs(&self, config: &Config) -> Vec<Arc<StepCtx>> {
+        let scope = run_scope::RunScope::new();
         config
             .sync
             .iter()
@@ -209,13 +227,15 @@ impl Engine {
                     index,
                     step: step.clone(),
                     run: self.run.clone(),
+                    scope: scope.clone(),
                 })
             })
             .collect()
     }
 
     /// `regsync server` (spec §12): the initial pass, then every step on its schedule until
-    /// `self.run.cancel` fires. The report holds every error of the server's lifetime.
+    /// `self.run.cancel` fires. The report holds the errors of each step's last run, and a
+    /// count of earlier ones.
     pub async fn serve(&self, config: &Config, clock: cron::Clock) -> RunReport {
         let steps = self.step_ctxs(config);
         match self.scheduler.send(messages::Serve { steps, clock }).await {

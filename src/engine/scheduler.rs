@@ -121,8 +121,63 @@ struct Server {
     run: Arc<RunCtx>,
     lister: Addr<TagLister>,
     stats: Stats,
-    /// Every error recorded so far (decides the exit status).
-    errors: Mutex<Vec<String>>,
+    /// The errors of each step's last run, and counts (decide the exit status).
+    errors: Mutex<ServerErrors>,
+}
+
+/// Error lines of one step run kept for the final report; the rest are counted.
+const KEPT_ERRORS_PER_STEP: usize = 100;
+
+/// What `server` remembers of its errors: the lines of each step's last run (bounded) and
+/// how many there were before, so that a server running for months keeps a bounded list and
+/// its exit status still says whether anything failed.
+#[derive(Debug, Default)]
+struct ServerErrors {
+    /// Errors that are not a step run's (a schedule that does not parse), at most one per step.
+    setup: Vec<String>,
+    /// By step index: the last run's lines (bounded) and how many that run had.
+    last: BTreeMap<usize, (Vec<String>, u64)>,
+    /// By step index: error lines of the runs before the last one.
+    earlier: BTreeMap<usize, u64>,
+}
+
+impl ServerErrors {
+    fn setup(&mut self, line: String) {
+        self.setup.push(line);
+    }
+
+    /// Step `step` finished a run with `errors`; it replaces the step's previous run.
+    fn run(&mut self, step: usize, mut errors: Vec<String>) {
+        let count = errors.len() as u64;
+        dedup_keep_order(&mut errors);
+        errors.truncate(KEPT_ERRORS_PER_STEP);
+        if let Some((_, before)) = self.last.insert(step, (errors, count)) {
+            *self.earlier.entry(step).or_default() += before;
+        }
+    }
+
+    /// The report's lines: setup errors, each step's last run, and one line per step that
+    /// failed only in earlier runs or had more lines than were kept.
+    fn lines(&self) -> Vec<String> {
+        let mut out = self.setup.clone();
+        for (step, (lines, count)) in &self.last {
+            out.extend(lines.iter().cloned());
+            let hidden = count.saturating_sub(lines.len() as u64);
+            let earlier = self.earlier.get(step).copied().unwrap_or(0);
+            if hidden > 0 {
+                out.push(format!(
+                    "sync[{step}]: {hidden} more error(s) in its last run"
+                ));
+            }
+            if earlier > 0 {
+                out.push(format!(
+                    "sync[{step}]: {earlier} error(s) in earlier runs of this server"
+                ));
+            }
+        }
+        dedup_keep_order(&mut out);
+        out
+    }
 }
 
 impl Server {
@@ -130,13 +185,8 @@ impl Server {
         &self.run.log
     }
 
-    fn record(&self, errors: Vec<String>) {
-        if !errors.is_empty() {
-            self.errors
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(errors);
-        }
+    fn errors(&self) -> std::sync::MutexGuard<'_, ServerErrors> {
+        self.errors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn serve(self: Arc<Self>, steps: Vec<Arc<StepCtx>>, clock: Clock) -> RunReport {
@@ -166,17 +216,18 @@ impl Server {
                     None => Err(cron::CronError("the schedule never fires".into())),
                 });
             match parsed {
-                Ok(schedule) => scheduled.push((step.clone(), schedule)),
+                // Every firing is a run of its own (see `step_loop`).
+                Ok(schedule) => scheduled.push((Arc::new(step.new_run()), schedule)),
                 Err(e) => {
                     slog::error!(self.log(), "Failed to schedule cron";
                         "source" => &s.source, "target" => &s.target, "sched" => &sched,
                         "err" => %e);
-                    self.record(vec![format!(
+                    self.errors().setup(format!(
                         "{} source {:?} target {:?}: failed to schedule cron {sched:?}: {e}",
                         step.name(),
                         s.source,
                         s.target
-                    )]);
+                    ));
                     if run.abort_on_error {
                         run.cancel.cancel();
                         break;
@@ -186,8 +237,9 @@ impl Server {
             }
             let me = self.clone();
             let pass = async move {
+                let index = step.index;
                 let errors = me.run_step(step, Mode::Missing).await;
-                me.record(errors);
+                me.errors().run(index, errors);
             };
             if sequential {
                 pass.await;
@@ -212,9 +264,7 @@ impl Server {
         // The whole lifetime, like the one line that closes `once`.
         let counts = run.counters.snapshot();
         counts.log(&run.log, started.elapsed().as_secs_f64());
-        let mut errors =
-            std::mem::take(&mut *self.errors.lock().unwrap_or_else(|e| e.into_inner()));
-        dedup_keep_order(&mut errors);
+        let errors = self.errors().lines();
         RunReport { errors, counts }
     }
 
@@ -234,10 +284,11 @@ impl Server {
                 slog::debug!(log, "Running task";
                     "source" => &source, "target" => &target, "type" => &kind);
                 let me = self.clone();
-                let step = step.clone();
+                // A run of its own: nothing an earlier firing saw land is trusted.
+                let step = Arc::new(step.new_run());
                 async move {
                     let errors = me.run_step(step, Mode::Copy).await;
-                    me.record(errors);
+                    me.errors().run(index, errors);
                 }
             },
             || {
@@ -438,6 +489,42 @@ mod tests {
             drive("TZ=UTC 0 0 29 2 *", "2025-03-01T00:00:00Z", 0, 7200.0).await;
         assert!(starts.is_empty());
         assert_eq!(ended.round(), 7200.0);
+    }
+
+    #[test]
+    fn server_errors_keep_the_last_run_of_each_step_and_count_the_rest() {
+        let mut e = ServerErrors::default();
+        e.setup("sync[1] bad cron".into());
+        // A thousand failing firings of step 0, each with 150 distinct lines.
+        for run in 0..1000 {
+            let lines = (0..150)
+                .map(|i| format!("sync[0] run {run} image {i}"))
+                .collect();
+            e.run(0, lines);
+        }
+        let lines = e.lines();
+        assert!(lines.len() <= KEPT_ERRORS_PER_STEP + 3, "{}", lines.len());
+        assert_eq!(lines[0], "sync[1] bad cron");
+        assert_eq!(lines[1], "sync[0] run 999 image 0");
+        assert!(!lines.iter().any(|l| l.contains("run 998")));
+        assert!(lines.contains(&"sync[0]: 50 more error(s) in its last run".to_string()));
+        assert!(
+            lines.contains(&"sync[0]: 149850 error(s) in earlier runs of this server".to_string())
+        );
+        // A clean last run: its lines are gone, the exit status still sees the earlier ones.
+        e.run(0, Vec::new());
+        assert_eq!(
+            e.lines(),
+            [
+                "sync[1] bad cron",
+                "sync[0]: 150000 error(s) in earlier runs of this server"
+            ]
+        );
+        // A server that never failed reports nothing.
+        let mut clean = ServerErrors::default();
+        clean.run(0, Vec::new());
+        clean.run(0, Vec::new());
+        assert!(clean.lines().is_empty());
     }
 
     #[test]

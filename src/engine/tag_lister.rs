@@ -2,9 +2,7 @@
 //! as they arrive and each selected image goes to the ManifestResolver at once, so the first
 //! copy starts while later pages are still being read.
 
-use super::blob_mover::BlobMover;
 use super::manifest_resolver::ManifestResolver;
-use super::messages::RepoIsEmpty;
 use super::messages::{ListStep, SyncImage};
 use super::report::{ImageOutcome, StepResult};
 use super::{on_pool, Mode, StepCtx};
@@ -18,12 +16,11 @@ use tokio::sync::mpsc;
 
 pub struct TagLister {
     resolver: Addr<ManifestResolver>,
-    blobs: Addr<BlobMover>,
 }
 
 impl TagLister {
-    pub fn new(resolver: Addr<ManifestResolver>, blobs: Addr<BlobMover>) -> Self {
-        TagLister { resolver, blobs }
+    pub fn new(resolver: Addr<ManifestResolver>) -> Self {
+        TagLister { resolver }
     }
 }
 
@@ -39,7 +36,6 @@ impl Handler<ListStep> for TagLister {
             step: msg.step,
             mode: msg.mode,
             resolver: self.resolver.clone(),
-            blobs: self.blobs.clone(),
         };
         Box::pin(on_pool(lister.run(), |e| StepResult { errors: vec![e] }))
     }
@@ -105,7 +101,6 @@ struct StepLister {
     step: Arc<StepCtx>,
     mode: Mode,
     resolver: Addr<ManifestResolver>,
-    blobs: Addr<BlobMover>,
 }
 
 impl StepLister {
@@ -207,19 +202,17 @@ impl StepLister {
         // into a registry repository that has no tags yet can skip its blob HEADs.
         let existing = match self.mode {
             Mode::Missing => {
-                let mut t = self.target_tags(&tgt).await.unwrap_or_default();
-                if t.is_empty() {
-                    self.target_is_empty(&tgt);
-                }
+                let listed = self.target_tags(&tgt).await;
+                self.note_if_empty(&tgt, &listed);
+                // A failed listing copies every selected tag (regsync), but says nothing
+                // about the repository being empty.
+                let mut t = listed.unwrap_or_default();
                 t.sort();
                 Some(t)
             }
             Mode::Copy if tgt.scheme == Scheme::Reg => {
-                match self.target_tags(&tgt).await {
-                    Ok(t) if t.is_empty() => self.target_is_empty(&tgt),
-                    Err(e) if e.is_not_found() => self.target_is_empty(&tgt),
-                    _ => {}
-                }
+                let listed = self.target_tags(&tgt).await;
+                self.note_if_empty(&tgt, &listed);
                 None
             }
             _ => None,
@@ -336,11 +329,16 @@ impl StepLister {
         }
     }
 
-    fn target_is_empty(&self, tgt: &Reference) {
-        if tgt.scheme == Scheme::Reg {
-            self.blobs.do_send(RepoIsEmpty {
-                repo_key: tgt.repo_key(),
-            });
+    /// A registry repository that listed no tags (or does not exist) has no blob this run
+    /// did not put there: its blob HEADs can be skipped, for this run only. A failed listing
+    /// proves nothing.
+    fn note_if_empty(&self, tgt: &Reference, listed: &Result<Vec<String>, StoreError>) {
+        let empty = match listed {
+            Ok(t) => t.is_empty(),
+            Err(e) => e.is_not_found(),
+        };
+        if empty && tgt.scheme == Scheme::Reg {
+            self.step.scope.mark_empty_repo(tgt.repo_key());
         }
     }
 

@@ -283,6 +283,30 @@ async fn write_blob(
     res.map(|_| true)
 }
 
+/// An image manifest is written only over blobs the layout holds: a manifest over a blob
+/// that is missing (deleted by the layout GC after an earlier image failed, say) would look
+/// complete to every later run, which compares digests only. External layers (`urls`) are not
+/// copied by default, and the children of an index may be left out on purpose (`platforms`);
+/// neither is required.
+async fn check_blobs_present(dir: &Path, r: &Reference, m: &Manifest) -> Result<(), StoreError> {
+    let Ok(links) = m.links() else {
+        return Ok(());
+    };
+    for b in links.blobs.iter().filter(|b| !b.is_external()) {
+        let path = blob_path(dir, &b.digest)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_file() => {}
+            _ => {
+                return Err(StoreError::NotFound(Some(format!(
+                    "blob {} of manifest {} is missing from the layout {}",
+                    b.digest, m.digest, r.path
+                ))))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Check that `dir` is an OCI layout of a supported version.
 async fn check_layout(dir: &Path) -> Result<(), StoreError> {
     let path = dir.join(LAYOUT_FILE);
@@ -587,6 +611,7 @@ impl Store for OciDirStore {
             }
         }
         init_layout(&dir).await?;
+        check_blobs_present(&dir, r, m).await?;
         // protect the manifest blob from GC until the index lists it
         let _in_flight = InFlight::new(&lock_key(&dir), &m.digest);
         let desc = Descriptor::new(&m.media_type, m.digest.clone(), m.bytes.len() as i64);
@@ -740,6 +765,15 @@ mod tests {
         Reference::parse(&format!("ocidir://{}{suffix}", dir.display())).unwrap()
     }
 
+    /// `dir` holding the config blob every [`image`] names (manifests are only written over
+    /// blobs the layout has).
+    fn with_config(dir: PathBuf) -> PathBuf {
+        let path = blob_path(&dir, &Digest::sha256_of(b"{}")).unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"{}").unwrap();
+        dir
+    }
+
     fn image(n: u32) -> Manifest {
         let body = format!(
             r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}},"layers":[],"annotations":{{"n":"{n}"}}}}"#,
@@ -786,7 +820,7 @@ mod tests {
     #[tokio::test]
     async fn put_get_head_by_tag_and_digest() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("layout");
+        let dir = with_config(tmp.path().join("layout"));
         let s = store();
         let m = image(1);
         s.manifest_put(&oref(&dir, ":v1"), &m, false).await.unwrap();
@@ -853,7 +887,7 @@ mod tests {
     #[tokio::test]
     async fn tag_replacement_and_duplicates() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
+        let dir = with_config(tmp.path().to_path_buf());
         let s = store();
         let (a, b, c) = (image(1), image(2), image(3));
         s.manifest_put(&oref(&dir, ":v1"), &a, false).await.unwrap();
@@ -898,7 +932,7 @@ mod tests {
     #[tokio::test]
     async fn untagged_and_child_pushes() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
+        let dir = with_config(tmp.path().to_path_buf());
         let s = store();
         let (a, b, c) = (image(1), image(2), image(3));
 
@@ -958,7 +992,7 @@ mod tests {
     #[tokio::test]
     async fn tag_lookup_by_suffix_and_listing() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
+        let dir = with_config(tmp.path().to_path_buf());
         let s = store();
         let mut idx = IndexFile::new();
         for (i, name) in ["docker.io/library/alpine:3", "b", "x:b", "a", "3"]
@@ -1095,7 +1129,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_writes_lose_nothing() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("shared");
+        let dir = with_config(tmp.path().join("shared"));
         let s = Arc::new(store());
         let mut tasks = Vec::new();
         for i in 0..24u32 {
@@ -1134,7 +1168,8 @@ mod tests {
         // no temp files remain anywhere
         let files = files_under(&dir).await;
         assert!(files.iter().all(|f| !f.ends_with(".tmp")), "{files:?}");
-        assert_eq!(files.len(), 2 + 24 + 1);
+        // oci-layout, index.json, 24 manifests, the shared blob, the config blob
+        assert_eq!(files.len(), 2 + 24 + 1 + 1);
     }
 
     #[tokio::test]
@@ -1170,7 +1205,7 @@ mod tests {
     #[tokio::test]
     async fn corrupt_manifest_blob_is_detected() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
+        let dir = with_config(tmp.path().to_path_buf());
         let s = store();
         let m = image(1);
         s.manifest_put(&oref(&dir, ":v1"), &m, false).await.unwrap();
@@ -1239,7 +1274,7 @@ mod tests {
     #[tokio::test]
     async fn pushing_a_referrer_maintains_the_fallback_index() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("refs");
+        let dir = with_config(tmp.path().join("refs"));
         let s = store();
         let subject = image(1);
         s.manifest_put(&oref(&dir, ":v1"), &subject, false)
@@ -1454,7 +1489,7 @@ mod tests {
     #[tokio::test]
     async fn gc_waits_for_the_last_hold() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("held");
+        let dir = with_config(tmp.path().join("held"));
         let s = store();
         let (r1, r2) = (oref(&dir, ":v1"), oref(&dir, ":v2"));
         s.manifest_put(&r1, &image(1), false).await.unwrap();
@@ -1479,7 +1514,7 @@ mod tests {
     #[tokio::test]
     async fn gc_spares_fresh_temp_files_and_in_flight_digests() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("tmpfiles");
+        let dir = with_config(tmp.path().join("tmpfiles"));
         let s = store();
         let r = oref(&dir, ":v1");
         s.manifest_put(&r, &image(1), false).await.unwrap();
@@ -1524,7 +1559,7 @@ mod tests {
     #[tokio::test]
     async fn gc_deletes_nothing_when_a_manifest_is_unreadable() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("broken");
+        let dir = with_config(tmp.path().join("broken"));
         let s = store();
         let r = oref(&dir, ":v1");
         s.manifest_put(&r, &image(1), false).await.unwrap();
@@ -1552,5 +1587,42 @@ mod tests {
         s.close(&r).await.unwrap();
         assert!(!blob_set(&dir).contains(image(1).digest.hex()));
         assert!(blob_set(&dir).contains(image(4).digest.hex()));
+    }
+    #[tokio::test]
+    async fn a_manifest_over_a_missing_blob_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("strict");
+        let s = store();
+        let m = image(1);
+        let config = Digest::sha256_of(b"{}");
+        let e = s
+            .manifest_put(&oref(&dir, ":v1"), &m, false)
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains(config.as_str()) && text.contains(m.digest.as_str()),
+            "{text}"
+        );
+        assert!(!dir.join("index.json").exists());
+        assert!(!blob_path(&dir, &m.digest).unwrap().exists());
+        // as a child too
+        assert!(s.manifest_put(&oref(&dir, ""), &m, true).await.is_err());
+        // once the blob is there, it is accepted
+        let dir = with_config(dir);
+        s.manifest_put(&oref(&dir, ":v1"), &m, false).await.unwrap();
+        // an index is not held to its children (`platforms` leaves some out on purpose)
+        let index = Manifest::from_bytes(
+            Bytes::from(format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{}","digest":"{}","size":9}}]}}"#,
+                media::OCI_INDEX,
+                media::OCI_MANIFEST,
+                Digest::sha256_of(b"absent child")
+            )),
+            None,
+        );
+        s.manifest_put(&oref(&dir, ":multi"), &index, false)
+            .await
+            .unwrap();
     }
 }

@@ -5,8 +5,11 @@
 //! * Referrer lists are kept under registry + repository + subject digest; pushing a manifest
 //!   with a `subject`, or a fallback referrers index (tag `<alg>-<hex>`), drops the subject's
 //!   list.
-//! * An entry expires `cacheTime` after its last use; when a table holds more than
-//!   `cacheCount` entries it is pruned (expired entries, then the least recently used) to 90 %.
+//! * An entry expires `cacheTime` after it was stored (a hit does not extend it: a manifest
+//!   "pushed by us" is trusted for `cacheTime`, not for as long as cycles keep hitting it,
+//!   so a target that lost it to a GC or a retention policy is asked again); when a table
+//!   holds more than `cacheCount` entries it is pruned (expired entries, then the least
+//!   recently used) to 90 %.
 //! * The cache is on only when both settings are > 0.
 //!
 //! Quirk 15 (spec §16) is fixed on purpose: regclient answers a HEAD by digest from the cache,
@@ -141,11 +144,14 @@ fn fallback_subject(tag: &str) -> Option<Digest> {
 
 struct Entry<V> {
     value: V,
+    /// When the value was stored: it expires `ttl` later.
+    stored: Instant,
+    /// For pruning the least recently used.
     last_used: Instant,
 }
 
-/// One table: entries expire `ttl` after their last use, and more than `count` entries prune
-/// it to 90 %. `count == 0` means off.
+/// One table: entries expire `ttl` after they were stored, and more than `count` entries
+/// prune it to 90 % (least recently used first). `count == 0` means off.
 struct Table<K, V> {
     map: DashMap<K, Entry<V>>,
     count: usize,
@@ -165,10 +171,11 @@ impl<K: Eq + Hash + Clone, V: Clone> Table<K, V> {
     }
 
     fn expired(&self, e: &Entry<V>, now: Instant) -> bool {
-        now.saturating_duration_since(e.last_used) >= self.ttl
+        now.saturating_duration_since(e.stored) >= self.ttl
     }
 
-    /// The value if present, fresh and accepted by `wanted`; a hit counts as a use.
+    /// The value if present, fresh and accepted by `wanted`; a hit counts as a use (for
+    /// pruning), not as a refresh.
     fn get(&self, k: &K, now: Instant, wanted: impl Fn(&V) -> bool) -> Option<V> {
         if self.count == 0 {
             return None;
@@ -200,6 +207,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Table<K, V> {
             k,
             Entry {
                 value,
+                stored: now,
                 last_used: now,
             },
         );
@@ -307,43 +315,49 @@ mod tests {
     }
 
     #[test]
-    fn entries_expire_after_last_use() {
+    fn entries_expire_cache_time_after_they_were_stored() {
         let t = Table::<u32, u32>::new(10, MIN);
         let t0 = Instant::now();
         t.insert(1, 10, t0);
-        // Each use pushes the expiry out.
+        // Hits do not push the expiry out.
         assert_eq!(
-            t.get(&1, t0 + 50 * Duration::from_secs(1), |_| true),
+            t.get(&1, t0 + 30 * Duration::from_secs(1), |_| true),
             Some(10)
         );
         assert_eq!(
-            t.get(&1, t0 + 100 * Duration::from_secs(1), |_| true),
+            t.get(&1, t0 + 59 * Duration::from_secs(1), |_| true),
             Some(10)
         );
-        // 60 s after the last use it is gone, and removed from the table.
-        assert_eq!(t.get(&1, t0 + 160 * Duration::from_secs(1), |_| true), None);
+        // 60 s after it was stored it is gone, and removed from the table.
+        assert_eq!(t.get(&1, t0 + 60 * Duration::from_secs(1), |_| true), None);
         assert_eq!(t.len(), 0);
-        // A refused lookup (HEAD on a fetched entry) is not a use.
-        t.insert(2, 20, t0);
-        assert_eq!(t.get(&2, t0 + 59 * Duration::from_secs(1), |_| false), None);
-        assert_eq!(t.get(&2, t0 + 61 * Duration::from_secs(1), |_| true), None);
+        // Storing it again starts a new period.
+        t.insert(1, 11, t0 + 70 * Duration::from_secs(1));
+        assert_eq!(
+            t.get(&1, t0 + 129 * Duration::from_secs(1), |_| true),
+            Some(11)
+        );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_manifest_expires_cache_time_after_its_last_use() {
+    async fn a_pushed_manifest_is_trusted_for_cache_time_however_often_it_is_hit() {
         let c = Cache::new(10, MIN);
         let m = manifest(1);
-        c.fetched("r", "a", &m);
-        tokio::time::advance(Duration::from_secs(59)).await;
-        assert!(c.manifest("r", "a", &m.digest).is_some());
-        // The hit above was a use: another 59 s later it is still there.
-        tokio::time::advance(Duration::from_secs(59)).await;
-        assert!(c.manifest("r", "a", &m.digest).is_some());
-        tokio::time::advance(MIN).await;
-        assert!(c.manifest("r", "a", &m.digest).is_none());
+        c.pushed("r", "tgt", Some("v1"), &m);
+        // Cycles every 20 s keep hitting it...
+        for _ in 0..2 {
+            tokio::time::advance(Duration::from_secs(20)).await;
+            assert!(c.pushed_manifest("r", "tgt", &m.digest).is_some());
+        }
+        // ...but 60 s after the push a HEAD goes to the registry again.
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert!(c.pushed_manifest("r", "tgt", &m.digest).is_none());
+        assert!(c.manifest("r", "tgt", &m.digest).is_none());
         // Referrer lists alike.
         c.put_referrers("r", "a", &m.digest, Referrers::default());
-        tokio::time::advance(MIN).await;
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(c.referrers("r", "a", &m.digest).is_some());
+        tokio::time::advance(Duration::from_secs(1)).await;
         assert!(c.referrers("r", "a", &m.digest).is_none());
     }
 

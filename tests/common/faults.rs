@@ -60,6 +60,8 @@ pub struct FaultOpts {
     /// Request kinds faults apply to (`"blob_get"`, ...); empty = all but `ping`/`other`.
     pub fault_kinds: Vec<String>,
     pub seed: u64,
+    /// Registry error code in the body of injected failures (`UNAVAILABLE` when `None`).
+    pub fail_code: Option<String>,
 }
 
 impl Default for FaultOpts {
@@ -77,6 +79,7 @@ impl Default for FaultOpts {
             fault_methods: vec![],
             fault_kinds: vec![],
             seed: 1,
+            fail_code: None,
         }
     }
 }
@@ -443,6 +446,7 @@ fn json_error(status: u16, code: &str, msg: &str) -> Response {
 struct Plan {
     slow: Option<Duration>,
     fail: Option<u16>,
+    fail_code: Option<String>,
     drop_now: bool,
     cut_body: bool,
     rate_headers: Vec<(&'static str, String)>,
@@ -469,6 +473,7 @@ fn plan(s: &Shared, ip: IpAddr, method: &Method, kind: &str) -> Plan {
             let n = i.rng.gen_range(0..o.fail_status.len());
             i.stats.failed += 1;
             p.fail = Some(o.fail_status[n]);
+            p.fail_code = o.fail_code.clone();
             return p;
         }
         let body_get = method == Method::GET && matches!(kind, "blob_get" | "manifest_get");
@@ -570,8 +575,16 @@ async fn handle(
 
 async fn respond(s: &Arc<Shared>, req: Request, p: &Plan, guard: OpenGuard) -> Response {
     if let Some(code) = p.fail {
-        let r = json_error(code, "UNAVAILABLE", "fault proxy: injected failure");
-        return with_body(r, tracked(None, guard, None));
+        let error = p.fail_code.as_deref().unwrap_or("UNAVAILABLE");
+        let r = json_error(code, error, "fault proxy: injected failure");
+        // Keep the error body (clients read the registry error code from it).
+        let (parts, body) = r.into_parts();
+        let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+        let stream: ByteStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
+        return with_body(
+            Response::from_parts(parts, Body::empty()),
+            tracked(Some(stream), guard, None),
+        );
     }
     if p.drop_now {
         // A body that fails at once: hyper closes the connection with nothing sent.
