@@ -171,11 +171,14 @@ impl Engine {
         } else {
             config.defaults.user_agent.clone()
         };
+        // The run's cancellation reaches every request, retry wait and host pause.
+        let cancel = CancellationToken::new();
         let registry = RegistryStore::new(
             hosts,
             gate,
             crate::registry::RegistryOptions::new(user_agent)
-                .with_cache(config.defaults.cache_count, &config.defaults.cache_time),
+                .with_cache(config.defaults.cache_count, &config.defaults.cache_time)
+                .with_cancel(cancel.clone()),
             log.clone(),
         )?;
         let run = Arc::new(RunCtx {
@@ -185,7 +188,7 @@ impl Engine {
             },
             counters: Counters::default(),
             log: log.clone(),
-            cancel: CancellationToken::new(),
+            cancel,
             abort_on_error: opts.abort_on_error,
             parallel: config.defaults.parallel,
         });
