@@ -199,23 +199,34 @@ async fn move_blob(
             return Err(CopyError::Canceled);
         }
         let same_host = src_host.is_some() && src_host == tgt_host;
-        let _one_at_a_time = if same_host {
+        let one_at_a_time = if same_host {
             same_host_streams.clone().acquire_owned().await.ok()
         } else {
             None
         };
         let source_first = matches!((&src_host, &tgt_host), (Some(s), Some(t)) if s < t);
-        match stream_once(&run, &source, &target, &desc, source_first).await {
+        let e = match stream_once(&run, &source, &target, &desc, source_first).await {
             Ok(bytes) => {
                 bump(&run.counters.blobs_copied);
                 return Ok(BlobMoved::Copied { bytes });
             }
-            Err(e) if attempt < BLOB_ATTEMPTS && e.is_transient() => {
-                slog::warn!(run.log, "Failed to push blob";
-                    "source" => %source, "target" => %target, "digest" => %digest,
-                    "attempt" => attempt, "err" => %e);
-            }
-            Err(e) => return Err(e),
+            // The registry layer has retried the source's GET and resumed its body already;
+            // starting over would only multiply those retries for an object that keeps
+            // failing (one broken blob must fail its image in seconds).
+            Err(StreamFailure::Source(e)) => return Err(e),
+            Err(StreamFailure::Target(e)) => e,
+        };
+        if attempt >= BLOB_ATTEMPTS || !e.is_transient() {
+            return Err(e);
+        }
+        slog::warn!(run.log, "Failed to push blob";
+            "source" => %source, "target" => %target, "digest" => %digest,
+            "attempt" => attempt, "err" => %e);
+        drop(one_at_a_time);
+        // This blob's own backoff (spec §7.3 schedule); the host's health is the throttler's.
+        tokio::select! {
+            _ = tokio::time::sleep(crate::registry::backoff(attempt - 1)) => {}
+            _ = run.cancel.cancelled() => return Err(CopyError::Canceled),
         }
     }
 }
@@ -228,20 +239,28 @@ fn slot_host(run: &RunCtx, r: &Reference) -> Option<String> {
     }
 }
 
+/// Which side of a blob stream failed.
+enum StreamFailure {
+    /// The download (its request retries and body resumes are spent).
+    Source(CopyError),
+    /// The upload (a streamed body cannot be sent twice: only a fresh stream can retry it).
+    Target(CopyError),
+}
+
 async fn stream_once(
     run: &Arc<RunCtx>,
     source: &Reference,
     target: &Reference,
     desc: &Descriptor,
     source_first: bool,
-) -> Result<u64, CopyError> {
+) -> Result<u64, StreamFailure> {
     let src_store = run.stores.for_ref(source);
     let tgt_store = run.stores.for_ref(target);
     let get_failed = |e| {
-        CopyError::store(
+        StreamFailure::Source(CopyError::store(
             format!("failed to get blob {} from {source}", desc.digest),
             e,
-        )
+        ))
     };
     let body = src_store.blob_get(source, desc).await.map_err(get_failed)?;
     let body = if source_first {
@@ -254,13 +273,28 @@ async fn stream_once(
     } else {
         body
     };
+    // The download may start (and fail) inside the upload: remember its error, which is the
+    // real story whatever the upload reports.
+    let source_error: Arc<std::sync::Mutex<Option<crate::store::StoreError>>> = Arc::default();
+    let seen = source_error.clone();
+    let body = body
+        .inspect(move |item| {
+            if let Err(e) = item {
+                seen.lock().unwrap().get_or_insert_with(|| e.clone());
+            }
+        })
+        .boxed();
     let counted = Arc::new(AtomicU64::new(0));
     let body = counting(body, counted.clone(), run.clone());
-    tgt_store.blob_put(target, desc, body).await.map_err(|e| {
-        CopyError::store(
+    let put = tgt_store.blob_put(target, desc, body).await;
+    if let Some(e) = source_error.lock().unwrap().take() {
+        return Err(get_failed(e));
+    }
+    put.map_err(|e| {
+        StreamFailure::Target(CopyError::store(
             format!("failed to push blob {} to {target}", desc.digest),
             e,
-        )
+        ))
     })?;
     Ok(counted.load(Ordering::Relaxed))
 }

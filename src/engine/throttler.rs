@@ -519,10 +519,12 @@ mod tests {
         // Distinct requests failing one after the other: the host is paused.
         gate.observe(&h, answered(500, 0));
         let first = gate.paused_until(&h).await.expect("paused");
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // After that pause, the next distinct failure pauses the host twice as long.
+        tokio::time::sleep_until((first + Duration::from_millis(10)).into()).await;
+        let t = Instant::now();
         gate.observe(&h, HostEvent::Unreachable { attempt: 0 });
         let second = gate.paused_until(&h).await.expect("paused again");
-        assert!(second > first + Duration::from_millis(150), "{first:?} {second:?}");
+        assert!(second >= t + Duration::from_millis(400), "{t:?} {second:?}");
         let cancel = CancellationToken::new();
         let started = Instant::now();
         assert!(gate.acquire(&h, &cancel).await.is_some());

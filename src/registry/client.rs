@@ -1146,47 +1146,85 @@ mod tests {
     }
 
     fn client(hosts: Vec<HostConfig>) -> Client {
+        client_with(hosts, Arc::new(super::super::OpenGate))
+    }
+
+    fn client_with(hosts: Vec<HostConfig>, gate: Arc<dyn RequestGate>) -> Client {
         let log = Logger::root(slog::Discard, slog::o!());
-        Client::with_certs_dir(
-            hosts,
-            Arc::new(super::super::OpenGate),
-            RegistryOptions::new("ua"),
-            log,
-            None,
-        )
-        .unwrap()
+        Client::with_certs_dir(hosts, gate, RegistryOptions::new("ua"), log, None).unwrap()
+    }
+
+    /// A gate that grants every request, records what it is told, and reports the pauses it
+    /// is given.
+    #[derive(Default)]
+    struct TestGate {
+        paused: Mutex<HashMap<String, std::time::Instant>>,
+        /// (hostname, status or None for no answer, attempt)
+        events: Mutex<Vec<(String, Option<u16>, u32)>>,
+        /// Never grant a slot (until cancelled).
+        closed: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl RequestGate for TestGate {
+        async fn acquire(&self, _: &HostConfig, cancel: &CancellationToken) -> Option<Permit> {
+            if self.closed {
+                cancel.cancelled().await;
+            }
+            (!cancel.is_cancelled()).then(|| Box::new(()) as Permit)
+        }
+        fn observe(&self, host: &HostConfig, event: HostEvent<'_>) {
+            let (status, attempt) = match event {
+                HostEvent::Answered {
+                    status, attempt, ..
+                } => (Some(status), attempt),
+                HostEvent::Unreachable { attempt } => (None, attempt),
+            };
+            let e = (host.hostname.clone(), status, attempt);
+            self.events.lock().unwrap().push(e);
+        }
+        async fn paused_until(&self, host: &HostConfig) -> Option<std::time::Instant> {
+            let now = std::time::Instant::now();
+            let paused = self.paused.lock().unwrap();
+            paused.get(&host.hostname).copied().filter(|t| *t > now)
+        }
     }
 
     fn names(hosts: &[Arc<Host>]) -> Vec<&str> {
         hosts.iter().map(|h| h.config.name.as_str()).collect()
     }
 
-    #[test]
-    fn read_hosts_order() {
+    #[tokio::test]
+    async fn read_hosts_order() {
         let cfg = |name: &str, priority: u64, mirrors: &[&str]| HostConfig {
             priority,
             mirrors: mirrors.iter().map(|m| m.to_string()).collect(),
             ..HostConfig::for_name(name)
         };
-        let c = client(vec![
-            cfg("up", 0, &["m1", "m2", "up", "m3", "m1"]),
-            cfg("m1", 2, &[]),
-            cfg("m2", 1, &[]),
-        ]);
+        let gate = Arc::new(TestGate::default());
+        let c = client_with(
+            vec![
+                cfg("up", 0, &["m1", "m2", "up", "m3", "m1"]),
+                cfg("m1", 2, &[]),
+                cfg("m2", 1, &[]),
+            ],
+            gate.clone(),
+        );
         let up = c.host("up");
         // Ascending priority (m3 is unconfigured: 0), mirrors before the upstream at equal
         // priority, duplicates and the upstream itself removed from the mirror list.
-        assert_eq!(names(&c.read_hosts(&up)), ["m3", "up", "m2", "m1"]);
-        // A host backing off goes last, the soonest back first.
-        let now = Instant::now();
-        c.host("m3").back_off(now + Duration::from_secs(60));
-        c.host("m2").back_off(now + Duration::from_secs(30));
-        assert_eq!(names(&c.read_hosts(&up)), ["up", "m1", "m2", "m3"]);
-        // Backoffs that are over do not count, and never shorten a longer one.
-        c.host("m2").back_off(now);
-        assert_eq!(names(&c.read_hosts(&up)), ["up", "m1", "m2", "m3"]);
+        assert_eq!(names(&c.read_hosts(&up).await), ["m3", "up", "m2", "m1"]);
+        // A host the gate holds paused goes last, the soonest back first.
+        let now = std::time::Instant::now();
+        let pause = |h: &str, until| gate.paused.lock().unwrap().insert(h.to_string(), until);
+        pause("m3", now + Duration::from_secs(60));
+        pause("m2", now + Duration::from_secs(30));
+        assert_eq!(names(&c.read_hosts(&up).await), ["up", "m1", "m2", "m3"]);
+        // Pauses that are over do not count.
+        pause("m3", now);
+        assert_eq!(names(&c.read_hosts(&up).await), ["m3", "up", "m1", "m2"]);
         // Without mirrors: the upstream alone.
-        assert_eq!(names(&c.read_hosts(&c.host("m1"))), ["m1"]);
+        assert_eq!(names(&c.read_hosts(&c.host("m1")).await), ["m1"]);
     }
 
     #[test]
@@ -1246,26 +1284,6 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_and_caps() {
-        assert_eq!(backoff(0), Duration::from_millis(100));
-        assert_eq!(backoff(3), Duration::from_millis(800));
-        assert_eq!(backoff(12), BACKOFF_MAX);
-        assert_eq!(backoff(40), BACKOFF_MAX);
-    }
-
-    #[test]
-    fn retry_after_seconds() {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
-    }
-
-    #[test]
     fn redirects_refuse_downgrades_and_local_targets() {
         let u = |s: &str| Url::parse(s).unwrap();
         assert!(redirect_allowed(&u("https://r.io/v2/"), &u("https://s3.io/x")).is_ok());
@@ -1282,32 +1300,6 @@ mod tests {
         let s = loggable(&u);
         assert!(!s.contains("SECRET") && !s.contains("u:p"), "{s}");
         assert!(s.contains("digest=sha256%3A1"), "{s}");
-    }
-
-    #[test]
-    fn host_backoff_grows_per_failure_and_decays_per_answer() {
-        let h = host("", Tls::Disabled);
-        assert_eq!(h.failed(None), Duration::from_millis(100));
-        assert_eq!(h.failed(None), Duration::from_millis(200));
-        assert_eq!(h.failed(None), Duration::from_millis(400));
-        assert!(h.backing_off(Instant::now()).is_some());
-        // Answers lower the count one step at a time.
-        h.answered();
-        assert_eq!(h.failed(None), Duration::from_millis(400));
-        h.answered();
-        h.answered();
-        h.answered();
-        assert_eq!(h.failed(None), Duration::from_millis(100));
-        // Retry-After overrides the computed delay, and the count still grows.
-        assert_eq!(
-            h.failed(Some(Duration::from_secs(2))),
-            Duration::from_secs(2)
-        );
-        assert_eq!(h.failed(None), Duration::from_millis(400));
-        for _ in 0..40 {
-            h.failed(None);
-        }
-        assert_eq!(h.failed(None), BACKOFF_MAX);
     }
 
     /// A small server answering `GET /v2/a/x` with the statuses in `script`, then 200.
@@ -1331,10 +1323,18 @@ mod tests {
         (test_util::serve(app).await, seen)
     }
 
+    fn tls_off(addr: &str) -> HostConfig {
+        HostConfig {
+            tls: Tls::Disabled,
+            ..HostConfig::for_name(addr)
+        }
+    }
+
     #[tokio::test]
     async fn retries_503_and_other_transient_statuses() {
         let (addr, seen) = scripted(vec![503, 502, 429]).await;
-        let c = test_util::client(&[&addr], RegistryOptions::new("ua"), IDLE_TIMEOUT);
+        let gate = Arc::new(TestGate::default());
+        let c = client_with(vec![tls_off(&addr)], gate.clone());
         let h = c.host(&addr);
         let url = h.repo_url("a", "x").unwrap();
         let resp = c
@@ -1343,8 +1343,14 @@ mod tests {
             .unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(*seen.lock().unwrap(), [503, 502, 429, 200]);
-        // Three failures, one answer: the host's count is down to 2.
-        assert_eq!(h.backoff.lock().unwrap().failures, 2);
+        // The gate is told which send of the request each answer belongs to: the host's
+        // health is judged across requests, not across one request's retries.
+        let events = gate.events.lock().unwrap().clone();
+        let told: Vec<_> = events.iter().map(|(_, s, a)| (*s, *a)).collect();
+        assert_eq!(
+            told,
+            [(Some(503), 0), (Some(502), 1), (Some(429), 2), (Some(200), 3)]
+        );
     }
 
     #[tokio::test]
@@ -1363,21 +1369,56 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_backing_off_host_holds_back_every_request() {
-        let (addr, seen) = scripted(vec![]).await;
-        let c = test_util::client(&[&addr], RegistryOptions::new("ua"), IDLE_TIMEOUT);
+    async fn a_cancelled_run_ends_gate_waits_and_retry_backoffs() {
+        let (addr, seen) = scripted(vec![500; 10]).await;
+        let cancel = CancellationToken::new();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let closed = Arc::new(TestGate {
+            closed: true,
+            ..Default::default()
+        });
+        let options = RegistryOptions::new("ua").with_cancel(cancel.clone());
+        let c = Client::with_certs_dir(vec![tls_off(&addr)], closed, options.clone(), log.clone(), None)
+            .unwrap();
         let h = c.host(&addr);
-        // Another request's failure asked for 300 ms.
-        h.failed(Some(Duration::from_millis(300)));
-        let started = Instant::now();
         let url = h.repo_url("a", "x").unwrap();
-        let resp = c
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop.cancel();
+        });
+        let started = std::time::Instant::now();
+        // Waiting for a slot (a host paused for hours) ends with the run.
+        let err = c
             .execute(&h, &Method::GET, &url, HeaderMap::new(), &mut Body::Empty)
             .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        assert!(started.elapsed() >= Duration::from_millis(290));
-        assert_eq!(seen.lock().unwrap().len(), 1);
+            .err()
+            .expect("cancelled");
+        assert!(matches!(err, StoreError::Canceled), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(seen.lock().unwrap().is_empty());
+
+        // A request backing off between retries stops too.
+        let cancel = CancellationToken::new();
+        let options = options.with_cancel(cancel.clone());
+        let open = Arc::new(TestGate::default());
+        let c = Client::with_certs_dir(vec![tls_off(&addr)], open, options, log, None).unwrap();
+        let h = c.host(&addr);
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            // After the first two answers, inside the 200 ms backoff before the third.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            stop.cancel();
+        });
+        let started = std::time::Instant::now();
+        let err = c
+            .execute(&h, &Method::GET, &url, HeaderMap::new(), &mut Body::Empty)
+            .await
+            .err()
+            .expect("cancelled");
+        assert!(matches!(err, StoreError::Canceled), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(seen.lock().unwrap().len() < 4);
     }
 
     fn chunks(n: usize, every: Duration) -> BlobStream {
@@ -1415,7 +1456,7 @@ mod tests {
         );
         let h = c.host(&addr);
         let url = h.repo_url("a", "blobs/uploads/u").unwrap();
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let mut body = Body::Stream(chunks(3, Duration::from_millis(10)));
         let err = c
             .execute(&h, &Method::PUT, &url, HeaderMap::new(), &mut body)
