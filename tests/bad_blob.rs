@@ -105,7 +105,11 @@ fn assert_layout_consistent(layout: &Path) {
     }
     assert!(!seen.is_empty(), "the layout lists nothing");
     for entry in walk(layout) {
-        let rel = entry.strip_prefix(layout).unwrap().to_string_lossy().into_owned();
+        let rel = entry
+            .strip_prefix(layout)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let ok = rel == "oci-layout"
             || rel == "index.json"
             || (rel.starts_with("blobs/sha256/")

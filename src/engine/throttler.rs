@@ -17,8 +17,7 @@ use super::messages::{AcquireSlot, HostObserved, HostPausedUntil, ResponseObserv
 use super::rate_limit_watcher::{self, RateLimitWatcher};
 use crate::config::duration::{format_duration, GoDuration};
 use crate::registry::{
-    backoff, retry_after, HostConfig, HostEvent, Permit, RequestGate, BACKOFF_MAX,
-    RETRY_STATUSES,
+    backoff, retry_after, HostConfig, HostEvent, Permit, RequestGate, BACKOFF_MAX, RETRY_STATUSES,
 };
 use actix::{Actor, Addr, ArbiterHandle, Context, Handler, MessageResult, ResponseFuture};
 use async_trait::async_trait;
@@ -314,7 +313,11 @@ impl RequestGate for ThrottleGate {
     }
 
     async fn paused_until(&self, host: &HostConfig) -> Option<Instant> {
-        self.throttler(host).send(HostPausedUntil).await.ok().flatten()
+        self.throttler(host)
+            .send(HostPausedUntil)
+            .await
+            .ok()
+            .flatten()
     }
 }
 

@@ -1349,7 +1349,12 @@ mod tests {
         let told: Vec<_> = events.iter().map(|(_, s, a)| (*s, *a)).collect();
         assert_eq!(
             told,
-            [(Some(503), 0), (Some(502), 1), (Some(429), 2), (Some(200), 3)]
+            [
+                (Some(503), 0),
+                (Some(502), 1),
+                (Some(429), 2),
+                (Some(200), 3)
+            ]
         );
     }
 
@@ -1378,8 +1383,14 @@ mod tests {
             ..Default::default()
         });
         let options = RegistryOptions::new("ua").with_cancel(cancel.clone());
-        let c = Client::with_certs_dir(vec![tls_off(&addr)], closed, options.clone(), log.clone(), None)
-            .unwrap();
+        let c = Client::with_certs_dir(
+            vec![tls_off(&addr)],
+            closed,
+            options.clone(),
+            log.clone(),
+            None,
+        )
+        .unwrap();
         let h = c.host(&addr);
         let url = h.repo_url("a", "x").unwrap();
         let stop = cancel.clone();

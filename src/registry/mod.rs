@@ -381,7 +381,8 @@ mod tests {
     #[test]
     fn retry_after_seconds_and_dates() {
         use reqwest::header::{HeaderValue, RETRY_AFTER};
-        let h = |v: &'static str| HeaderMap::from_iter([(RETRY_AFTER, HeaderValue::from_static(v))]);
+        let h =
+            |v: &'static str| HeaderMap::from_iter([(RETRY_AFTER, HeaderValue::from_static(v))]);
         assert_eq!(retry_after(&h("7")), Some(Duration::from_secs(7)));
         assert_eq!(
             retry_after(&h("Wed, 21 Oct 2015 07:28:00 GMT")),
