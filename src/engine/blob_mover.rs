@@ -12,9 +12,8 @@
 //!   where the blob landed, to mount from instead of streaming it again.
 //!
 //! Request slots: a streamed copy needs a slot on the source host (GET) and one on the target
-//! host (PUT) at once. To stay deadlock-free when copies run in both directions, every copy
-//! takes them in the same global order (by hostname): when the source sorts first the GET is
-//! started before the upload, otherwise the GET starts lazily inside the PUT.
+//! host (PUT) at once; the RegistryThrottler says in which order to take them
+//! ([`StreamSlots`](super::throttler::StreamSlots)).
 
 use super::messages::{BlobMoved, BlobSettled, MoveBlob, RepoIsEmpty};
 use super::report::bump;
@@ -28,7 +27,6 @@ use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 
 type Move = Shared<BoxFuture<'static, Result<BlobMoved, CopyError>>>;
 
@@ -43,9 +41,6 @@ pub struct BlobMover {
     lenders: HashMap<String, Reference>,
     /// Target repositories that had no tags when their step began (see [`RepoIsEmpty`]).
     empty_repos: HashSet<String>,
-    /// A stream from a host into itself needs two slots of that host; one such stream at a
-    /// time keeps all of its slots from being held by PUTs waiting for their GETs.
-    same_host_streams: Arc<Semaphore>,
 }
 
 impl BlobMover {
@@ -56,7 +51,6 @@ impl BlobMover {
             landed: HashSet::new(),
             lenders: HashMap::new(),
             empty_repos: HashSet::new(),
-            same_host_streams: Arc::new(Semaphore::new(1)),
         }
     }
 }
@@ -98,11 +92,9 @@ impl Handler<MoveBlob> for BlobMover {
         let target_repo = msg.target.repo_only();
         let known_absent = self.empty_repos.contains(&msg.target.repo_key());
         let run = self.run.clone();
-        let same_host_streams = self.same_host_streams.clone();
-        let job = on_pool(
-            move_blob(run, msg, lender, known_absent, same_host_streams),
-            |e| Err(CopyError::Invalid(e)),
-        );
+        let job = on_pool(move_blob(run, msg, lender, known_absent), |e| {
+            Err(CopyError::Invalid(e))
+        });
         let mv: Move = job.boxed().shared();
         self.in_flight.insert(key.clone(), mv.clone());
         let addr = ctx.address();
@@ -144,7 +136,6 @@ async fn move_blob(
     msg: MoveBlob,
     lender: Option<Reference>,
     known_absent: bool,
-    same_host_streams: Arc<Semaphore>,
 ) -> Result<BlobMoved, CopyError> {
     let MoveBlob {
         source,
@@ -198,14 +189,14 @@ async fn move_blob(
         if run.cancel.is_cancelled() {
             return Err(CopyError::Canceled);
         }
-        let same_host = src_host.is_some() && src_host == tgt_host;
-        let one_at_a_time = if same_host {
-            same_host_streams.clone().acquire_owned().await.ok()
-        } else {
-            None
+        let Some(slots) = run
+            .throttle
+            .stream_slots(src_host.as_ref(), tgt_host.as_ref(), &run.cancel)
+            .await
+        else {
+            return Err(CopyError::Canceled);
         };
-        let source_first = matches!((&src_host, &tgt_host), (Some(s), Some(t)) if s < t);
-        let e = match stream_once(&run, &source, &target, &desc, source_first).await {
+        let e = match stream_once(&run, &source, &target, &desc, slots.source_first).await {
             Ok(bytes) => {
                 bump(&run.counters.blobs_copied);
                 return Ok(BlobMoved::Copied { bytes });
@@ -222,7 +213,7 @@ async fn move_blob(
         slog::warn!(run.log, "Failed to push blob";
             "source" => %source, "target" => %target, "digest" => %digest,
             "attempt" => attempt, "err" => %e);
-        drop(one_at_a_time);
+        drop(slots);
         // This blob's own backoff (spec §7.3 schedule); the host's health is the throttler's.
         tokio::select! {
             _ = tokio::time::sleep(crate::registry::backoff(attempt - 1)) => {}
@@ -232,9 +223,9 @@ async fn move_blob(
 }
 
 /// The host whose request slots `r` uses; layouts have none.
-fn slot_host(run: &RunCtx, r: &Reference) -> Option<String> {
+fn slot_host(run: &RunCtx, r: &Reference) -> Option<crate::registry::HostConfig> {
     match r.scheme {
-        Scheme::Reg => Some(run.stores.registry.slot_host(&r.registry)),
+        Scheme::Reg => Some(run.stores.registry.host_config(&r.registry)),
         Scheme::OciDir => None,
     }
 }

@@ -102,6 +102,14 @@ pub struct AcquireSlot {
     pub cancel: CancellationToken,
 }
 
+/// RegistryThrottler ← BlobMover (through the gate): the turn for a blob stream from this host
+/// into itself; `None` once the run's cancellation fires.
+#[derive(Message)]
+#[rtype(result = "Option<Permit>")]
+pub struct AcquireSelfStream {
+    pub cancel: CancellationToken,
+}
+
 /// RegistryThrottler ← HTTP layer: what became of one send of a request to this host.
 #[derive(Message)]
 #[rtype(result = "()")]

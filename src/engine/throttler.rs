@@ -13,7 +13,9 @@
 //! 30 s. A 429 always counts (the registry is limiting the account, not refusing an object).
 //! Rate-limit headers go on to the [`RateLimitWatcher`] (Docker Hub's pull budget).
 
-use super::messages::{AcquireSlot, HostObserved, HostPausedUntil, ResponseObserved};
+use super::messages::{
+    AcquireSelfStream, AcquireSlot, HostObserved, HostPausedUntil, ResponseObserved,
+};
 use super::rate_limit_watcher::{self, RateLimitWatcher};
 use crate::config::duration::{format_duration, GoDuration};
 use crate::registry::{
@@ -35,6 +37,9 @@ const PAUSE_MAX: Duration = Duration::from_secs(6 * 3600);
 pub struct RegistryThrottler {
     hostname: String,
     slots: Arc<Semaphore>,
+    /// A blob stream from this host into itself needs two of its slots; one such stream at a
+    /// time keeps every slot from being held by uploads waiting for their downloads.
+    self_streams: Arc<Semaphore>,
     pacing: Option<Arc<DefaultDirectRateLimiter>>,
     health: Arc<Mutex<HostHealth>>,
     log: slog::Logger,
@@ -138,6 +143,7 @@ impl RegistryThrottler {
         RegistryThrottler {
             hostname: host.hostname.clone(),
             slots: Arc::new(Semaphore::new(host.concurrency())),
+            self_streams: Arc::new(Semaphore::new(1)),
             pacing,
             health: Arc::new(Mutex::new(HostHealth::default())),
             log,
@@ -191,6 +197,21 @@ impl Handler<AcquireSlot> for RegistryThrottler {
     }
 }
 
+impl Handler<AcquireSelfStream> for RegistryThrottler {
+    type Result = ResponseFuture<Option<Permit>>;
+
+    fn handle(&mut self, msg: AcquireSelfStream, _ctx: &mut Context<Self>) -> Self::Result {
+        let turns = self.self_streams.clone();
+        Box::pin(async move {
+            tokio::select! {
+                // Never closed: acquiring cannot fail.
+                turn = turns.acquire_owned() => Some(Box::new(turn.ok()) as Permit),
+                _ = msg.cancel.cancelled() => None,
+            }
+        })
+    }
+}
+
 impl Handler<HostObserved> for RegistryThrottler {
     type Result = ();
 
@@ -221,6 +242,16 @@ impl Handler<HostPausedUntil> for RegistryThrottler {
     }
 }
 
+/// How one blob stream takes its two request slots (a GET on the source host, a PUT on the
+/// target host, held at once). Every stream takes them in the same global order, by hostname,
+/// so copies running in both directions cannot deadlock: with `source_first` the GET starts
+/// before the upload asks for its slot, otherwise the GET starts lazily inside the PUT. A
+/// stream from a host into itself also holds that host's one self-stream turn while it runs.
+pub struct StreamSlots {
+    pub source_first: bool,
+    _self_stream: Option<Permit>,
+}
+
 /// The registry layer's [`RequestGate`], backed by one [`RegistryThrottler`] per hostname,
 /// started on first use, and forwarding rate-limit headers to the [`RateLimitWatcher`].
 pub struct ThrottleGate {
@@ -245,6 +276,39 @@ impl ThrottleGate {
     pub fn with_watcher(mut self, watcher: Addr<RateLimitWatcher>) -> Self {
         self.watcher = Some(watcher);
         self
+    }
+
+    /// The slot order for a blob stream between `source` and `target` (`None`: an OCI
+    /// layout, which takes no slot); `None` once `cancel` fires.
+    pub async fn stream_slots(
+        &self,
+        source: Option<&HostConfig>,
+        target: Option<&HostConfig>,
+        cancel: &CancellationToken,
+    ) -> Option<StreamSlots> {
+        let (Some(s), Some(t)) = (source, target) else {
+            return Some(StreamSlots {
+                source_first: false,
+                _self_stream: None,
+            });
+        };
+        if s.hostname != t.hostname {
+            return Some(StreamSlots {
+                source_first: s.hostname < t.hostname,
+                _self_stream: None,
+            });
+        }
+        let turn = self
+            .throttler(s)
+            .send(AcquireSelfStream {
+                cancel: cancel.clone(),
+            })
+            .await
+            .ok()??;
+        Some(StreamSlots {
+            source_first: false,
+            _self_stream: Some(turn),
+        })
     }
 
     fn throttler(&self, host: &HostConfig) -> Addr<RegistryThrottler> {

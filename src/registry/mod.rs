@@ -280,6 +280,11 @@ impl RegistryStore {
     pub fn slot_host(&self, registry: &str) -> String {
         self.client.host(registry).config.hostname.clone()
     }
+
+    /// The settings of the host a registry name uses (for its throttler).
+    pub fn host_config(&self, registry: &str) -> HostConfig {
+        self.client.host(registry).config.clone()
+    }
 }
 
 #[async_trait]
