@@ -59,6 +59,7 @@ fn one_blob_always_failing_fails_its_image_alone_and_fast() {
     assert_eq!(out.code(), Some(1), "{}", out.dump());
     out.assert_no_panic();
     let line = out.assert_one_error_line(&["app:bad"]);
+    eprintln!("failure line after {:?}: {line}", out.elapsed);
     assert!(!line.contains("app:good"), "{line}");
     assert!(
         out.elapsed < FAIL_BOUND,
