@@ -16,9 +16,8 @@
 //! for an image that then failed or was overwritten.
 //!
 //! Request slots: a streamed copy needs a slot on the source host (GET) and one on the target
-//! host (PUT) at once. To stay deadlock-free when copies run in both directions, every copy
-//! takes them in the same global order (by hostname): when the source sorts first the GET is
-//! started before the upload, otherwise the GET starts lazily inside the PUT.
+//! host (PUT) at once; the RegistryThrottler says in which order to take them
+//! ([`StreamSlots`](super::throttler::StreamSlots)).
 
 use super::messages::{BlobMoved, BlobSettled, MoveBlob};
 use super::report::bump;
@@ -32,7 +31,6 @@ use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 
 type Move = Shared<BoxFuture<'static, Result<BlobMoved, CopyError>>>;
 
@@ -43,9 +41,6 @@ const BLOB_ATTEMPTS: u32 = 6;
 pub struct BlobMover {
     run: Arc<RunCtx>,
     in_flight: HashMap<String, Move>,
-    /// A stream from a host into itself needs two slots of that host; one such stream at a
-    /// time keeps all of its slots from being held by PUTs waiting for their GETs.
-    same_host_streams: Arc<Semaphore>,
 }
 
 impl BlobMover {
@@ -53,7 +48,6 @@ impl BlobMover {
         BlobMover {
             run,
             in_flight: HashMap::new(),
-            same_host_streams: Arc::new(Semaphore::new(1)),
         }
     }
 }
@@ -102,13 +96,12 @@ impl Handler<MoveBlob> for BlobMover {
         };
         let known_absent = scope.is_empty_repo(&msg.target.repo_key());
         let run = self.run.clone();
-        let same_host_streams = self.same_host_streams.clone();
         let addr = ctx.address();
         let settled_key = key.clone();
         // Started now and settled by itself: the move leaves the in-flight table when it
         // ends, also when every image waiting for it was dropped meanwhile.
         let task = tokio::spawn(async move {
-            let out = move_blob(run, msg, lender, known_absent, same_host_streams).await;
+            let out = move_blob(run, msg, lender, known_absent).await;
             if out.is_ok() {
                 scope.blob_landed_in(settled_key.clone(), Some((reg_key, target_repo)));
             }
@@ -141,7 +134,6 @@ async fn move_blob(
     msg: MoveBlob,
     lender: Option<Reference>,
     known_absent: bool,
-    same_host_streams: Arc<Semaphore>,
 ) -> Result<BlobMoved, CopyError> {
     let MoveBlob {
         source,
@@ -195,34 +187,53 @@ async fn move_blob(
         if run.cancel.is_cancelled() {
             return Err(CopyError::Canceled);
         }
-        let same_host = src_host.is_some() && src_host == tgt_host;
-        let _one_at_a_time = if same_host {
-            same_host_streams.clone().acquire_owned().await.ok()
-        } else {
-            None
+        let Some(slots) = run
+            .throttle
+            .stream_slots(src_host.as_ref(), tgt_host.as_ref(), &run.cancel)
+            .await
+        else {
+            return Err(CopyError::Canceled);
         };
-        let source_first = matches!((&src_host, &tgt_host), (Some(s), Some(t)) if s < t);
-        match stream_once(&run, &source, &target, &desc, source_first).await {
+        let e = match stream_once(&run, &source, &target, &desc, slots.source_first).await {
             Ok(bytes) => {
                 bump(&run.counters.blobs_copied);
                 return Ok(BlobMoved::Copied { bytes });
             }
-            Err(e) if attempt < BLOB_ATTEMPTS && e.is_transient() => {
-                slog::warn!(run.log, "Failed to push blob";
-                    "source" => %source, "target" => %target, "digest" => %digest,
-                    "attempt" => attempt, "err" => %e);
-            }
-            Err(e) => return Err(e),
+            // The registry layer has retried the source's GET and resumed its body already;
+            // starting over would only multiply those retries for an object that keeps
+            // failing (one broken blob must fail its image in seconds).
+            Err(StreamFailure::Source(e)) => return Err(e),
+            Err(StreamFailure::Target(e)) => e,
+        };
+        if attempt >= BLOB_ATTEMPTS || !e.is_transient() {
+            return Err(e);
+        }
+        slog::warn!(run.log, "Failed to push blob";
+            "source" => %source, "target" => %target, "digest" => %digest,
+            "attempt" => attempt, "err" => %e);
+        drop(slots);
+        // This blob's own backoff (spec §7.3 schedule); the host's health is the throttler's.
+        tokio::select! {
+            _ = tokio::time::sleep(crate::registry::backoff(attempt - 1)) => {}
+            _ = run.cancel.cancelled() => return Err(CopyError::Canceled),
         }
     }
 }
 
 /// The host whose request slots `r` uses; layouts have none.
-fn slot_host(run: &RunCtx, r: &Reference) -> Option<String> {
+fn slot_host(run: &RunCtx, r: &Reference) -> Option<crate::registry::HostConfig> {
     match r.scheme {
-        Scheme::Reg => Some(run.stores.registry.slot_host(&r.registry)),
+        Scheme::Reg => Some(run.stores.registry.host_config(&r.registry)),
         Scheme::OciDir => None,
     }
+}
+
+/// Which side of a blob stream failed.
+enum StreamFailure {
+    /// The download (its request retries and body resumes are spent).
+    Source(CopyError),
+    /// The upload (a streamed body cannot be sent twice: only a fresh stream can retry it).
+    Target(CopyError),
 }
 
 async fn stream_once(
@@ -231,14 +242,14 @@ async fn stream_once(
     target: &Reference,
     desc: &Descriptor,
     source_first: bool,
-) -> Result<u64, CopyError> {
+) -> Result<u64, StreamFailure> {
     let src_store = run.stores.for_ref(source);
     let tgt_store = run.stores.for_ref(target);
     let get_failed = |e| {
-        CopyError::store(
+        StreamFailure::Source(CopyError::store(
             format!("failed to get blob {} from {source}", desc.digest),
             e,
-        )
+        ))
     };
     let body = src_store.blob_get(source, desc).await.map_err(get_failed)?;
     let body = if source_first {
@@ -251,13 +262,28 @@ async fn stream_once(
     } else {
         body
     };
+    // The download may start (and fail) inside the upload: remember its error, which is the
+    // real story whatever the upload reports.
+    let source_error: Arc<std::sync::Mutex<Option<crate::store::StoreError>>> = Arc::default();
+    let seen = source_error.clone();
+    let body = body
+        .inspect(move |item| {
+            if let Err(e) = item {
+                seen.lock().unwrap().get_or_insert_with(|| e.clone());
+            }
+        })
+        .boxed();
     let counted = Arc::new(AtomicU64::new(0));
     let body = counting(body, counted.clone(), run.clone());
-    tgt_store.blob_put(target, desc, body).await.map_err(|e| {
-        CopyError::store(
+    let put = tgt_store.blob_put(target, desc, body).await;
+    if let Some(e) = source_error.lock().unwrap().take() {
+        return Err(get_failed(e));
+    }
+    put.map_err(|e| {
+        StreamFailure::Target(CopyError::store(
             format!("failed to push blob {} to {target}", desc.digest),
             e,
-        )
+        ))
     })?;
     Ok(counted.load(Ordering::Relaxed))
 }

@@ -5,9 +5,10 @@ use super::report::{ImageOutcome, RunReport, StepResult};
 use super::{CopyError, Mode, StepCtx};
 use crate::oci::Descriptor;
 use crate::reference::Reference;
-use crate::registry::{HostConfig, Permit};
+use crate::registry::Permit;
 use actix::Message;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// Scheduler ← caller: run these steps once in `mode` and report.
 #[derive(Message)]
@@ -85,21 +86,39 @@ pub struct BlobSettled {
     pub key: String,
 }
 
-/// RegistryThrottler ← HTTP layer: wait for a request slot on this host.
+/// RegistryThrottler ← HTTP layer: wait for a request slot on this host (after any pause);
+/// `None` once the run's cancellation fires.
 #[derive(Message)]
-#[rtype(result = "Permit")]
+#[rtype(result = "Option<Permit>")]
 pub struct AcquireSlot {
-    pub host: HostConfig,
+    pub cancel: CancellationToken,
 }
 
-/// RegistryThrottler ← RateLimitWatcher: the registry asked everyone to back off (HTTP 429 or
-/// `Retry-After`); grant no slot on this host before `until`. A later pause extends, never
-/// shortens, the current one.
+/// RegistryThrottler ← BlobMover (through the gate): the turn for a blob stream from this host
+/// into itself; `None` once the run's cancellation fires.
+#[derive(Message)]
+#[rtype(result = "Option<Permit>")]
+pub struct AcquireSelfStream {
+    pub cancel: CancellationToken,
+}
+
+/// RegistryThrottler ← HTTP layer: what became of one send of a request to this host.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct PauseHost {
-    pub until: std::time::Instant,
+pub struct HostObserved {
+    /// The answer's status; `None` when there was no answer (network error, timeout).
+    pub status: Option<u16>,
+    /// The answer's `Retry-After`.
+    pub retry_after: Option<std::time::Duration>,
+    /// Sends of the same request before this one (0 = its first).
+    pub attempt: u32,
 }
+
+/// RegistryThrottler ← HTTP layer: when does the host's current pause end, if it is paused
+/// (reads try the hosts that are not paused first).
+#[derive(Message)]
+#[rtype(result = "Option<std::time::Instant>")]
+pub struct HostPausedUntil;
 
 /// Rate-limit headers of one response (spec §5.6): `RateLimit-Limit: 100;w=21600` and
 /// `RateLimit-Remaining: 76;w=21600`.
@@ -116,16 +135,12 @@ pub struct RateLimitHeaders {
 }
 
 /// RateLimitWatcher ← ThrottleGate: a response from `host` (hostname) that carried rate-limit
-/// headers, a 429, or a `Retry-After`. Responses with none of these are not forwarded.
+/// headers. Responses without them are not forwarded.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ResponseObserved {
     pub host: String,
-    pub status: u16,
-    pub rate_limit: Option<RateLimitHeaders>,
-    pub retry_after: Option<std::time::Duration>,
-    /// The host's throttler, to pause when the registry says so.
-    pub throttler: actix::Recipient<PauseHost>,
+    pub rate_limit: RateLimitHeaders,
 }
 
 /// RateLimitWatcher ← ManifestResolver: the latest rate-limit numbers of `host`. `seq` marks

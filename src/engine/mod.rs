@@ -95,6 +95,8 @@ pub struct RunCtx {
     pub counters: Counters,
     pub log: slog::Logger,
     pub cancel: CancellationToken,
+    /// Every host's request limits (the registry store's gate).
+    pub throttle: Arc<throttler::ThrottleGate>,
     pub abort_on_error: bool,
     /// `defaults.parallel` (≤0 means 1 copy at a time and sequential steps).
     pub parallel: i64,
@@ -163,7 +165,7 @@ impl Engine {
         log: slog::Logger,
     ) -> Result<Engine, EngineError> {
         let rate_limits = rate_limit_watcher::RateLimitWatcher::new(log.clone()).start();
-        let gate =
+        let throttle =
             Arc::new(throttler::ThrottleGate::new(log.clone()).with_watcher(rate_limits.clone()));
         let mut base = Vec::new();
         if !config.defaults.skip_docker_config {
@@ -187,11 +189,14 @@ impl Engine {
         } else {
             config.defaults.user_agent.clone()
         };
+        // The run's cancellation reaches every request, retry wait and host pause.
+        let cancel = CancellationToken::new();
         let registry = RegistryStore::new(
             hosts,
-            gate,
+            throttle.clone(),
             crate::registry::RegistryOptions::new(user_agent)
-                .with_cache(config.defaults.cache_count, &config.defaults.cache_time),
+                .with_cache(config.defaults.cache_count, &config.defaults.cache_time)
+                .with_cancel(cancel.clone()),
             log.clone(),
         )?;
         let run = Arc::new(RunCtx {
@@ -201,7 +206,8 @@ impl Engine {
             },
             counters: Counters::default(),
             log: log.clone(),
-            cancel: CancellationToken::new(),
+            cancel,
+            throttle,
             abort_on_error: opts.abort_on_error,
             parallel: config.defaults.parallel,
             manifest_writes: run_scope::WriteLocks::default(),

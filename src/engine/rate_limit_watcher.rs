@@ -1,14 +1,11 @@
-//! RateLimitWatcher: the single owner of registry-announced limits (spec §5.6, §7.3).
+//! RateLimitWatcher: Docker Hub's pull budget (spec §5.6).
 //!
 //! * Every response passes [`ThrottleGate::observe`](super::throttler::ThrottleGate); the ones
-//!   carrying `RateLimit-Limit`/`RateLimit-Remaining` (Docker Hub: `100;w=21600`), a 429 or a
-//!   `Retry-After` are forwarded here. The latest numbers are kept per registry hostname. The
-//!   identity is implied: one run talks to one hostname with one set of credentials (aliases of
-//!   one hostname share its numbers, as they share its request slots).
-//! * 429 / `Retry-After` pause that registry for everyone: the watcher tells the host's
-//!   RegistryThrottler, which grants no request slot until the pause ends. `Retry-After`
-//!   (seconds or HTTP date) sets the length; a 429 without it backs off 100 ms doubling per
-//!   consecutive 429 up to 30 s (the §7.3 schedule, applied to the whole host).
+//!   carrying `RateLimit-Limit`/`RateLimit-Remaining` (Docker Hub: `100;w=21600`) are
+//!   forwarded here. The latest numbers are kept per registry hostname. The identity is
+//!   implied: one run talks to one hostname with one set of credentials (aliases of one
+//!   hostname share its numbers, as they share its request slots).
+//! * 429 / `Retry-After` are not this actor's: the host's RegistryThrottler pauses the host.
 //! * The ManifestResolver asks before pulling an image with `ratelimit.min > 0` ([`MayPull`]):
 //!   go, or wait `ratelimit.retry` (released `parallel` slot) and check again. The watcher
 //!   logs `Delaying for rate limit` and `Rate limit passed`.
@@ -23,22 +20,18 @@
 //! which the config never lets go below 5m (spec §3.6). It is read here and nowhere else.
 
 use super::messages::{
-    MayPull, PauseHost, PullVerdict, RateLimitHeaders, RateLimitNumbers, RateLimitQuery,
-    RateLimitSnapshot, ResponseObserved,
+    MayPull, PullVerdict, RateLimitHeaders, RateLimitNumbers, RateLimitQuery, RateLimitSnapshot,
+    ResponseObserved,
 };
 use crate::config::duration::{format_duration, parse_duration, GoDuration};
 use actix::{Actor, Context, Handler, MessageResult};
 use reqwest::header::HeaderMap;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Env var (tests only) capping the rate-limit sleep; see the module docs.
 pub const TEST_RETRY_ENV: &str = "REGSYNC_TEST_MIN_RATELIMIT_RETRY";
 
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// The longest pause honoured (a bogus `Retry-After` must not overflow an `Instant`).
-const PAUSE_MAX: Duration = Duration::from_secs(6 * 3600);
 /// `ratelimit.retry` when a step somehow has none (the config merge guarantees ≥ 5m).
 const DEFAULT_RETRY: Duration = Duration::from_secs(300);
 
@@ -48,10 +41,6 @@ struct HostState {
     seq: u64,
     /// Latest numbers, with the `seq` they were seen at.
     latest: Option<(u64, RateLimitNumbers)>,
-    /// Consecutive 429s that each started a new pause (for the backoff without `Retry-After`).
-    backoffs: u32,
-    /// End of the current (or last) pause.
-    paused_until: Option<Instant>,
 }
 
 pub struct RateLimitWatcher {
@@ -77,37 +66,6 @@ impl RateLimitWatcher {
         self.hosts.entry(host.to_string()).or_default()
     }
 
-    /// How long to pause `host` after this response, if at all. `now` is passed in for tests.
-    fn pause_for(&mut self, msg: &ResponseObserved, now: Instant) -> Option<Duration> {
-        let st = self.state(&msg.host);
-        let pause = match (msg.retry_after, msg.status) {
-            (Some(d), _) => d,
-            (None, 429) => {
-                // A 429 answering a request sent before the current pause ended belongs to that
-                // pause; only one arriving after it escalates the backoff.
-                match st.paused_until {
-                    Some(until) if now < until => return None,
-                    // Quiet for a while: start over.
-                    Some(until) if now.duration_since(until) > BACKOFF_MAX => st.backoffs = 0,
-                    _ => {}
-                }
-                let d = BACKOFF_BASE
-                    .saturating_mul(1u32 << st.backoffs.min(20))
-                    .min(BACKOFF_MAX);
-                st.backoffs = st.backoffs.saturating_add(1);
-                d
-            }
-            _ => return None,
-        };
-        let pause = pause.min(PAUSE_MAX);
-        let until = now + pause;
-        if st.paused_until.is_some_and(|u| u >= until) {
-            return None;
-        }
-        st.paused_until = Some(until);
-        Some(pause)
-    }
-
     fn sleep_for(&self, retry: Duration) -> Duration {
         let retry = if retry.is_zero() {
             DEFAULT_RETRY
@@ -129,22 +87,15 @@ impl Handler<ResponseObserved> for RateLimitWatcher {
     type Result = ();
 
     fn handle(&mut self, msg: ResponseObserved, _ctx: &mut Context<Self>) {
-        if let Some(RateLimitHeaders {
+        if let RateLimitHeaders {
             limit,
             remaining: Some(remaining),
             ..
-        }) = msg.rate_limit
+        } = msg.rate_limit
         {
             let st = self.state(&msg.host);
             st.seq += 1;
             st.latest = Some((st.seq, RateLimitNumbers { limit, remaining }));
-        }
-        let now = Instant::now();
-        if let Some(pause) = self.pause_for(&msg, now) {
-            slog::warn!(self.log, "Registry asked to back off, pausing requests";
-                "host" => &msg.host, "status" => msg.status,
-                "pause" => format_duration(GoDuration::from_std(pause)));
-            msg.throttler.do_send(PauseHost { until: now + pause });
         }
     }
 }
@@ -225,26 +176,11 @@ pub fn parse_headers(headers: &HeaderMap) -> Option<RateLimitHeaders> {
     Some(out)
 }
 
-/// `Retry-After` as seconds or an HTTP date (a date in the past is zero).
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get("retry-after")?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::messages::PauseHost;
-    use actix::{Actor, Context, Handler};
+    use actix::Actor;
     use reqwest::header::HeaderValue;
-    use std::sync::{Arc, Mutex};
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -291,62 +227,23 @@ mod tests {
         assert!(parse_headers(&headers(&[("content-type", "x")])).is_none());
     }
 
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        assert_eq!(
-            retry_after(&headers(&[("retry-after", "7")])),
-            Some(Duration::from_secs(7))
-        );
-        assert_eq!(
-            retry_after(&headers(&[(
-                "retry-after",
-                "Wed, 21 Oct 2015 07:28:00 GMT"
-            )])),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
-        assert_eq!(retry_after(&HeaderMap::new()), None);
-    }
-
-    /// Records the pauses it is told about.
-    struct Recorder(Arc<Mutex<Vec<Instant>>>);
-    impl Actor for Recorder {
-        type Context = Context<Self>;
-    }
-    impl Handler<PauseHost> for Recorder {
-        type Result = ();
-        fn handle(&mut self, msg: PauseHost, _: &mut Context<Self>) {
-            self.0.lock().unwrap().push(msg.until);
-        }
-    }
-
     fn log() -> slog::Logger {
         slog::Logger::root(slog::Discard, slog::o!())
     }
 
-    fn observed(
-        status: u16,
-        remaining: Option<i64>,
-        retry: Option<u64>,
-        throttler: actix::Recipient<PauseHost>,
-    ) -> ResponseObserved {
+    fn observed(remaining: Option<i64>) -> ResponseObserved {
         ResponseObserved {
             host: "hub".into(),
-            status,
-            rate_limit: remaining.map(|r| RateLimitHeaders {
+            rate_limit: RateLimitHeaders {
                 limit: 10,
-                remaining: Some(r),
+                remaining,
                 ..Default::default()
-            }),
-            retry_after: retry.map(Duration::from_secs),
-            throttler,
+            },
         }
     }
 
     #[actix::test]
     async fn verdicts_follow_spec_5_6() {
-        let pauses = Arc::new(Mutex::new(Vec::new()));
-        let rec = Recorder(pauses.clone()).start().recipient();
         let w = RateLimitWatcher::new(log()).start();
         let q = |since| RateLimitQuery {
             host: "hub".into(),
@@ -370,7 +267,7 @@ mod tests {
         // Nothing seen since the mark: not active / unreported.
         assert_eq!(w.send(q(Some(0))).await.unwrap().fresh, None);
         assert_eq!(w.send(may(0)).await.unwrap(), (PullVerdict::Unreported, 0));
-        w.do_send(observed(200, Some(5), None, rec.clone()));
+        w.do_send(observed(Some(5)));
         let s = w.send(q(Some(0))).await.unwrap();
         assert_eq!(s.seq, 1);
         assert_eq!(
@@ -382,63 +279,14 @@ mod tests {
         );
         assert_eq!(w.send(may(0)).await.unwrap(), (PullVerdict::Go, 1));
         // remaining == min still passes (spec: delay while remaining < min).
-        w.do_send(observed(200, Some(3), None, rec.clone()));
+        w.do_send(observed(Some(3)));
         assert_eq!(w.send(may(1)).await.unwrap(), (PullVerdict::Go, 2));
-        w.do_send(observed(200, Some(2), None, rec.clone()));
+        w.do_send(observed(Some(2)));
         let (v, seq) = w.send(may(2)).await.unwrap();
         assert_eq!((v, seq), (PullVerdict::Wait(Duration::from_secs(300)), 3));
         // A refresh without the header (quirk 26, not replicated): go on.
-        w.do_send(observed(200, None, None, rec.clone()));
+        w.do_send(observed(None));
         assert_eq!(w.send(may(3)).await.unwrap(), (PullVerdict::Unreported, 3));
-        assert!(pauses.lock().unwrap().is_empty());
-    }
-
-    #[actix::test]
-    async fn too_many_requests_pauses_the_host() {
-        let pauses = Arc::new(Mutex::new(Vec::new()));
-        let rec = Recorder(pauses.clone()).start().recipient();
-        let w = RateLimitWatcher::new(log()).start();
-        let before = Instant::now();
-        w.do_send(observed(429, Some(0), Some(2), rec.clone()));
-        // A 503 with Retry-After pauses too; a shorter pause does not shorten the current one.
-        w.do_send(observed(503, None, Some(1), rec.clone()));
-        // A 200 never pauses.
-        w.do_send(observed(200, Some(0), None, rec.clone()));
-        w.send(RateLimitQuery {
-            host: "hub".into(),
-            since: None,
-        })
-        .await
-        .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let p = pauses.lock().unwrap().clone();
-        assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0] >= before + Duration::from_secs(2));
-    }
-
-    #[test]
-    fn backoff_without_retry_after_escalates_once_per_pause() {
-        actix::System::new().block_on(async {
-            let rec = Recorder(Arc::new(Mutex::new(Vec::new())))
-                .start()
-                .recipient();
-            let mut w = RateLimitWatcher::new(log());
-            let t0 = Instant::now();
-            let m = observed(429, None, None, rec.clone());
-            assert_eq!(w.pause_for(&m, t0), Some(Duration::from_millis(100)));
-            // In-flight 429s during the pause do not escalate.
-            assert_eq!(w.pause_for(&m, t0 + Duration::from_millis(50)), None);
-            let t1 = t0 + Duration::from_millis(150);
-            assert_eq!(w.pause_for(&m, t1), Some(Duration::from_millis(200)));
-            let t2 = t1 + Duration::from_millis(250);
-            assert_eq!(w.pause_for(&m, t2), Some(Duration::from_millis(400)));
-            // Long quiet: back to the start.
-            let t3 = t2 + Duration::from_secs(60);
-            assert_eq!(w.pause_for(&m, t3), Some(Duration::from_millis(100)));
-            // Other statuses without Retry-After: nothing.
-            let m = observed(500, None, None, rec);
-            assert_eq!(w.pause_for(&m, t3 + Duration::from_secs(1)), None);
-        });
     }
 
     #[test]

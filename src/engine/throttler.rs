@@ -1,31 +1,136 @@
-//! RegistryThrottler: one actor per registry host, the single owner of that host's
-//! `reqConcurrent` permits, `reqPerSec` pacing, and pauses the registry asked for (HTTP 429 /
-//! `Retry-After`, decided by the RateLimitWatcher). Every HTTP request the registry layer sends
-//! (token fetches and retries included) waits here first, through [`ThrottleGate`], and every
-//! response passes [`ThrottleGate::observe`] on its way to the watcher.
+//! RegistryThrottler: one actor per registry host, the single owner of everything about how
+//! hard that host is hit: its `reqConcurrent` permits, `reqPerSec` pacing, the pauses the
+//! registry asks for (HTTP 429 / `Retry-After`), and the host's backoff when it fails across
+//! distinct requests (spec §7.3). Every HTTP request the registry layer sends (token fetches and
+//! retries included) waits here first, through [`ThrottleGate`], and what became of it comes
+//! back through [`ThrottleGate::observe`].
+//!
+//! Host or object: the registry layer backs off the retries of one failing request on that
+//! request, and tells the gate which send of its request each answer belongs to. Only the
+//! first failure of a request counts against the host, so one broken blob answering 500 to
+//! every GET fails its own copy in seconds without holding back every other request to the
+//! host; a host failing request after request is paused, 100 ms doubling per failure up to
+//! 30 s. A 429 always counts (the registry is limiting the account, not refusing an object).
+//! Rate-limit headers go on to the [`RateLimitWatcher`] (Docker Hub's pull budget).
 
-use super::messages::{AcquireSlot, PauseHost, ResponseObserved};
+use super::messages::{
+    AcquireSelfStream, AcquireSlot, HostObserved, HostPausedUntil, ResponseObserved,
+};
 use super::rate_limit_watcher::{self, RateLimitWatcher};
-use crate::registry::{HostConfig, Permit, RequestGate};
-use actix::{Actor, Addr, ArbiterHandle, Context, Handler, ResponseFuture};
+use crate::config::duration::{format_duration, GoDuration};
+use crate::registry::{
+    backoff, retry_after, HostConfig, HostEvent, Permit, RequestGate, BACKOFF_MAX, RETRY_STATUSES,
+};
+use actix::{Actor, Addr, ArbiterHandle, Context, Handler, MessageResult, ResponseFuture};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use reqwest::header::HeaderMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// The longest pause honoured (a bogus `Retry-After` must not overflow an `Instant`).
+const PAUSE_MAX: Duration = Duration::from_secs(6 * 3600);
 
 pub struct RegistryThrottler {
+    hostname: String,
     slots: Arc<Semaphore>,
+    /// A blob stream from this host into itself needs two of its slots; one such stream at a
+    /// time keeps every slot from being held by uploads waiting for their downloads.
+    self_streams: Arc<Semaphore>,
     pacing: Option<Arc<DefaultDirectRateLimiter>>,
-    /// No slot is granted before this instant (a registry-requested pause).
-    paused_until: Arc<Mutex<Option<Instant>>>,
+    health: Arc<Mutex<HostHealth>>,
+    log: slog::Logger,
+}
+
+/// Whether the host is unwell, from what became of the requests sent to it.
+#[derive(Debug, Default)]
+struct HostHealth {
+    /// Distinct requests that failed in a row (each answer that is not a failure lowers it by
+    /// one, so a host that just came back is not hammered at full speed at once).
+    failures: u32,
+    /// No slot is granted before this instant: the host's backoff or a registry-requested
+    /// pause. A later pause extends, never shortens, the current one.
+    paused_until: Option<Instant>,
+}
+
+/// Why a host was paused (for the log).
+#[derive(Debug, PartialEq, Eq)]
+enum Pause {
+    /// The registry said how long (`Retry-After`) or said "too many requests" (429).
+    Requested(Duration),
+    /// Distinct requests kept failing.
+    Backoff(Duration),
+}
+
+impl HostHealth {
+    /// The end of the current pause, if one is running.
+    fn paused(&self, now: Instant) -> Option<Instant> {
+        self.paused_until.filter(|until| *until > now)
+    }
+
+    fn pause(&mut self, until: Instant) {
+        if self.paused_until.is_none_or(|u| u < until) {
+            self.paused_until = Some(until);
+        }
+    }
+
+    /// Account for one send of a request; returns the pause it starts, if any.
+    fn record(&mut self, msg: &HostObserved, now: Instant) -> Option<Pause> {
+        let failed = match msg.status {
+            Some(status) => RETRY_STATUSES.contains(&status),
+            None => true,
+        };
+        if !failed {
+            self.failures = self.failures.saturating_sub(1);
+            return None;
+        }
+        // Only "slow down" answers carry a pause worth honouring; a Retry-After on a 404 or a
+        // token error must not freeze every request to the host.
+        let asked = match msg.status {
+            Some(429 | 503) => msg.retry_after,
+            _ => None,
+        };
+        if let Some(d) = asked {
+            let until = now + d.min(PAUSE_MAX);
+            if self.paused_until.is_some_and(|u| u >= until) {
+                return None;
+            }
+            self.pause(until);
+            return Some(Pause::Requested(d.min(PAUSE_MAX)));
+        }
+        // A retry of a request that already failed says nothing new about the host; a 429
+        // always does.
+        if msg.attempt > 0 && msg.status != Some(429) {
+            return None;
+        }
+        // A failure answering a request sent before the current pause ended belongs to that
+        // pause; only one arriving after it escalates the backoff.
+        if self.paused(now).is_some() {
+            return None;
+        }
+        // Quiet for a while since the last pause: start over.
+        if self
+            .paused_until
+            .is_some_and(|until| now.duration_since(until) > BACKOFF_MAX)
+        {
+            self.failures = 0;
+        }
+        self.failures = (self.failures + 1).min(32);
+        let d = backoff(self.failures - 1);
+        self.pause(now + d);
+        Some(if msg.status == Some(429) {
+            Pause::Requested(d)
+        } else {
+            Pause::Backoff(d)
+        })
+    }
 }
 
 impl RegistryThrottler {
-    pub fn new(host: &HostConfig) -> Self {
+    pub fn new(host: &HostConfig, log: slog::Logger) -> Self {
         // reqPerSec is a minimum spacing between requests (spec §7.3): no bursts. Absurd
         // values (inf, 1e12, 1e-30) are clamped rather than allowed to panic.
         let pacing = (host.req_per_sec > 0.0 && host.req_per_sec.is_finite())
@@ -36,19 +141,19 @@ impl RegistryThrottler {
             .flatten()
             .map(|q| Arc::new(RateLimiter::direct(q.allow_burst(NonZeroU32::MIN))));
         RegistryThrottler {
+            hostname: host.hostname.clone(),
             slots: Arc::new(Semaphore::new(host.concurrency())),
+            self_streams: Arc::new(Semaphore::new(1)),
             pacing,
-            paused_until: Arc::new(Mutex::new(None)),
+            health: Arc::new(Mutex::new(HostHealth::default())),
+            log,
         }
     }
 }
 
 /// The end of the current pause, if one is running.
-fn pause_end(paused: &Mutex<Option<Instant>>) -> Option<Instant> {
-    paused
-        .lock()
-        .unwrap()
-        .filter(|until| *until > Instant::now())
+fn pause_end(health: &Mutex<HostHealth>) -> Option<Instant> {
+    health.lock().unwrap().paused(Instant::now())
 }
 
 impl Actor for RegistryThrottler {
@@ -56,22 +161,23 @@ impl Actor for RegistryThrottler {
 }
 
 impl Handler<AcquireSlot> for RegistryThrottler {
-    type Result = ResponseFuture<Permit>;
+    type Result = ResponseFuture<Option<Permit>>;
 
-    fn handle(&mut self, _msg: AcquireSlot, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: AcquireSlot, _ctx: &mut Context<Self>) -> Self::Result {
         let slots = self.slots.clone();
         let pacing = self.pacing.clone();
-        let paused = self.paused_until.clone();
-        Box::pin(async move {
+        let health = self.health.clone();
+        let cancel = msg.cancel;
+        let grant = async move {
             loop {
-                if let Some(until) = pause_end(&paused) {
+                if let Some(until) = pause_end(&health) {
                     tokio::time::sleep_until(until.into()).await;
                     continue;
                 }
                 // The semaphore is never closed, so acquiring cannot fail.
                 let permit = slots.clone().acquire_owned().await.ok();
                 // A pause may have begun while we queued: give the slot back and wait it out.
-                if pause_end(&paused).is_some() {
+                if pause_end(&health).is_some() {
                     drop(permit);
                     continue;
                 }
@@ -80,23 +186,74 @@ impl Handler<AcquireSlot> for RegistryThrottler {
                 }
                 return Box::new(permit) as Permit;
             }
+        };
+        // A pause may last hours (`Retry-After`): the run's cancellation ends the wait.
+        Box::pin(async move {
+            tokio::select! {
+                permit = grant => Some(permit),
+                _ = cancel.cancelled() => None,
+            }
         })
     }
 }
 
-impl Handler<PauseHost> for RegistryThrottler {
+impl Handler<AcquireSelfStream> for RegistryThrottler {
+    type Result = ResponseFuture<Option<Permit>>;
+
+    fn handle(&mut self, msg: AcquireSelfStream, _ctx: &mut Context<Self>) -> Self::Result {
+        let turns = self.self_streams.clone();
+        Box::pin(async move {
+            tokio::select! {
+                // Never closed: acquiring cannot fail.
+                turn = turns.acquire_owned() => Some(Box::new(turn.ok()) as Permit),
+                _ = msg.cancel.cancelled() => None,
+            }
+        })
+    }
+}
+
+impl Handler<HostObserved> for RegistryThrottler {
     type Result = ();
 
-    fn handle(&mut self, msg: PauseHost, _ctx: &mut Context<Self>) {
-        let mut paused = self.paused_until.lock().unwrap();
-        if paused.is_none_or(|u| u < msg.until) {
-            *paused = Some(msg.until);
+    fn handle(&mut self, msg: HostObserved, _ctx: &mut Context<Self>) {
+        let pause = self.health.lock().unwrap().record(&msg, Instant::now());
+        let status = msg.status.map(i64::from).unwrap_or(-1);
+        match pause {
+            Some(Pause::Requested(d)) => {
+                slog::warn!(self.log, "Registry asked to back off, pausing requests";
+                    "host" => &self.hostname, "status" => status,
+                    "pause" => format_duration(GoDuration::from_std(d)))
+            }
+            Some(Pause::Backoff(d)) => {
+                slog::debug!(self.log, "Registry failing, pausing requests";
+                    "host" => &self.hostname, "status" => status,
+                    "pause" => format_duration(GoDuration::from_std(d)))
+            }
+            None => {}
         }
     }
 }
 
+impl Handler<HostPausedUntil> for RegistryThrottler {
+    type Result = MessageResult<HostPausedUntil>;
+
+    fn handle(&mut self, _msg: HostPausedUntil, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(pause_end(&self.health))
+    }
+}
+
+/// How one blob stream takes its two request slots (a GET on the source host, a PUT on the
+/// target host, held at once). Every stream takes them in the same global order, by hostname,
+/// so copies running in both directions cannot deadlock: with `source_first` the GET starts
+/// before the upload asks for its slot, otherwise the GET starts lazily inside the PUT. A
+/// stream from a host into itself also holds that host's one self-stream turn while it runs.
+pub struct StreamSlots {
+    pub source_first: bool,
+    _self_stream: Option<Permit>,
+}
+
 /// The registry layer's [`RequestGate`], backed by one [`RegistryThrottler`] per hostname,
-/// started on first use, and forwarding rate-limit signals to the [`RateLimitWatcher`].
+/// started on first use, and forwarding rate-limit headers to the [`RateLimitWatcher`].
 pub struct ThrottleGate {
     arbiter: ArbiterHandle,
     throttlers: DashMap<String, Addr<RegistryThrottler>>,
@@ -115,10 +272,43 @@ impl ThrottleGate {
         }
     }
 
-    /// Forward rate-limit headers, 429s and `Retry-After`s to `watcher`.
+    /// Forward rate-limit headers to `watcher`.
     pub fn with_watcher(mut self, watcher: Addr<RateLimitWatcher>) -> Self {
         self.watcher = Some(watcher);
         self
+    }
+
+    /// The slot order for a blob stream between `source` and `target` (`None`: an OCI
+    /// layout, which takes no slot); `None` once `cancel` fires.
+    pub async fn stream_slots(
+        &self,
+        source: Option<&HostConfig>,
+        target: Option<&HostConfig>,
+        cancel: &CancellationToken,
+    ) -> Option<StreamSlots> {
+        let (Some(s), Some(t)) = (source, target) else {
+            return Some(StreamSlots {
+                source_first: false,
+                _self_stream: None,
+            });
+        };
+        if s.hostname != t.hostname {
+            return Some(StreamSlots {
+                source_first: s.hostname < t.hostname,
+                _self_stream: None,
+            });
+        }
+        let turn = self
+            .throttler(s)
+            .send(AcquireSelfStream {
+                cancel: cancel.clone(),
+            })
+            .await
+            .ok()??;
+        Some(StreamSlots {
+            source_first: false,
+            _self_stream: Some(turn),
+        })
     }
 
     fn throttler(&self, host: &HostConfig) -> Addr<RegistryThrottler> {
@@ -128,9 +318,9 @@ impl ThrottleGate {
                 slog::debug!(self.log, "Starting registry throttler";
                     "host" => &host.hostname, "reqConcurrent" => host.concurrency(),
                     "reqPerSec" => host.req_per_sec);
-                let h = host.clone();
+                let (h, log) = (host.clone(), self.log.clone());
                 RegistryThrottler::start_in_arbiter(&self.arbiter, move |_| {
-                    RegistryThrottler::new(&h)
+                    RegistryThrottler::new(&h, log)
                 })
             })
             .clone()
@@ -139,39 +329,59 @@ impl ThrottleGate {
 
 #[async_trait]
 impl RequestGate for ThrottleGate {
-    async fn acquire(&self, host: &HostConfig) -> Permit {
+    async fn acquire(&self, host: &HostConfig, cancel: &CancellationToken) -> Option<Permit> {
         let addr = self.throttler(host);
-        match addr.send(AcquireSlot { host: host.clone() }).await {
+        let cancel = cancel.clone();
+        match addr
+            .send(AcquireSlot {
+                cancel: cancel.clone(),
+            })
+            .await
+        {
             Ok(permit) => permit,
             // Only when the System is shutting down; let the request fail on its own.
-            Err(_) => Box::new(()),
+            Err(_) => (!cancel.is_cancelled()).then(|| Box::new(()) as Permit),
         }
     }
 
-    /// Cheap for ordinary responses: only rate-limit headers, a 429, or a 503 with
-    /// `Retry-After` reach the watcher (in order, before the response reaches its caller).
-    fn observe(&self, host: &HostConfig, status: u16, headers: &HeaderMap) {
-        let Some(watcher) = &self.watcher else {
-            return;
+    /// Every send reaches the host's throttler (in order, before the response reaches its
+    /// caller); only responses with rate-limit headers reach the watcher.
+    fn observe(&self, host: &HostConfig, event: HostEvent<'_>) {
+        let msg = match event {
+            HostEvent::Answered {
+                status,
+                headers,
+                attempt,
+            } => {
+                if let (Some(watcher), Some(rate_limit)) =
+                    (&self.watcher, rate_limit_watcher::parse_headers(headers))
+                {
+                    watcher.do_send(ResponseObserved {
+                        host: host.hostname.clone(),
+                        rate_limit,
+                    });
+                }
+                HostObserved {
+                    status: Some(status),
+                    retry_after: retry_after(headers),
+                    attempt,
+                }
+            }
+            HostEvent::Unreachable { attempt } => HostObserved {
+                status: None,
+                retry_after: None,
+                attempt,
+            },
         };
-        let rate_limit = rate_limit_watcher::parse_headers(headers);
-        // Only "slow down" answers pause a host; a Retry-After on a 404 or a token error must
-        // not freeze every request to it.
-        let retry_after = if status == 429 || status == 503 {
-            rate_limit_watcher::retry_after(headers)
-        } else {
-            None
-        };
-        if rate_limit.is_none() && retry_after.is_none() && status != 429 {
-            return;
-        }
-        watcher.do_send(ResponseObserved {
-            host: host.hostname.clone(),
-            status,
-            rate_limit,
-            retry_after,
-            throttler: self.throttler(host).recipient(),
-        });
+        self.throttler(host).do_send(msg);
+    }
+
+    async fn paused_until(&self, host: &HostConfig) -> Option<Instant> {
+        self.throttler(host)
+            .send(HostPausedUntil)
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -185,47 +395,206 @@ mod tests {
         h
     }
 
+    fn log() -> slog::Logger {
+        slog::Logger::root(slog::Discard, slog::o!())
+    }
+
+    fn throttler(concurrent: i64) -> Addr<RegistryThrottler> {
+        RegistryThrottler::new(&host(concurrent), log()).start()
+    }
+
+    fn slot() -> AcquireSlot {
+        AcquireSlot {
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    fn seen(status: Option<u16>, retry_after: Option<u64>, attempt: u32) -> HostObserved {
+        HostObserved {
+            status,
+            retry_after: retry_after.map(Duration::from_secs),
+            attempt,
+        }
+    }
+
     #[actix::test]
     async fn a_pause_holds_every_slot_until_it_ends() {
-        let t = RegistryThrottler::new(&host(2)).start();
-        let p = t.send(AcquireSlot { host: host(2) }).await.unwrap();
+        let t = throttler(2);
+        let p = t.send(slot()).await.unwrap();
         drop(p);
         let start = Instant::now();
-        t.send(PauseHost {
-            until: start + Duration::from_millis(300),
-        })
-        .await
-        .unwrap();
+        // A 429 asking for 1 s.
+        t.send(seen(Some(429), Some(1), 0)).await.unwrap();
         // A shorter pause never shortens the current one.
-        t.send(PauseHost {
-            until: start + Duration::from_millis(10),
-        })
-        .await
-        .unwrap();
-        let (a, b) = tokio::join!(
-            t.send(AcquireSlot { host: host(2) }),
-            t.send(AcquireSlot { host: host(2) })
-        );
+        t.send(seen(Some(503), Some(0), 0)).await.unwrap();
+        let (a, b) = tokio::join!(t.send(slot()), t.send(slot()));
         let waited = start.elapsed();
-        assert!(a.is_ok() && b.is_ok());
-        assert!(waited >= Duration::from_millis(290), "{waited:?}");
-        assert!(waited < Duration::from_secs(3), "{waited:?}");
+        assert!(a.unwrap().is_some() && b.unwrap().is_some());
+        assert!(waited >= Duration::from_millis(990), "{waited:?}");
+        assert!(waited < Duration::from_secs(4), "{waited:?}");
     }
 
     #[actix::test]
     async fn a_pause_starting_while_queued_is_honoured() {
-        let t = RegistryThrottler::new(&host(1)).start();
-        let held = t.send(AcquireSlot { host: host(1) }).await.unwrap();
-        let waiter = t.send(AcquireSlot { host: host(1) });
+        let t = throttler(1);
+        let held = t.send(slot()).await.unwrap();
+        let waiter = t.send(slot());
         let waiter = tokio::spawn(async move {
             waiter.await.unwrap();
             Instant::now()
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let until = Instant::now() + Duration::from_millis(250);
-        t.send(PauseHost { until }).await.unwrap();
+        let until = Instant::now() + Duration::from_millis(1000);
+        t.send(seen(Some(503), Some(1), 0)).await.unwrap();
         drop(held);
         let granted = waiter.await.unwrap();
         assert!(granted >= until, "slot granted during the pause");
+    }
+
+    #[test]
+    fn retries_of_one_request_never_pause_the_host() {
+        let mut h = HostHealth::default();
+        let t0 = Instant::now();
+        // One object answering 500 to its first send and each of its five retries: one
+        // failure of the host, one 100 ms pause.
+        assert_eq!(
+            h.record(&seen(Some(500), None, 0), t0),
+            Some(Pause::Backoff(Duration::from_millis(100)))
+        );
+        let mut t = t0;
+        for attempt in 1..=5 {
+            t += backoff(attempt - 1);
+            assert_eq!(h.record(&seen(Some(500), None, attempt), t), None);
+            assert_eq!(h.record(&seen(None, None, attempt), t), None);
+        }
+        assert_eq!(h.failures, 1);
+        assert_eq!(h.paused(t), None);
+    }
+
+    #[test]
+    fn a_host_failing_distinct_requests_is_paused_longer_each_time() {
+        let mut h = HostHealth::default();
+        let mut t = Instant::now();
+        for expected in [100, 200, 400, 800] {
+            let d = Duration::from_millis(expected);
+            assert_eq!(
+                h.record(&seen(Some(502), None, 0), t),
+                Some(Pause::Backoff(d))
+            );
+            assert_eq!(h.paused(t), Some(t + d));
+            // Other requests failing during the pause belong to it.
+            assert_eq!(h.record(&seen(None, None, 0), t + d / 2), None);
+            t += d + Duration::from_millis(1);
+        }
+        // Unreachable counts like a failing status; answers lower the count one by one.
+        h.record(&seen(Some(200), None, 0), t);
+        h.record(&seen(Some(404), None, 0), t);
+        assert_eq!(
+            h.record(&seen(None, None, 0), t),
+            Some(Pause::Backoff(Duration::from_millis(400)))
+        );
+        // Long quiet: back to the start.
+        let later = t + Duration::from_secs(60);
+        assert_eq!(
+            h.record(&seen(Some(500), None, 0), later),
+            Some(Pause::Backoff(Duration::from_millis(100)))
+        );
+        for _ in 0..40 {
+            let now = h.paused_until.unwrap();
+            h.record(&seen(Some(500), None, 0), now);
+        }
+        let now = h.paused_until.unwrap();
+        assert_eq!(
+            h.record(&seen(Some(500), None, 0), now),
+            Some(Pause::Backoff(BACKOFF_MAX))
+        );
+    }
+
+    #[test]
+    fn too_many_requests_pause_the_host_even_on_retries() {
+        let mut h = HostHealth::default();
+        let t0 = Instant::now();
+        // Retry-After on a 429 or 503 sets the length, capped at 6 h; on other statuses it is
+        // ignored.
+        assert_eq!(
+            h.record(&seen(Some(429), Some(2), 3), t0),
+            Some(Pause::Requested(Duration::from_secs(2)))
+        );
+        assert_eq!(h.record(&seen(Some(503), Some(1), 0), t0), None);
+        assert_eq!(
+            h.record(&seen(Some(503), Some(1 << 40), 0), t0),
+            Some(Pause::Requested(PAUSE_MAX))
+        );
+        let mut h = HostHealth::default();
+        assert_eq!(h.record(&seen(Some(404), Some(60), 0), t0), None);
+        assert_eq!(h.paused(t0), None);
+        // A 429 without Retry-After escalates once per pause, also when it answers a retry.
+        assert_eq!(
+            h.record(&seen(Some(429), None, 2), t0),
+            Some(Pause::Requested(Duration::from_millis(100)))
+        );
+        assert_eq!(
+            h.record(&seen(Some(429), None, 2), t0 + Duration::from_millis(50)),
+            None
+        );
+        assert_eq!(
+            h.record(&seen(Some(429), None, 3), t0 + Duration::from_millis(150)),
+            Some(Pause::Requested(Duration::from_millis(200)))
+        );
+    }
+
+    #[actix::test]
+    async fn a_cancelled_run_stops_waiting_out_a_long_pause() {
+        let t = throttler(1);
+        // The registry asked for six hours.
+        t.send(seen(Some(429), Some(6 * 3600), 0)).await.unwrap();
+        let cancel = CancellationToken::new();
+        let waiter = t.send(AcquireSlot {
+            cancel: cancel.clone(),
+        });
+        let started = Instant::now();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop.cancel();
+        });
+        let granted = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("still waiting for the pause after the cancellation")
+            .unwrap();
+        assert!(granted.is_none(), "a slot was granted during the pause");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[actix::test]
+    async fn the_gate_pauses_a_host_whose_distinct_requests_fail() {
+        let gate = ThrottleGate::new(log());
+        let h = host(3);
+        let headers = reqwest::header::HeaderMap::new();
+        let answered = |status, attempt| HostEvent::Answered {
+            status,
+            headers: &headers,
+            attempt,
+        };
+        // Retries of one failing request: the host is not paused after its retries.
+        gate.observe(&h, answered(500, 0));
+        for attempt in 1..=5 {
+            gate.observe(&h, answered(500, attempt));
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(gate.paused_until(&h).await, None);
+        // Distinct requests failing one after the other: the host is paused.
+        gate.observe(&h, answered(500, 0));
+        let first = gate.paused_until(&h).await.expect("paused");
+        // After that pause, the next distinct failure pauses the host twice as long.
+        tokio::time::sleep_until((first + Duration::from_millis(10)).into()).await;
+        let t = Instant::now();
+        gate.observe(&h, HostEvent::Unreachable { attempt: 0 });
+        let second = gate.paused_until(&h).await.expect("paused again");
+        assert!(second >= t + Duration::from_millis(400), "{t:?} {second:?}");
+        let cancel = CancellationToken::new();
+        let started = Instant::now();
+        assert!(gate.acquire(&h, &cancel).await.is_some());
+        assert!(started.elapsed() >= Duration::from_millis(100));
     }
 }

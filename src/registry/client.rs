@@ -4,24 +4,29 @@
 //! Layers, outermost first:
 //! * [`Client::send`]: auth (pre-emptive credentials, one retry after a 401 challenge) and the
 //!   final status check against the statuses the caller accepts;
-//! * [`Client::execute`]: the host's backoff, gate permit, the request itself, `observe`, and
-//!   the retries of network errors and 408/429/5xx. Token fetches enter here directly, so they
-//!   are gated and retried like everything else.
+//! * [`Client::execute`]: gate permit, the request itself, `observe`, and the retries of
+//!   network errors and 408/429/5xx. Token fetches enter here directly, so they are gated and
+//!   retried like everything else.
 //!
-//! Backoff is per host (spec §7.3): every failure (network error, 408/429/5xx) on a host
-//! raises its count of consecutive failures `n` and holds *every* request to that host back
-//! for 100 ms × 2^(n-1), at most 30 s, or for the `Retry-After` the server asked for; each
-//! answer that is not such a failure lowers `n` by one. A request gives up after 5 retries.
-//! Unlike regsync, 503 is retried (README "Retries").
+//! Backoff (spec §7.3) is split by what failed. The retries of one request back off on that
+//! request: 100 ms × 2^k before its k-th retry (or the `Retry-After` asked for), 5 retries at
+//! most, so an object that always fails gives up after about 3 s. Whether the *host* is
+//! unwell is the gate's call (the engine's RegistryThrottler), from what becomes of every
+//! send ([`HostEvent`]): failures across distinct requests, or a 429 / `Retry-After`, pause
+//! the whole host. Unlike regsync, 503 is retried (README "Retries"). Every wait, and the
+//! request itself, ends with `StoreError::Canceled` once the run's cancellation fires.
 
 use super::auth::{self, Auth};
 use super::cache::Cache;
 use super::tls::{self, TlsKey};
-use super::{HostConfig, Permit, RegistryError, RegistryOptions, RequestGate, Tls};
+use super::{
+    backoff, retry_after, HostConfig, HostEvent, Permit, RegistryError, RegistryOptions,
+    RequestGate, Tls, BACKOFF_MAX, RETRY_STATUSES,
+};
 use crate::store::{BlobStream, StoreError};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, LOCATION};
 use reqwest::{Method, StatusCode};
 use slog::{debug, trace, warn, Logger};
 use std::collections::{HashMap, HashSet};
@@ -29,17 +34,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 /// Retries after the first attempt (spec §7.3: 6 attempts).
 pub(crate) const MAX_RETRIES: u32 = 5;
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Statuses worth sending again: the server (or a proxy) says "not now", not "no". regsync
-/// does not retry 503 (spec §16); Docker Hub and GHCR answer it for passing overloads, so a
-/// mirror does better to wait and ask again (README "Retries").
-const RETRY_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
 /// A response (or the next body chunk) that takes longer than this is a hung connection.
 /// A streamed request body is not bounded as a whole (it takes as long as the source and
 /// the network need), only by progress: no chunk taken for this long, or no response this
@@ -247,6 +247,7 @@ pub(crate) struct Response {
     inner: reqwest::Response,
     permit: Permit,
     host: String,
+    cancel: CancellationToken,
 }
 
 impl Response {
@@ -311,8 +312,11 @@ impl Response {
             detail,
         };
         loop {
-            let chunk = tokio::time::timeout(IDLE_TIMEOUT, self.inner.chunk())
-                .await
+            let chunk = tokio::select! {
+                c = tokio::time::timeout(IDLE_TIMEOUT, self.inner.chunk()) => c,
+                _ = self.cancel.cancelled() => return Err(StoreError::Canceled),
+            };
+            let chunk = chunk
                 .map_err(|_| interrupted(&self.host, "timed out reading the response".into()))?
                 .map_err(|e| interrupted(&self.host, error_chain(&e.without_url())))?;
             let Some(chunk) = chunk else { break };
@@ -328,20 +332,30 @@ impl Response {
     }
 
     /// The body as a stream of chunks; the gate permit lives inside it, so the request slot
-    /// stays taken while the body is being read (blob downloads).
+    /// stays taken while the body is being read (blob downloads). Once the run is cancelled
+    /// the stream ends with `StoreError::Canceled`.
     pub fn into_stream(self) -> BlobStream {
         let Response {
             inner,
             permit,
             host,
+            cancel,
         } = self;
-        inner
-            .bytes_stream()
-            .map(move |item| {
-                let _held = &permit;
-                item.map_err(|e| network_error(&host, e))
-            })
-            .boxed()
+        let body = inner.bytes_stream().boxed();
+        // Ends after the cancellation's error, or with the body; the permit is dropped then.
+        let state = Some((body, permit, host, cancel));
+        futures::stream::unfold(state, |state| async move {
+            let (mut body, permit, host, cancel) = state?;
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Some((Err(StoreError::Canceled), None)),
+                item = body.next() => {
+                    let item = item?.map_err(|e| network_error(&host, e));
+                    Some((item, Some((body, permit, host, cancel))))
+                }
+            }
+        })
+        .boxed()
     }
 
     /// The error this (non-accepted) response stands for.
@@ -380,18 +394,6 @@ pub(crate) struct Host {
     http: reqwest::Client,
     /// One auth state per host, or per repository with `repoAuth` (spec §8.4).
     auth: Mutex<HashMap<String, Arc<Auth>>>,
-    /// The host's backoff (spec §7.3): every request to it waits for it, and reads try it
-    /// after the hosts that are not backing off (spec §7.1 host order).
-    backoff: Mutex<Backoff>,
-}
-
-/// Per-host backoff state.
-#[derive(Debug, Default)]
-struct Backoff {
-    /// Consecutive failures, lowered by one with each answer that is not a failure.
-    failures: u32,
-    /// Until when requests to the host are held back.
-    until: Option<Instant>,
 }
 
 impl Host {
@@ -403,48 +405,6 @@ impl Host {
             config,
             http,
             auth: Mutex::new(HashMap::new()),
-            backoff: Mutex::new(Backoff::default()),
-        }
-    }
-
-    /// When the host's backoff ends, if it is still backing off.
-    fn backing_off(&self, now: Instant) -> Option<Instant> {
-        self.backoff.lock().unwrap().until.filter(|t| *t > now)
-    }
-
-    /// Hold requests back until `until` (never shortens a longer backoff).
-    fn back_off(&self, until: Instant) {
-        let mut b = self.backoff.lock().unwrap();
-        if b.until.is_none_or(|t| t < until) {
-            b.until = Some(until);
-        }
-    }
-
-    /// A failure (network error, retryable status): one more consecutive failure, and the
-    /// host backs off for `retry_after` or 100 ms × 2^(n-1) (at most 30 s). Returns the delay.
-    fn failed(&self, retry_after: Option<Duration>) -> Duration {
-        let now = Instant::now();
-        let mut b = self.backoff.lock().unwrap();
-        b.failures = (b.failures + 1).min(32);
-        let delay = retry_after.unwrap_or_else(|| backoff(b.failures - 1));
-        let until = now + delay;
-        if b.until.is_none_or(|t| t < until) {
-            b.until = Some(until);
-        }
-        delay
-    }
-
-    /// An answer that is not a failure: the failure count decays one step at a time, so a
-    /// host that just came back is not hammered at full speed at once.
-    fn answered(&self) {
-        let mut b = self.backoff.lock().unwrap();
-        b.failures = b.failures.saturating_sub(1);
-    }
-
-    /// Wait while the host is backing off.
-    async fn wait_backoff(&self) {
-        while let Some(until) = self.backing_off(Instant::now()) {
-            tokio::time::sleep_until(until.into()).await;
         }
     }
 
@@ -518,6 +478,8 @@ pub(crate) struct Client {
     pub cache: Cache,
     /// How long a request may make no progress ([`IDLE_TIMEOUT`]; shorter in tests).
     idle_timeout: Duration,
+    /// The run's cancellation ([`RegistryOptions::cancel`]).
+    cancel: CancellationToken,
 }
 
 impl Client {
@@ -547,6 +509,7 @@ impl Client {
             user_agent,
             cache_count,
             cache_time,
+            cancel,
         } = options;
         let default_http = tls::build_http(&TlsKey::default(), "", &user_agent, &log)?;
         let skip_docker_certs = hosts.iter().any(|h| h.skip_docker_certs);
@@ -562,6 +525,7 @@ impl Client {
             warnings: Mutex::new(HashSet::new()),
             cache: Cache::new(cache_count, cache_time),
             idle_timeout: IDLE_TIMEOUT,
+            cancel,
         };
         let mut by_name = HashMap::new();
         for config in hosts {
@@ -612,12 +576,12 @@ impl Client {
     }
 
     /// The hosts a read of `upstream` may go to, in the order to try them (spec §7.1): hosts
-    /// backing off last (the soonest back first), then ascending `priority`, then mirrors
-    /// before the upstream.
+    /// the gate holds paused last (the soonest back first), then ascending `priority`, then
+    /// mirrors before the upstream.
     ///
     /// Ascending: a lower `priority` value is tried first. regclient documents the opposite
     /// but sorts this way (spec §16 quirk 11); configs tuned against regsync keep working.
-    pub fn read_hosts(&self, upstream: &Arc<Host>) -> Vec<Arc<Host>> {
+    pub async fn read_hosts(&self, upstream: &Arc<Host>) -> Vec<Arc<Host>> {
         let mut hosts: Vec<Arc<Host>> = Vec::new();
         for m in &upstream.config.mirrors {
             let m = m.trim();
@@ -630,27 +594,28 @@ impl Client {
             }
         }
         hosts.push(upstream.clone());
-        let now = Instant::now();
-        hosts.sort_by_key(|h| {
-            let backoff = h.backing_off(now);
-            (
-                backoff.is_some(),
-                backoff,
-                h.config.priority,
-                Arc::ptr_eq(h, upstream),
-            )
+        if hosts.len() == 1 {
+            return hosts;
+        }
+        let mut keyed = Vec::with_capacity(hosts.len());
+        for h in hosts {
+            let paused = self.gate.paused_until(&h.config).await;
+            keyed.push(((paused.is_some(), paused, h.config.priority), h));
+        }
+        keyed.sort_by_key(|((paused, until, priority), h)| {
+            (*paused, *until, *priority, Arc::ptr_eq(h, upstream))
         });
-        hosts
+        keyed.into_iter().map(|(_, h)| h).collect()
     }
 
     /// A read (manifest / blob HEAD or GET, tag list) of `<repo>/<path>` on the registry
     /// `registry`, served by its mirrors when it has any (spec §7.1). Returns the host that
     /// answered, for follow-up requests (`Link` pages, resumed downloads).
     ///
-    /// Per host: 404 and 416 try the next host; network errors and 408/429/5xx back the host
-    /// off and try the next (the same host again when it is the last); any other failure
-    /// backs the host off and drops it. `disableHead` hosts are skipped for HEADs. When no
-    /// host is left, the last error is returned.
+    /// Per host: 404 and 416 try the next host; network errors and 408/429/5xx try the next
+    /// (the same host again when it is the last; the gate has seen the failure and may hold
+    /// the host back); any other failure drops the host. `disableHead` hosts are skipped for
+    /// HEADs. When no host is left, the last error is returned.
     pub async fn read(
         &self,
         registry: &str,
@@ -661,7 +626,7 @@ impl Client {
         accept: &[u16],
     ) -> Result<(Arc<Host>, Response), StoreError> {
         let upstream = self.host(registry);
-        let mut hosts = self.read_hosts(&upstream);
+        let mut hosts = self.read_hosts(&upstream).await;
         let request = |h: &Host, retries: u32| -> Result<Request, StoreError> {
             let mut url = h.repo_url(repo, path)?;
             if h.config.hostname != upstream.config.hostname {
@@ -702,7 +667,7 @@ impl Client {
                 break;
             }
             attempts += 1;
-            // `execute` waits for the host's backoff. One attempt per host and round while there are others to try; the last host
+            // One attempt per host and round while there are others to try; the last host
             // left gets the usual retries, and its failure is final.
             let last = hosts.len() == 1;
             let retries = if last { MAX_RETRIES } else { 0 };
@@ -713,24 +678,17 @@ impl Client {
             };
             debug!(self.log, "read failed on host"; "host" => &h.config.name,
                 "upstream" => registry, "path" => path, "err" => %err);
-            // `execute` has backed the host off for network errors and retryable statuses.
+            // The gate has seen network errors and retryable statuses (and pauses the host
+            // for a `Retry-After`).
             let (backed_off, mut drop) = match &err {
                 StoreError::NotFound(_) | StoreError::Unauthorized { .. } => (false, true),
                 StoreError::HttpStatus { status: 416, .. } => (false, true),
                 StoreError::Canceled => return Err(err),
                 StoreError::RateLimited {
                     retry_after: Some(s),
-                } if Duration::from_secs(*s) > BACKOFF_MAX => {
-                    // Try the others first for a while; the long wait itself is the
-                    // engine's (rate-limit watcher) to schedule.
-                    h.back_off(Instant::now() + BACKOFF_MAX);
-                    (true, true)
-                }
+                } if Duration::from_secs(*s) > BACKOFF_MAX => (true, true),
                 e if e.is_transient() => (true, false),
-                _ => {
-                    h.failed(None);
-                    (true, true)
-                }
+                _ => (true, true),
             };
             if backed_off {
                 backoffs += 1;
@@ -835,24 +793,34 @@ impl Client {
             if let Some(b) = reqwest_body {
                 builder = builder.body(b);
             }
-            let permit = self.permit(host).await;
+            let permit = self
+                .gate
+                .acquire(&host.config, &self.cancel)
+                .await
+                .ok_or(StoreError::Canceled)?;
             trace!(self.log, "registry request";
                 "method" => %method, "url" => loggable(url), "attempt" => attempt);
-            let sent = match &watch {
-                Some(w) => {
-                    // A streamed body: bounded by progress, not as a whole.
-                    tokio::select! {
-                        r = builder.send() => r.map_err(Some),
-                        _ = w.progress.stalled(self.idle_timeout) => Err(None),
+            let exchange = async {
+                match &watch {
+                    Some(w) => {
+                        // A streamed body: bounded by progress, not as a whole.
+                        tokio::select! {
+                            r = builder.send() => r.map_err(Some),
+                            _ = w.progress.stalled(self.idle_timeout) => Err(None),
+                        }
                     }
-                }
-                None if bounded => {
-                    match tokio::time::timeout(self.idle_timeout, builder.send()).await {
-                        Ok(r) => r.map_err(Some),
-                        Err(_) => Err(None),
+                    None if bounded => {
+                        match tokio::time::timeout(self.idle_timeout, builder.send()).await {
+                            Ok(r) => r.map_err(Some),
+                            Err(_) => Err(None),
+                        }
                     }
+                    None => builder.send().await.map_err(Some),
                 }
-                None => builder.send().await.map_err(Some),
+            };
+            let sent = tokio::select! {
+                r = exchange => r,
+                _ = self.cancel.cancelled() => return Err(StoreError::Canceled),
             };
             let replayable = body.replayable();
             // A source that failed mid-upload is the real story, whatever the server said.
@@ -860,7 +828,14 @@ impl Client {
             let (reason, delay) = match sent {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    self.gate.observe(&host.config, status, resp.headers());
+                    self.gate.observe(
+                        &host.config,
+                        HostEvent::Answered {
+                            status,
+                            headers: resp.headers(),
+                            attempt,
+                        },
+                    );
                     self.log_warnings(resp.headers());
                     debug!(self.log, "registry response";
                         "method" => %method, "url" => loggable(url), "status" => status);
@@ -871,16 +846,17 @@ impl Client {
                         inner: resp,
                         permit,
                         host: authority.clone(),
+                        cancel: self.cancel.clone(),
                     };
                     if !RETRY_STATUSES.contains(&status) {
-                        host.answered();
                         return Ok(resp);
                     }
                     let delay = match retry_after(resp.headers()) {
-                        // Longer waits (hub rate limits) are the engine's to schedule: the
-                        // host is not held back here for them.
+                        // Longer waits (hub rate limits) are not spent inside one request:
+                        // the gate pauses the host, the caller decides.
                         Some(d) if d > BACKOFF_MAX => return Ok(resp),
-                        other => host.failed(other),
+                        Some(d) => d.max(backoff(attempt)),
+                        None => backoff(attempt),
                     };
                     if !replayable || attempt >= max_retries {
                         return Ok(resp);
@@ -916,29 +892,23 @@ impl Client {
                     if tls::is_permanent(&err) {
                         return Err(err);
                     }
-                    let delay = host.failed(None);
+                    self.gate
+                        .observe(&host.config, HostEvent::Unreachable { attempt });
                     if !replayable || attempt >= max_retries {
                         return Err(err);
                     }
-                    (err.to_string(), delay)
+                    (err.to_string(), backoff(attempt))
                 }
             };
             debug!(self.log, "retrying registry request";
                 "method" => %method, "url" => loggable(url), "reason" => reason,
                 "delay_ms" => delay.as_millis() as u64, "attempt" => attempt + 1);
-            attempt += 1;
-        }
-    }
-
-    /// A gate permit for `host`, taken once the host's backoff is over (and given back while
-    /// another request's failure holds the host back again).
-    async fn permit(&self, host: &Host) -> Permit {
-        loop {
-            host.wait_backoff().await;
-            let permit = self.gate.acquire(&host.config).await;
-            if host.backing_off(Instant::now()).is_none() {
-                return permit;
+            // This request's own backoff; a pause of the whole host is waited for in the gate.
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.cancel.cancelled() => return Err(StoreError::Canceled),
             }
+            attempt += 1;
         }
     }
 
@@ -1011,26 +981,6 @@ fn is_local_ip(ip: IpAddr) -> bool {
             ip.is_loopback() || ip.is_unspecified() || (ip.segments()[0] & 0xffc0) == 0xfe80
         }
     }
-}
-
-/// 100 ms doubling per attempt, at most 30 s (spec §7.3).
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    BACKOFF_BASE
-        .saturating_mul(1u32 << attempt.min(20))
-        .min(BACKOFF_MAX)
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
 }
 
 /// Map a non-accepted status to its error (spec §7.3), with the registry error code from a
@@ -1196,47 +1146,85 @@ mod tests {
     }
 
     fn client(hosts: Vec<HostConfig>) -> Client {
+        client_with(hosts, Arc::new(super::super::OpenGate))
+    }
+
+    fn client_with(hosts: Vec<HostConfig>, gate: Arc<dyn RequestGate>) -> Client {
         let log = Logger::root(slog::Discard, slog::o!());
-        Client::with_certs_dir(
-            hosts,
-            Arc::new(super::super::OpenGate),
-            RegistryOptions::new("ua"),
-            log,
-            None,
-        )
-        .unwrap()
+        Client::with_certs_dir(hosts, gate, RegistryOptions::new("ua"), log, None).unwrap()
+    }
+
+    /// A gate that grants every request, records what it is told, and reports the pauses it
+    /// is given.
+    #[derive(Default)]
+    struct TestGate {
+        paused: Mutex<HashMap<String, std::time::Instant>>,
+        /// (hostname, status or None for no answer, attempt)
+        events: Mutex<Vec<(String, Option<u16>, u32)>>,
+        /// Never grant a slot (until cancelled).
+        closed: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl RequestGate for TestGate {
+        async fn acquire(&self, _: &HostConfig, cancel: &CancellationToken) -> Option<Permit> {
+            if self.closed {
+                cancel.cancelled().await;
+            }
+            (!cancel.is_cancelled()).then(|| Box::new(()) as Permit)
+        }
+        fn observe(&self, host: &HostConfig, event: HostEvent<'_>) {
+            let (status, attempt) = match event {
+                HostEvent::Answered {
+                    status, attempt, ..
+                } => (Some(status), attempt),
+                HostEvent::Unreachable { attempt } => (None, attempt),
+            };
+            let e = (host.hostname.clone(), status, attempt);
+            self.events.lock().unwrap().push(e);
+        }
+        async fn paused_until(&self, host: &HostConfig) -> Option<std::time::Instant> {
+            let now = std::time::Instant::now();
+            let paused = self.paused.lock().unwrap();
+            paused.get(&host.hostname).copied().filter(|t| *t > now)
+        }
     }
 
     fn names(hosts: &[Arc<Host>]) -> Vec<&str> {
         hosts.iter().map(|h| h.config.name.as_str()).collect()
     }
 
-    #[test]
-    fn read_hosts_order() {
+    #[tokio::test]
+    async fn read_hosts_order() {
         let cfg = |name: &str, priority: u64, mirrors: &[&str]| HostConfig {
             priority,
             mirrors: mirrors.iter().map(|m| m.to_string()).collect(),
             ..HostConfig::for_name(name)
         };
-        let c = client(vec![
-            cfg("up", 0, &["m1", "m2", "up", "m3", "m1"]),
-            cfg("m1", 2, &[]),
-            cfg("m2", 1, &[]),
-        ]);
+        let gate = Arc::new(TestGate::default());
+        let c = client_with(
+            vec![
+                cfg("up", 0, &["m1", "m2", "up", "m3", "m1"]),
+                cfg("m1", 2, &[]),
+                cfg("m2", 1, &[]),
+            ],
+            gate.clone(),
+        );
         let up = c.host("up");
         // Ascending priority (m3 is unconfigured: 0), mirrors before the upstream at equal
         // priority, duplicates and the upstream itself removed from the mirror list.
-        assert_eq!(names(&c.read_hosts(&up)), ["m3", "up", "m2", "m1"]);
-        // A host backing off goes last, the soonest back first.
-        let now = Instant::now();
-        c.host("m3").back_off(now + Duration::from_secs(60));
-        c.host("m2").back_off(now + Duration::from_secs(30));
-        assert_eq!(names(&c.read_hosts(&up)), ["up", "m1", "m2", "m3"]);
-        // Backoffs that are over do not count, and never shorten a longer one.
-        c.host("m2").back_off(now);
-        assert_eq!(names(&c.read_hosts(&up)), ["up", "m1", "m2", "m3"]);
+        assert_eq!(names(&c.read_hosts(&up).await), ["m3", "up", "m2", "m1"]);
+        // A host the gate holds paused goes last, the soonest back first.
+        let now = std::time::Instant::now();
+        let pause = |h: &str, until| gate.paused.lock().unwrap().insert(h.to_string(), until);
+        pause("m3", now + Duration::from_secs(60));
+        pause("m2", now + Duration::from_secs(30));
+        assert_eq!(names(&c.read_hosts(&up).await), ["up", "m1", "m2", "m3"]);
+        // Pauses that are over do not count.
+        pause("m3", now);
+        assert_eq!(names(&c.read_hosts(&up).await), ["m3", "up", "m1", "m2"]);
         // Without mirrors: the upstream alone.
-        assert_eq!(names(&c.read_hosts(&c.host("m1"))), ["m1"]);
+        assert_eq!(names(&c.read_hosts(&c.host("m1")).await), ["m1"]);
     }
 
     #[test]
@@ -1296,26 +1284,6 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_and_caps() {
-        assert_eq!(backoff(0), Duration::from_millis(100));
-        assert_eq!(backoff(3), Duration::from_millis(800));
-        assert_eq!(backoff(12), BACKOFF_MAX);
-        assert_eq!(backoff(40), BACKOFF_MAX);
-    }
-
-    #[test]
-    fn retry_after_seconds() {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
-    }
-
-    #[test]
     fn redirects_refuse_downgrades_and_local_targets() {
         let u = |s: &str| Url::parse(s).unwrap();
         assert!(redirect_allowed(&u("https://r.io/v2/"), &u("https://s3.io/x")).is_ok());
@@ -1332,32 +1300,6 @@ mod tests {
         let s = loggable(&u);
         assert!(!s.contains("SECRET") && !s.contains("u:p"), "{s}");
         assert!(s.contains("digest=sha256%3A1"), "{s}");
-    }
-
-    #[test]
-    fn host_backoff_grows_per_failure_and_decays_per_answer() {
-        let h = host("", Tls::Disabled);
-        assert_eq!(h.failed(None), Duration::from_millis(100));
-        assert_eq!(h.failed(None), Duration::from_millis(200));
-        assert_eq!(h.failed(None), Duration::from_millis(400));
-        assert!(h.backing_off(Instant::now()).is_some());
-        // Answers lower the count one step at a time.
-        h.answered();
-        assert_eq!(h.failed(None), Duration::from_millis(400));
-        h.answered();
-        h.answered();
-        h.answered();
-        assert_eq!(h.failed(None), Duration::from_millis(100));
-        // Retry-After overrides the computed delay, and the count still grows.
-        assert_eq!(
-            h.failed(Some(Duration::from_secs(2))),
-            Duration::from_secs(2)
-        );
-        assert_eq!(h.failed(None), Duration::from_millis(400));
-        for _ in 0..40 {
-            h.failed(None);
-        }
-        assert_eq!(h.failed(None), BACKOFF_MAX);
     }
 
     /// A small server answering `GET /v2/a/x` with the statuses in `script`, then 200.
@@ -1381,10 +1323,18 @@ mod tests {
         (test_util::serve(app).await, seen)
     }
 
+    fn tls_off(addr: &str) -> HostConfig {
+        HostConfig {
+            tls: Tls::Disabled,
+            ..HostConfig::for_name(addr)
+        }
+    }
+
     #[tokio::test]
     async fn retries_503_and_other_transient_statuses() {
         let (addr, seen) = scripted(vec![503, 502, 429]).await;
-        let c = test_util::client(&[&addr], RegistryOptions::new("ua"), IDLE_TIMEOUT);
+        let gate = Arc::new(TestGate::default());
+        let c = client_with(vec![tls_off(&addr)], gate.clone());
         let h = c.host(&addr);
         let url = h.repo_url("a", "x").unwrap();
         let resp = c
@@ -1393,8 +1343,19 @@ mod tests {
             .unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(*seen.lock().unwrap(), [503, 502, 429, 200]);
-        // Three failures, one answer: the host's count is down to 2.
-        assert_eq!(h.backoff.lock().unwrap().failures, 2);
+        // The gate is told which send of the request each answer belongs to: the host's
+        // health is judged across requests, not across one request's retries.
+        let events = gate.events.lock().unwrap().clone();
+        let told: Vec<_> = events.iter().map(|(_, s, a)| (*s, *a)).collect();
+        assert_eq!(
+            told,
+            [
+                (Some(503), 0),
+                (Some(502), 1),
+                (Some(429), 2),
+                (Some(200), 3)
+            ]
+        );
     }
 
     #[tokio::test]
@@ -1413,21 +1374,62 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_backing_off_host_holds_back_every_request() {
-        let (addr, seen) = scripted(vec![]).await;
-        let c = test_util::client(&[&addr], RegistryOptions::new("ua"), IDLE_TIMEOUT);
+    async fn a_cancelled_run_ends_gate_waits_and_retry_backoffs() {
+        let (addr, seen) = scripted(vec![500; 10]).await;
+        let cancel = CancellationToken::new();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let closed = Arc::new(TestGate {
+            closed: true,
+            ..Default::default()
+        });
+        let options = RegistryOptions::new("ua").with_cancel(cancel.clone());
+        let c = Client::with_certs_dir(
+            vec![tls_off(&addr)],
+            closed,
+            options.clone(),
+            log.clone(),
+            None,
+        )
+        .unwrap();
         let h = c.host(&addr);
-        // Another request's failure asked for 300 ms.
-        h.failed(Some(Duration::from_millis(300)));
-        let started = Instant::now();
         let url = h.repo_url("a", "x").unwrap();
-        let resp = c
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop.cancel();
+        });
+        let started = std::time::Instant::now();
+        // Waiting for a slot (a host paused for hours) ends with the run.
+        let err = c
             .execute(&h, &Method::GET, &url, HeaderMap::new(), &mut Body::Empty)
             .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        assert!(started.elapsed() >= Duration::from_millis(290));
-        assert_eq!(seen.lock().unwrap().len(), 1);
+            .err()
+            .expect("cancelled");
+        assert!(matches!(err, StoreError::Canceled), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(seen.lock().unwrap().is_empty());
+
+        // A request backing off between retries stops too.
+        let cancel = CancellationToken::new();
+        let options = options.with_cancel(cancel.clone());
+        let open = Arc::new(TestGate::default());
+        let c = Client::with_certs_dir(vec![tls_off(&addr)], open, options, log, None).unwrap();
+        let h = c.host(&addr);
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            // After the first two answers, inside the 200 ms backoff before the third.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            stop.cancel();
+        });
+        let started = std::time::Instant::now();
+        let err = c
+            .execute(&h, &Method::GET, &url, HeaderMap::new(), &mut Body::Empty)
+            .await
+            .err()
+            .expect("cancelled");
+        assert!(matches!(err, StoreError::Canceled), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(seen.lock().unwrap().len() < 4);
     }
 
     fn chunks(n: usize, every: Duration) -> BlobStream {
@@ -1465,7 +1467,7 @@ mod tests {
         );
         let h = c.host(&addr);
         let url = h.repo_url("a", "blobs/uploads/u").unwrap();
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let mut body = Body::Stream(chunks(3, Duration::from_millis(10)));
         let err = c
             .execute(&h, &Method::PUT, &url, HeaderMap::new(), &mut body)

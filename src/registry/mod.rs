@@ -21,8 +21,9 @@ use crate::store::{BlobStream, Store, StoreError};
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// How to reach one registry name (spec §3.3), after creds/docker-config merging.
 /// Its `Debug` output hides the secrets, so it is safe in logs and test failures.
@@ -131,13 +132,36 @@ pub enum Tls {
 /// A permit to have one request open to a host; released on drop.
 pub type Permit = Box<dyn Send + Sync>;
 
+/// What became of one send of a request, as the gate sees it. `attempt` counts the sends of
+/// that request before this one (0 = its first): retries of one failing request back off on
+/// that request; only failures across distinct requests (or a 429 / `Retry-After`) say the
+/// host itself is unwell.
+#[derive(Clone, Copy, Debug)]
+pub enum HostEvent<'a> {
+    /// The host answered, with any status.
+    Answered {
+        status: u16,
+        headers: &'a HeaderMap,
+        attempt: u32,
+    },
+    /// No answer: connection error or timeout.
+    Unreachable { attempt: u32 },
+}
+
 /// The hook through which every HTTP request passes: the engine's per-host throttler decides
-/// when a request may go (`reqConcurrent`, `reqPerSec`), and the rate-limit watcher sees every
-/// response. The registry layer itself never limits anything.
+/// when a request may go (`reqConcurrent`, `reqPerSec`, pauses and the host's backoff) and
+/// sees what became of it. The registry layer itself never limits a host; it only backs off
+/// one failing request.
 #[async_trait]
 pub trait RequestGate: Send + Sync {
-    async fn acquire(&self, host: &HostConfig) -> Permit;
-    fn observe(&self, _host: &HostConfig, _status: u16, _headers: &HeaderMap) {}
+    /// Wait for a request slot on `host`; `None` once `cancel` fires.
+    async fn acquire(&self, host: &HostConfig, cancel: &CancellationToken) -> Option<Permit>;
+    fn observe(&self, _host: &HostConfig, _event: HostEvent<'_>) {}
+    /// When the host's current pause ends, if it is paused: reads try the hosts that are not
+    /// paused first (spec §7.1 host order).
+    async fn paused_until(&self, _host: &HostConfig) -> Option<Instant> {
+        None
+    }
 }
 
 /// A gate that lets everything through (unit tests, tools).
@@ -145,9 +169,43 @@ pub struct OpenGate;
 
 #[async_trait]
 impl RequestGate for OpenGate {
-    async fn acquire(&self, _host: &HostConfig) -> Permit {
-        Box::new(())
+    async fn acquire(&self, _host: &HostConfig, cancel: &CancellationToken) -> Option<Permit> {
+        (!cancel.is_cancelled()).then(|| Box::new(()) as Permit)
     }
+}
+
+/// Statuses worth sending again: the server (or a proxy) says "not now", not "no". regsync
+/// does not retry 503 (spec §16); Docker Hub and GHCR answer it for passing overloads, so a
+/// mirror does better to wait and ask again (README "Retries").
+pub const RETRY_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
+/// The first delay of the backoff schedule.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// The longest delay of the backoff schedule.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The backoff schedule (spec §7.3), for a request's retries and a host's failures alike:
+/// 100 ms doubling per step, at most 30 s. `step` 0 is the first delay.
+pub fn backoff(step: u32) -> Duration {
+    BACKOFF_BASE
+        .saturating_mul(1u32 << step.min(20))
+        .min(BACKOFF_MAX)
+}
+
+/// `Retry-After` as seconds or an HTTP date (a date in the past is zero).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 /// Errors building a [`RegistryStore`] or reading registry credentials.
@@ -171,6 +229,9 @@ pub struct RegistryOptions {
     /// `defaults.cacheTime`: how long an entry lives after its last use. The cache is on only
     /// when both this and `cache_count` are > 0.
     pub cache_time: Duration,
+    /// The run's cancellation: every request, retry wait and pause ends with
+    /// `StoreError::Canceled` once it fires.
+    pub cancel: CancellationToken,
 }
 
 impl RegistryOptions {
@@ -186,6 +247,11 @@ impl RegistryOptions {
     pub fn with_cache(mut self, count: i64, time: &str) -> Self {
         self.cache_count = count;
         self.cache_time = crate::config::duration::duration_of(time).to_std_saturating();
+        self
+    }
+
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
         self
     }
 }
@@ -213,6 +279,11 @@ impl RegistryStore {
     /// two names may be aliases of one host).
     pub fn slot_host(&self, registry: &str) -> String {
         self.client.host(registry).config.hostname.clone()
+    }
+
+    /// The settings of the host a registry name uses (for its throttler).
+    pub fn host_config(&self, registry: &str) -> HostConfig {
+        self.client.host(registry).config.clone()
     }
 }
 
@@ -303,6 +374,28 @@ impl Store for RegistryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(0), Duration::from_millis(100));
+        assert_eq!(backoff(3), Duration::from_millis(800));
+        assert_eq!(backoff(12), BACKOFF_MAX);
+        assert_eq!(backoff(40), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        use reqwest::header::{HeaderValue, RETRY_AFTER};
+        let h =
+            |v: &'static str| HeaderMap::from_iter([(RETRY_AFTER, HeaderValue::from_static(v))]);
+        assert_eq!(retry_after(&h("7")), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after(&h("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after(&h("soon")), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
 
     #[test]
     fn host_config_debug_hides_secrets() {

@@ -10,7 +10,7 @@
 //!   with [`FaultOpts::retry_after`]. The window resets after `ratelimit_window`, or now with
 //!   [`FaultProxy::reset_window`].
 //! * **Faults**, for `/v2/<name>/...` requests of [`FaultOpts::fault_methods`] /
-//!   [`FaultOpts::fault_kinds`] (empty = all): `fail_rate` answers a random status of
+//!   [`FaultOpts::fault_kinds`] / [`FaultOpts::fault_paths`] (empty = all): `fail_rate` answers a random status of
 //!   `fail_status` with a registry error body; `drop_rate` kills the connection: for a `GET`
 //!   answered 200 with a body, half of the time half-way through the body while
 //!   `Content-Length` still announces the full size, otherwise before any response;
@@ -59,6 +59,8 @@ pub struct FaultOpts {
     pub fault_methods: Vec<String>,
     /// Request kinds faults apply to (`"blob_get"`, ...); empty = all but `ping`/`other`.
     pub fault_kinds: Vec<String>,
+    /// Path endings faults apply to (`"/blobs/sha256:..."`); empty = every path.
+    pub fault_paths: Vec<String>,
     pub seed: u64,
     /// Registry error code in the body of injected failures (`UNAVAILABLE` when `None`).
     pub fail_code: Option<String>,
@@ -78,6 +80,7 @@ impl Default for FaultOpts {
             slow: Duration::from_millis(100),
             fault_methods: vec![],
             fault_kinds: vec![],
+            fault_paths: vec![],
             seed: 1,
             fail_code: None,
         }
@@ -453,7 +456,7 @@ struct Plan {
     rejected: Option<Option<u64>>,
 }
 
-fn plan(s: &Shared, ip: IpAddr, method: &Method, kind: &str) -> Plan {
+fn plan(s: &Shared, ip: IpAddr, method: &Method, kind: &str, path: &str) -> Plan {
     let mut guard = s.inner.lock().unwrap();
     let i = &mut *guard;
     let o = &i.opts;
@@ -463,7 +466,8 @@ fn plan(s: &Shared, ip: IpAddr, method: &Method, kind: &str) -> Plan {
             || o.fault_methods
                 .iter()
                 .any(|m| m.eq_ignore_ascii_case(method.as_str())))
-        && (o.fault_kinds.is_empty() || o.fault_kinds.iter().any(|k| k == kind));
+        && (o.fault_kinds.is_empty() || o.fault_kinds.iter().any(|k| k == kind))
+        && (o.fault_paths.is_empty() || o.fault_paths.iter().any(|f| path.ends_with(f.as_str())));
     if faultable {
         if o.slow_rate > 0.0 && i.rng.gen::<f64>() < o.slow_rate {
             i.stats.slowed += 1;
@@ -554,7 +558,7 @@ async fn handle(
         i.arrivals.push((Instant::now(), kind.clone()));
         OpenGuard(s.clone())
     };
-    let p = plan(&s, peer.ip(), &method, &kind);
+    let p = plan(&s, peer.ip(), &method, &kind, &path);
     if let Some(d) = p.slow {
         tokio::time::sleep(d).await;
     }
