@@ -105,11 +105,12 @@ fn system() -> actix::SystemRunner {
 /// `regsync server` (spec §12): runs until SIGINT/SIGTERM (or the first error with
 /// `--abort-on-error`); exit 1 when any error was recorded during its lifetime.
 fn run_server(cli: &Cli, verbosity: Verbosity, abort_on_error: bool) -> Result<(), Vec<String>> {
-    let log = logger(verbosity, cli.json_logs());
+    let (log, _log_flush) = logger(verbosity, cli.json_logs());
     let config = load(cli)?;
+    let options = engine_options(&config, abort_on_error, &log);
     let report = system().block_on(async move {
-        let engine = Engine::start(&config, EngineOptions { abort_on_error }, log.clone())
-            .map_err(|e| vec![e.to_string()])?;
+        let engine =
+            Engine::start(&config, options, log.clone()).map_err(|e| vec![e.to_string()])?;
         watch_signals(engine.run.cancel.clone(), log)
             .map_err(|e| vec![format!("failed to install signal handlers: {e}")])?;
         Ok::<_, Vec<String>>(engine.serve(&config, Clock::System).await)
@@ -140,6 +141,14 @@ fn watch_signals(cancel: CancellationToken, log: slog::Logger) -> std::io::Resul
     Ok(())
 }
 
+/// Read before the runtime starts: Docker's `credsStore` runs a blocking helper process.
+fn engine_options(config: &Config, abort_on_error: bool, log: &slog::Logger) -> EngineOptions {
+    EngineOptions {
+        abort_on_error,
+        docker_hosts: regsync::engine::docker_hosts(config, log),
+    }
+}
+
 fn load(cli: &Cli) -> Result<Config, Vec<String>> {
     let path = cli.config_path().map_err(|e| vec![e])?;
     Config::load(path).map_err(|e| vec![e.to_string()])
@@ -151,11 +160,11 @@ fn run_engine(
     mode: Mode,
     abort_on_error: bool,
 ) -> Result<(), Vec<String>> {
-    let log = logger(verbosity, cli.json_logs());
+    let (log, _log_flush) = logger(verbosity, cli.json_logs());
     let config = load(cli)?;
+    let options = engine_options(&config, abort_on_error, &log);
     let report = system().block_on(async move {
-        let engine = Engine::start(&config, EngineOptions { abort_on_error }, log)
-            .map_err(|e| vec![e.to_string()])?;
+        let engine = Engine::start(&config, options, log).map_err(|e| vec![e.to_string()])?;
         Ok::<_, Vec<String>>(engine.run_once(&config, mode).await)
     })?;
     if report.errors.is_empty() {
