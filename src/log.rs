@@ -2,9 +2,9 @@
 //! on stderr, or one JSON object per line with `--logopt json`. Built on slog.
 
 use slog::{Drain, Level, OwnedKVList, Record, KV};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
-
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Log verbosity as regsync parses it: `debug|info|warn|error` (case-insensitive) with an
 /// optional `+N`/`-N` offset, or exactly `trace` (= debug-4).
@@ -78,13 +78,58 @@ impl slog::Serializer for Pairs {
     }
 }
 
-pub struct RegsyncDrain<W: std::io::Write + Send> {
-    out: Mutex<W>,
+/// Lines waiting for the writer thread. A blocked stderr (a full pipe nobody reads) must not
+/// block whoever logs, so the queue is bounded and drops instead of waiting: debug and trace
+/// lines once [`QUEUE_VERBOSE`] lines wait, every line once [`QUEUE_ALL`] do. Each run of
+/// dropped lines is replaced, in place, by one `Log messages dropped` line with their count,
+/// so the order of what is written stays that of the records.
+const QUEUE_VERBOSE: usize = 4096;
+const QUEUE_ALL: usize = 16384;
+
+#[derive(Default)]
+struct Queue {
+    lines: VecDeque<String>,
+    /// Lines dropped since the last one queued.
+    dropped: u64,
+    /// Whether the writer holds lines it has not finished writing.
+    writing: bool,
+    /// No logger is left: the writer ends once the queue is empty.
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Lines (or a drop count) to write, or closing.
+    ready: Condvar,
+    /// The queue became empty and nothing is being written.
+    idle: Condvar,
     json: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic elsewhere while holding the lock leaves the queue usable.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn dropped_line(&self, count: u64) -> String {
+        format_line(
+            self.json,
+            Level::Warning,
+            "Log messages dropped while the log output was blocked",
+            vec![("count".to_string(), count.to_string())],
+        )
+    }
+}
+
+/// The slog drain: formats each record on the caller's thread, queues the line and returns;
+/// a writer thread writes the lines in order ([`logger_to`]).
+pub struct RegsyncDrain {
+    shared: Arc<Shared>,
     verbosity: Verbosity,
 }
 
-impl<W: std::io::Write + Send> Drain for RegsyncDrain<W> {
+impl Drain for RegsyncDrain {
     type Ok = ();
     type Err = slog::Never;
 
@@ -97,36 +142,118 @@ impl<W: std::io::Write + Send> Drain for RegsyncDrain<W> {
         let _ = values.serialize(record, &mut pairs);
         // slog serialises record pairs last-to-first; restore the order they were written in.
         pairs.0.reverse();
-        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let msg = record.msg().to_string();
-        let line = if self.json {
-            let mut obj = serde_json::Map::new();
-            obj.insert("time".into(), time.into());
-            obj.insert("level".into(), level_name(record.level()).into());
-            obj.insert("msg".into(), msg.into());
-            for (k, v) in pairs.0 {
-                let value = match v.parse::<i64>() {
-                    Ok(n) if !v.starts_with('+') && (v == "0" || !v.starts_with('0')) => n.into(),
-                    _ => serde_json::Value::String(v),
-                };
-                obj.insert(k, value);
-            }
-            serde_json::Value::Object(obj).to_string()
+        let line = format_line(
+            self.shared.json,
+            record.level(),
+            &record.msg().to_string(),
+            pairs.0,
+        );
+        let limit = if record.level().is_at_least(Level::Info) {
+            QUEUE_ALL
         } else {
-            let mut s = format!(
-                "time={time} level={} msg={}",
-                level_name(record.level()),
-                quote(&msg)
-            );
-            for (k, v) in pairs.0 {
-                let _ = write!(s, " {k}={}", quote(&v));
-            }
-            s
+            QUEUE_VERBOSE
         };
-        if let Ok(mut out) = self.out.lock() {
+        let mut q = self.shared.lock();
+        if q.lines.len() >= limit {
+            q.dropped += 1;
+            return Ok(());
+        }
+        if q.dropped > 0 {
+            let notice = self.shared.dropped_line(std::mem::take(&mut q.dropped));
+            q.lines.push_back(notice);
+        }
+        q.lines.push_back(line);
+        drop(q);
+        self.shared.ready.notify_one();
+        Ok(())
+    }
+}
+
+impl Drop for RegsyncDrain {
+    /// The last logger is gone: the writer finishes the queue and ends.
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_one();
+    }
+}
+
+/// Writes queued lines until the queue is closed and empty.
+fn write_lines<W: std::io::Write>(shared: &Shared, mut out: W) {
+    loop {
+        let batch = {
+            let mut q = shared.lock();
+            loop {
+                if !q.lines.is_empty() || q.dropped > 0 {
+                    break;
+                }
+                if q.closed {
+                    return;
+                }
+                q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+            let mut batch = std::mem::take(&mut q.lines);
+            if q.dropped > 0 {
+                // Dropped lines at the end of the queue: say so now.
+                batch.push_back(shared.dropped_line(std::mem::take(&mut q.dropped)));
+            }
+            q.writing = true;
+            batch
+        };
+        for line in batch {
             let _ = writeln!(out, "{line}");
         }
-        Ok(())
+        let _ = out.flush();
+        let mut q = shared.lock();
+        q.writing = false;
+        if q.lines.is_empty() && q.dropped == 0 {
+            shared.idle.notify_all();
+        }
+    }
+}
+
+/// Waits until every line logged so far has been written ([`LogFlush::flush`], also on drop):
+/// the last lines of a run (its `Sync summary`) are on stderr before the process exits.
+pub struct LogFlush {
+    shared: Arc<Shared>,
+}
+
+impl LogFlush {
+    pub fn flush(&self) {
+        let mut q = self.shared.lock();
+        while q.writing || !q.lines.is_empty() || q.dropped > 0 {
+            q = self.shared.idle.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for LogFlush {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// One line in regsync's text or JSON shape.
+fn format_line(json: bool, level: Level, msg: &str, pairs: Vec<(String, String)>) -> String {
+    let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    if json {
+        let mut obj = serde_json::Map::new();
+        obj.insert("time".into(), time.into());
+        obj.insert("level".into(), level_name(level).into());
+        obj.insert("msg".into(), msg.into());
+        for (k, v) in pairs {
+            let value = match v.parse::<i64>() {
+                Ok(n) if !v.starts_with('+') && (v == "0" || !v.starts_with('0')) => n.into(),
+                _ => serde_json::Value::String(v),
+            };
+            obj.insert(k, value);
+        }
+        serde_json::Value::Object(obj).to_string()
+    } else {
+        let mut s = format!("time={time} level={} msg={}", level_name(level), quote(msg));
+        for (k, v) in pairs {
+            let _ = write!(s, " {k}={}", quote(&v));
+        }
+        s
     }
 }
 
@@ -142,22 +269,37 @@ fn quote(v: &str) -> String {
     }
 }
 
-/// The process logger: stderr, text or JSON.
-pub fn logger(verbosity: Verbosity, json: bool) -> slog::Logger {
+/// The process logger: stderr, text or JSON; keep the [`LogFlush`] until the end.
+pub fn logger(verbosity: Verbosity, json: bool) -> (slog::Logger, LogFlush) {
     logger_to(std::io::stderr(), verbosity, json)
 }
 
+/// A logger writing to `w` from a thread of its own, so that a blocked `w` never blocks the
+/// code that logs (see [`QUEUE_VERBOSE`]).
 pub fn logger_to<W: std::io::Write + Send + 'static>(
     w: W,
     verbosity: Verbosity,
     json: bool,
-) -> slog::Logger {
-    let drain = RegsyncDrain {
-        out: Mutex::new(w),
+) -> (slog::Logger, LogFlush) {
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue::default()),
+        ready: Condvar::new(),
+        idle: Condvar::new(),
         json,
+    });
+    let writer = shared.clone();
+    std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || write_lines(&writer, w))
+        .expect("spawn the log writer thread");
+    let drain = RegsyncDrain {
+        shared: shared.clone(),
         verbosity,
     };
-    slog::Logger::root(drain.fuse(), slog::o!())
+    (
+        slog::Logger::root(drain.fuse(), slog::o!()),
+        LogFlush { shared },
+    )
 }
 
 /// A logger that drops everything (unit tests).
@@ -168,7 +310,6 @@ pub fn discard() -> slog::Logger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[derive(Clone, Default)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
@@ -196,20 +337,98 @@ mod tests {
     #[test]
     fn text_and_json_lines() {
         let buf = Buf::default();
-        let log = logger_to(buf.clone(), Verbosity(0), false);
+        let (log, flush) = logger_to(buf.clone(), Verbosity(0), false);
         slog::info!(log, "Image sync needed"; "source" => "a b", "target" => "t");
         slog::debug!(log, "hidden");
+        flush.flush();
         let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert!(out.contains("level=INFO msg=\"Image sync needed\" source=\"a b\" target=t"));
         assert!(!out.contains("hidden"));
 
         let buf = Buf::default();
-        let log = logger_to(buf.clone(), Verbosity(-4), true);
+        let (log, flush) = logger_to(buf.clone(), Verbosity(-4), true);
         slog::debug!(log, "Sync summary"; "images_copied" => 3u64, "x" => "007");
+        flush.flush();
         let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         assert_eq!(v["images_copied"], 3);
         assert_eq!(v["x"], "007");
         assert_eq!(v["level"], "DEBUG");
+    }
+
+    /// A writer that blocks until the gate opens (a full pipe nobody reads).
+    #[derive(Clone)]
+    struct Stalled {
+        buf: Buf,
+        open: Arc<(Mutex<bool>, Condvar)>,
+    }
+    impl std::io::Write for Stalled {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let (lock, cv) = &*self.open;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            self.buf.write(b)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_blocked_output_never_blocks_logging_and_keeps_the_order() {
+        let stalled = Stalled {
+            buf: Buf::default(),
+            open: Arc::new((Mutex::new(false), Condvar::new())),
+        };
+        let (log, flush) = logger_to(stalled.clone(), Verbosity(Verbosity::TRACE), true);
+        let total = 3 * QUEUE_ALL;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l2 = log.clone();
+        std::thread::spawn(move || {
+            for i in 0..total {
+                slog::debug!(l2, "step"; "i" => i);
+            }
+            slog::info!(l2, "Sync summary"; "images_copied" => 1u64);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("logging blocked on a stalled output");
+        {
+            let (lock, cv) = &*stalled.open;
+            *lock.lock().unwrap() = true;
+            cv.notify_all();
+        }
+        flush.flush();
+        let out = String::from_utf8(stalled.buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        // the summary made it, last
+        assert_eq!(lines.last().unwrap()["msg"], "Sync summary");
+        // what was written is in order, and every dropped line is counted where it was dropped
+        let mut expect = 0u64;
+        let mut written = 0;
+        for l in &lines[..lines.len() - 1] {
+            match l["msg"].as_str().unwrap() {
+                "step" => {
+                    assert_eq!(l["i"].as_u64().unwrap(), expect, "{l}");
+                    expect += 1;
+                    written += 1;
+                }
+                m if m.starts_with("Log messages dropped") => {
+                    assert_eq!(l["level"], "WARN");
+                    expect += l["count"].as_u64().unwrap();
+                }
+                other => panic!("unexpected line {other}"),
+            }
+        }
+        assert_eq!(expect, total as u64);
+        assert!(
+            written < total,
+            "nothing was dropped: the test proves nothing"
+        );
     }
 }

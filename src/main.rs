@@ -123,13 +123,13 @@ fn run_engine(
     job: Job,
     flags: &cli::RunFlags,
 ) -> Result<(), Vec<String>> {
-    let log = logger(verbosity, cli.json_logs());
+    let (log, _log_flush) = logger(verbosity, cli.json_logs());
     let config = load(cli)?;
     let shutdown_timeout = flags.shutdown_timeout;
-    let abort_on_error = flags.abort_on_error;
+    let options = engine_options(&config, flags.abort_on_error, &log);
     let report = system().block_on(async move {
-        let engine = Engine::start(&config, EngineOptions { abort_on_error }, log.clone())
-            .map_err(|e| vec![e.to_string()])?;
+        let engine =
+            Engine::start(&config, options, log.clone()).map_err(|e| vec![e.to_string()])?;
         let cancel = engine.run.cancel.clone();
         let signalled = watch_signals(cancel.clone(), log.clone())
             .map_err(|e| vec![format!("failed to install signal handlers: {e}")])?;
@@ -200,6 +200,14 @@ fn watch_signals(
         std::process::exit(code);
     });
     Ok(seen)
+}
+
+/// Read before the runtime starts: Docker's `credsStore` runs a blocking helper process.
+fn engine_options(config: &Config, abort_on_error: bool, log: &slog::Logger) -> EngineOptions {
+    EngineOptions {
+        abort_on_error,
+        docker_hosts: regsync::engine::docker_hosts(config, log),
+    }
 }
 
 fn load(cli: &Cli) -> Result<Config, Vec<String>> {

@@ -426,8 +426,13 @@ pub async fn tag_list_all<S: Store + ?Sized>(
 }
 
 /// Wrap a blob byte stream so it fails unless exactly `desc.size` bytes with `desc.digest`
-/// pass through. The last item is an error on any mismatch, so an upload fed by this
-/// stream is aborted rather than committed.
+/// pass through. On any mismatch the stream ends with an error, so an upload fed by it is
+/// aborted rather than committed.
+///
+/// With a known size the digest is checked when the last byte arrives, in place of handing
+/// out the last chunk: an HTTP client sending the stream with a `Content-Length` stops polling
+/// once it has that many bytes and never sees the end of the stream, so a check made only at
+/// the end would let a monolithic upload of the wrong bytes through to the registry.
 pub fn verified(desc: &Descriptor, inner: BlobStream) -> BlobStream {
     let expected_size = if desc.size >= 0 {
         Some(desc.size as u64)
@@ -442,42 +447,62 @@ pub fn verified(desc: &Descriptor, inner: BlobStream) -> BlobStream {
         }
     };
     let expected_digest = desc.digest.to_string();
-    let state = Some((inner, verifier));
+    let mismatch = move |got: Digest| StoreError::DigestMismatch {
+        expected: expected_digest.clone(),
+        got: got.to_string(),
+    };
+    struct Verifying {
+        inner: BlobStream,
+        /// `None` once the digest has been checked (at the last byte).
+        verifier: Option<DigestVerifier>,
+        seen: u64,
+    }
+    let state = Some(Verifying {
+        inner,
+        verifier: Some(verifier),
+        seen: 0,
+    });
     futures::stream::unfold(state, move |state| {
-        let expected_digest = expected_digest.clone();
+        let mismatch = mismatch.clone();
         async move {
-            let (mut inner, mut verifier): (BlobStream, DigestVerifier) = state?;
-            match inner.next().await {
+            let mut st: Verifying = state?;
+            match st.inner.next().await {
                 Some(Ok(chunk)) => {
-                    verifier.update(&chunk);
+                    st.seen += chunk.len() as u64;
                     if let Some(size) = expected_size {
-                        if verifier.seen > size {
+                        if st.seen > size {
                             return Some((Err(StoreError::SizeExceeded { expected: size }), None));
                         }
                     }
-                    Some((Ok(chunk), Some((inner, verifier))))
+                    if let Some(v) = st.verifier.as_mut() {
+                        v.update(&chunk);
+                    }
+                    if expected_size == Some(st.seen) {
+                        if let Some(v) = st.verifier.take() {
+                            let (got, ok) = v.finish();
+                            if !ok {
+                                return Some((Err(mismatch(got)), None));
+                            }
+                        }
+                    }
+                    Some((Ok(chunk), Some(st)))
                 }
                 Some(Err(e)) => Some((Err(e), None)),
                 None => {
-                    let seen = verifier.seen;
                     if let Some(size) = expected_size {
-                        if seen != size {
+                        if st.seen != size {
                             let err = StoreError::ShortRead {
                                 expected: size,
-                                got: seen,
+                                got: st.seen,
                             };
                             return Some((Err(err), None));
                         }
                     }
-                    let (got, ok) = verifier.finish();
+                    let (got, ok) = st.verifier.take()?.finish();
                     if ok {
                         None
                     } else {
-                        let err = StoreError::DigestMismatch {
-                            expected: expected_digest,
-                            got: got.to_string(),
-                        };
-                        Some((Err(err), None))
+                        Some((Err(mismatch(got)), None))
                     }
                 }
             }
@@ -613,5 +638,34 @@ mod tests {
         assert!(matches!(bad, Err(StoreError::DigestMismatch { .. })));
         let long = drain(verified(&d, stream_of(vec![b"abc", b"defg"]))).await;
         assert!(matches!(long, Err(StoreError::SizeExceeded { .. })));
+    }
+
+    /// An HTTP client sending a body with a `Content-Length` stops reading after that many
+    /// bytes: the wrong bytes must fail before the last one is handed out.
+    #[tokio::test]
+    async fn a_consumer_stopping_at_the_size_still_sees_a_digest_mismatch() {
+        let d = Descriptor::new("x", Digest::sha256_of(b"abcdef"), 6);
+        let mut s = verified(&d, stream_of(vec![b"abc", b"deF"]));
+        let mut taken = 0;
+        let mut failed = None;
+        while taken < 6 {
+            match s.next().await {
+                Some(Ok(c)) => taken += c.len(),
+                Some(Err(e)) => {
+                    failed = Some(e);
+                    break;
+                }
+                None => break,
+            }
+        }
+        assert!(
+            matches!(failed, Some(StoreError::DigestMismatch { .. })),
+            "{failed:?}, {taken} bytes handed out"
+        );
+        // the right bytes pass, and the stream still ends cleanly
+        let mut s = verified(&d, stream_of(vec![b"abc", b"def"]));
+        assert_eq!(&s.next().await.unwrap().unwrap()[..], b"abc");
+        assert_eq!(&s.next().await.unwrap().unwrap()[..], b"def");
+        assert!(s.next().await.is_none());
     }
 }

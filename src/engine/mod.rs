@@ -19,7 +19,7 @@ use crate::config::{Config, SyncStep};
 use crate::filter::FilterError;
 use crate::ocidir::OciDirStore;
 use crate::reference::{Reference, ReferenceError, Scheme};
-use crate::registry::{RegistryError, RegistryStore};
+use crate::registry::{HostConfig, RegistryError, RegistryStore};
 use crate::store::{Store, StoreError};
 use actix::{Actor, Addr};
 use report::{Counters, RunReport};
@@ -156,6 +156,21 @@ pub struct Engine {
 
 pub struct EngineOptions {
     pub abort_on_error: bool,
+    /// Host entries from Docker's config ([`docker_hosts`]), read before the runtime started.
+    pub docker_hosts: Vec<HostConfig>,
+}
+
+/// Host entries from Docker's config, unless `defaults.skipDockerConfig`. Call before the
+/// async runtime starts: a `credsStore` runs its helper's `list`, a blocking child process
+/// (bounded by the helper timeout).
+pub fn docker_hosts(config: &Config, log: &slog::Logger) -> Vec<HostConfig> {
+    if config.defaults.skip_docker_config {
+        return Vec::new();
+    }
+    crate::registry::docker_config_hosts(log).unwrap_or_else(|e| {
+        slog::warn!(log, "Failed to load docker creds"; "err" => e.to_string());
+        Vec::new()
+    })
 }
 
 impl Engine {
@@ -167,14 +182,8 @@ impl Engine {
         let rate_limits = rate_limit_watcher::RateLimitWatcher::new(log.clone()).start();
         let throttle =
             Arc::new(throttler::ThrottleGate::new(log.clone()).with_watcher(rate_limits.clone()));
-        let mut base = Vec::new();
-        if !config.defaults.skip_docker_config {
-            match crate::registry::docker_config_hosts() {
-                Ok(hosts) => base = hosts,
-                Err(e) => slog::warn!(log, "Failed to load docker creds"; "err" => e.to_string()),
-            }
-        }
-        let (mut hosts, warnings) = crate::config::hosts::merge_host_table(base, &config.creds);
+        let (mut hosts, warnings) =
+            crate::config::hosts::merge_host_table(opts.docker_hosts, &config.creds);
         for h in &mut hosts {
             h.skip_docker_certs = config.defaults.skip_docker_config;
         }

@@ -244,7 +244,7 @@ impl StepLister {
                 ),
                 None => {
                     for tag in selected {
-                        self.dispatch_tag(source, target, &tag, pending).await?;
+                        self.dispatch_tag(source, target, &tag, pending).await;
                     }
                 }
             }
@@ -276,7 +276,7 @@ impl StepLister {
         missing.sort();
         missing.dedup();
         for tag in &missing {
-            self.dispatch_tag(source, target, tag, pending).await?;
+            self.dispatch_tag(source, target, tag, pending).await;
         }
         Ok(())
     }
@@ -296,20 +296,23 @@ impl StepLister {
         Pages { rx, task }
     }
 
-    async fn dispatch_tag(
-        &self,
-        source: &str,
-        target: &str,
-        tag: &str,
-        pending: &mut Pending,
-    ) -> Result<(), String> {
+    /// One image job for `tag`. A tag no reference can name (a registry listing something
+    /// distribution would refuse) fails alone, with its one error line: the repository's
+    /// other tags still copy.
+    async fn dispatch_tag(&self, source: &str, target: &str, tag: &str, pending: &mut Pending) {
         if self.step.run.cancel.is_cancelled() {
-            return Ok(());
+            return;
         }
-        let src = self.parse("source", &format!("{source}:{tag}"))?;
-        let tgt = self.parse("target", &format!("{target}:{tag}"))?;
-        pending.push(self.dispatch(src, tgt)).await;
-        Ok(())
+        let refs = self
+            .parse("source", &format!("{source}:{tag}"))
+            .and_then(|src| Ok((src, self.parse("target", &format!("{target}:{tag}"))?)));
+        match refs {
+            Ok((src, tgt)) => pending.push(self.dispatch(src, tgt)).await,
+            Err(e) => {
+                self.step.run.failed();
+                pending.errors.push(e);
+            }
+        }
     }
 
     /// The target repository's tags; a failure (e.g. the repository does not exist) is

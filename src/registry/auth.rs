@@ -8,9 +8,10 @@
 //! (run lazily and cached, see [`cred_helper`](super::cred_helper)). Header values holding
 //! them are marked sensitive and never logged.
 
-use super::client::{self, Body, Client, Host, Response};
+use super::client::{Body, Client, Host, Response};
 use super::cred_helper::{Creds, HelperCache};
 use super::header::Lexer;
+use super::origin;
 use crate::store::StoreError;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -27,6 +28,8 @@ use url::Url;
 const RENEW_EARLY: Duration = Duration::from_secs(5);
 /// Tokens are assumed to live at least this long, whatever `expires_in` says.
 const MIN_TOKEN_LIFE: Duration = Duration::from_secs(60);
+/// Tokens are renewed at least daily, whatever `expires_in` says.
+const MAX_TOKEN_LIFE: Duration = Duration::from_secs(24 * 3600);
 const TOKEN_BODY_LIMIT: usize = 1 << 20;
 
 /// One challenge of a `WWW-Authenticate` header: scheme and parameters, both lower-cased
@@ -257,8 +260,10 @@ impl Auth {
                             continue;
                         }
                     };
-                    if let Err(why) = client::redirect_allowed(request_url, &realm) {
-                        warn!(log, "Refusing bearer realm"; "host" => &host.config.name, "reason" => why);
+                    // The realm may live on another origin (Docker Hub's auth.docker.io);
+                    // it gets only what the token protocol sends it.
+                    if let Err(why) = origin::check(request_url, &realm) {
+                        warn!(log, "Refusing bearer realm"; "host" => &host.config.name, "reason" => %why);
                         continue;
                     }
                     let service = c.params.get("service").cloned().unwrap_or_default();
@@ -414,12 +419,18 @@ async fn token_from(resp: Response, bearer: &mut Bearer) -> Result<Token, StoreE
     let mut header = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| StoreError::Invalid("token response: token is not a valid header".into()))?;
     header.set_sensitive(true);
-    // Local clock, not `issued_at`: immune to skew between us and the token server.
-    let life = Duration::from_secs(parsed.expires_in).max(MIN_TOKEN_LIFE);
     Ok(Token {
         header,
-        renew_at: Instant::now() + life - RENEW_EARLY,
+        renew_at: renew_at(Instant::now(), parsed.expires_in),
     })
+}
+
+/// When a token given `expires_in` seconds at `now` is renewed. Local clock, not `issued_at`:
+/// immune to skew between us and the token server. Clamped to [`MAX_TOKEN_LIFE`]: a token
+/// server's "never expires" (`expires_in` near `i64::MAX`) must not overflow the clock.
+fn renew_at(now: Instant, expires_in: u64) -> Instant {
+    let life = Duration::from_secs(expires_in.min(MAX_TOKEN_LIFE.as_secs())).max(MIN_TOKEN_LIFE);
+    now + life - RENEW_EARLY
 }
 
 fn host_of(url: &Url) -> String {
@@ -518,6 +529,18 @@ mod tests {
                 "repository:reg:5000/x:pull"
             ]
         );
+    }
+
+    #[test]
+    fn any_expires_in_gives_a_renewal_time() {
+        let now = Instant::now();
+        for expires_in in [0, 1, 300, i64::MAX as u64 - 1, i64::MAX as u64, u64::MAX] {
+            let at = renew_at(now, expires_in);
+            assert!(at > now, "{expires_in}");
+        }
+        assert_eq!(renew_at(now, 300), now + Duration::from_secs(295));
+        assert_eq!(renew_at(now, 0), now + MIN_TOKEN_LIFE - RENEW_EARLY);
+        assert_eq!(renew_at(now, u64::MAX), now + MAX_TOKEN_LIFE - RENEW_EARLY);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Blob HEAD, streaming GET with Range resume, monolithic and chunked upload, cross-repository
 //! mount (spec §6.3).
 
-use super::client::{Body, Client, Host, Request, IDLE_TIMEOUT};
+use super::client::{loggable, Body, Client, Host, Request, Response, IDLE_TIMEOUT};
+use super::origin::{self, Reach};
 use crate::oci::{Descriptor, Digest};
 use crate::reference::Reference;
 use crate::store::{verified, BlobStream, StoreError};
@@ -233,7 +234,7 @@ pub(super) async fn put(
     let host = client.host(&repo.registry);
     let req = host.request(Method::POST, &repo.repository, "blobs/uploads/")?;
     let resp = client.send(&host, req, &[202]).await?;
-    let location = resp.location()?;
+    let location = upload_location(&client, &resp)?;
     let min_chunk = resp
         .header("oci-chunk-min-length")
         .and_then(|v| v.parse::<usize>().ok());
@@ -364,13 +365,35 @@ async fn put_chunked(
                 )));
             }
         }
-        location = resp.location()?;
+        location = upload_location(client, &resp)?;
         offset = end + 1;
     }
     let req = upload_request(host, repo, Method::PUT, with_digest(location, &desc.digest))
         .header(CONTENT_LENGTH, "0")?;
     client.send(host, req, &[201, 204]).await?;
     Ok(())
+}
+
+/// The upload URL a registry answered with (`Location`), checked by [`origin::check`] before
+/// it is followed: from https to http or to a local address it is refused; on another origin
+/// it is followed without the registry's credentials (`Client::send` adds them only on the
+/// registry's own origin), as regclient and Docker do.
+fn upload_location(client: &Client, resp: &Response) -> Result<Url, StoreError> {
+    let location = resp.location()?;
+    match origin::check(resp.url(), &location) {
+        Ok(Reach::SameOrigin) => {}
+        Ok(Reach::OtherOrigin) => {
+            debug!(client.log, "upload location on another origin, followed without credentials";
+                "location" => loggable(&location));
+        }
+        Err(why) => {
+            return Err(StoreError::Invalid(format!(
+                "the registry's upload Location leads to {} ({why}), not followed",
+                loggable(&location)
+            )))
+        }
+    }
+    Ok(location)
 }
 
 /// A request on an upload URL (from `Location`), with the repository's push scope.
@@ -420,7 +443,7 @@ pub(super) async fn mount(
         return Ok(true);
     }
     // 202: the registry started an ordinary upload instead; cancel it.
-    let location = resp.location();
+    let location = upload_location(client, &resp);
     drop(resp);
     if let Ok(location) = location {
         client

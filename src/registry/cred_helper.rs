@@ -94,32 +94,93 @@ pub(crate) async fn get(program: &str, server: &str, current: &Creds) -> Result<
     })
 }
 
-/// Run `<program> list` (blocking; used once at start-up for `credsStore`): server → user.
-pub(crate) fn list_blocking(program: &str) -> Result<BTreeMap<String, String>, String> {
+/// Why `<program> list` gave nothing.
+#[derive(Debug)]
+pub(crate) enum ListError {
+    /// The helper did not finish within the time given; it has been killed.
+    TimedOut(String),
+    /// It could not be run, failed, or printed something else than a server map.
+    Failed(String),
+}
+
+impl std::fmt::Display for ListError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListError::TimedOut(s) | ListError::Failed(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Run `<program> list` (server → user), for `credsStore` once at start-up, before the async
+/// runtime runs: it blocks the calling thread for at most `timeout`, then kills the helper
+/// (a store waiting for a keychain prompt must not hold start-up for ever).
+pub(crate) fn list_within(
+    program: &str,
+    timeout: Duration,
+) -> Result<BTreeMap<String, String>, ListError> {
+    use std::io::Read as _;
+    let deadline = std::time::Instant::now() + timeout;
     let mut attempt = 0;
-    let out = loop {
+    let mut child = loop {
         let res = std::process::Command::new(program)
             .arg("list")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .output();
+            .spawn();
         match res {
             Err(e) if text_busy(&e) && attempt < TEXT_BUSY_RETRIES => {
                 attempt += 1;
                 std::thread::sleep(TEXT_BUSY_WAIT);
             }
-            res => break res.map_err(|e| spawn_error(program, &e))?,
+            res => break res.map_err(|e| ListError::Failed(spawn_error(program, &e)))?,
         }
     };
-    if !out.status.success() {
-        return Err(failed(program, "list", &out.status, &out.stdout));
+    let timed_out = |child: &mut std::process::Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+        ListError::TimedOut(format!(
+            "credential helper {program} list did not answer within {}s",
+            timeout.as_secs_f64()
+        ))
+    };
+    // Read on a thread of its own: a helper printing more than a pipe holds must not block.
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let res = stdout.read_to_end(&mut buf).map(|_| buf);
+        let _ = tx.send(res);
+    });
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let stdout = match rx.recv_timeout(left) {
+        Ok(read) => read.map_err(|e| {
+            ListError::Failed(format!("error running credential helper {program}: {e}"))
+        })?,
+        Err(_) => return Err(timed_out(&mut child)),
+    };
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Ok(None) => return Err(timed_out(&mut child)),
+            Err(e) => {
+                return Err(ListError::Failed(format!(
+                    "error running credential helper {program}: {e}"
+                )))
+            }
+        }
+    };
+    if !status.success() {
+        return Err(ListError::Failed(failed(program, "list", &status, &stdout)));
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| {
-        format!(
+    serde_json::from_slice(&stdout).map_err(|e| {
+        ListError::Failed(format!(
             "error reading credential list from {program}: {}",
             json_error(&e)
-        )
+        ))
     })
 }
 
@@ -165,7 +226,7 @@ async fn run(program: &str, verb: &str, input: &[u8]) -> Result<Vec<u8>, String>
 }
 
 /// How long a credential helper may take to answer.
-const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A helper script just written (e.g. by a test) can briefly be "text file busy" while a
 /// concurrently forked process still holds its write handle: try again shortly.
@@ -480,10 +541,47 @@ pub(crate) mod tests {
             "store",
             r#"[ "$1" = list ] || exit 1; echo '{"https://a.example/":"alice","b.example":"bob"}'"#,
         );
-        let m = list_blocking(helper.to_str().unwrap()).unwrap();
+        let m = list_within(helper.to_str().unwrap(), HELPER_TIMEOUT).unwrap();
         assert_eq!(m["https://a.example/"], "alice");
         assert_eq!(m["b.example"], "bob");
-        assert!(list_blocking("/nonexistent/helper").is_err());
+        assert!(matches!(
+            list_within("/nonexistent/helper", HELPER_TIMEOUT),
+            Err(ListError::Failed(_))
+        ));
+    }
+
+    #[test]
+    fn a_hanging_list_gives_up_and_kills_the_helper() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let helper = script(
+            dir.path(),
+            "docker-credential-hang",
+            &format!("echo $$ > '{}'\nexec sleep 60", pid_file.display()),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(list_within(
+                helper.to_str().unwrap(),
+                Duration::from_millis(300),
+            ));
+        });
+        let res = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("list of a hanging helper never returned");
+        let err = res.unwrap_err();
+        assert!(matches!(err, ListError::TimedOut(_)), "{err:?}");
+        // the helper does not outlive the attempt
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        assert!(!alive, "helper {pid} still running");
     }
 
     #[test]

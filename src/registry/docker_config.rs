@@ -5,10 +5,11 @@
 //! The result is a list of host *entries* in load order (file first, then the environment),
 //! which `config::merge_hosts` merges like `creds` entries: a name may appear more than once.
 
-use super::cred_helper;
+use super::cred_helper::{self, ListError};
 use super::{HostConfig, RegistryError, Tls};
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer};
+use slog::{debug, warn, Logger};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -55,18 +56,32 @@ where
 
 /// Host entries from Docker's config file and `DOCKER_AUTH_CONFIG`. A missing file is no
 /// error; an unreadable or unparsable one is (the caller warns `Failed to load docker creds`
-/// and uses none of them). Runs `docker-credential-<credsStore> list` when a store is set.
-pub fn docker_config_hosts() -> Result<Vec<HostConfig>, RegistryError> {
+/// and uses none of them).
+///
+/// Runs `docker-credential-<credsStore> list` when a store is set: a blocking child process,
+/// so call this before the async runtime runs. A store that does not answer within the
+/// helper timeout is killed with one warning and adds nothing; one that fails adds nothing
+/// either (regclient ignores the error too).
+pub fn docker_config_hosts(log: &Logger) -> Result<Vec<HostConfig>, RegistryError> {
     let path = config_path(
         std::env::var_os("DOCKER_CONFIG").map(PathBuf::from),
         std::env::var_os("HOME").map(PathBuf::from),
     );
     let env_json = std::env::var("DOCKER_AUTH_CONFIG").ok();
-    hosts_from(
-        path.as_deref(),
-        env_json.as_deref(),
-        &cred_helper::list_blocking,
-    )
+    let list = |program: &str| {
+        cred_helper::list_within(program, cred_helper::HELPER_TIMEOUT).map_err(|e| {
+            match &e {
+                ListError::TimedOut(_) => {
+                    warn!(log, "Failed to list docker credential store"; "helper" => program, "err" => %e)
+                }
+                ListError::Failed(_) => {
+                    debug!(log, "Failed to list docker credential store"; "helper" => program, "err" => %e)
+                }
+            }
+            e.to_string()
+        })
+    };
+    hosts_from(path.as_deref(), env_json.as_deref(), &list)
 }
 
 fn config_path(docker_config: Option<PathBuf>, home: Option<PathBuf>) -> Option<PathBuf> {
@@ -271,7 +286,11 @@ echo '{"storehost.example.com":"hello","http://storehttp.example.com/":"hello","
         );
         let helper_dir = dir.path().to_path_buf();
         let list = move |program: &str| {
-            cred_helper::list_blocking(helper_dir.join(program).to_str().unwrap())
+            cred_helper::list_within(
+                helper_dir.join(program).to_str().unwrap(),
+                cred_helper::HELPER_TIMEOUT,
+            )
+            .map_err(|e| e.to_string())
         };
         let cfg_dir = dir.path().join("cfg");
         std::fs::create_dir(&cfg_dir).unwrap();

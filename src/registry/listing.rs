@@ -2,11 +2,13 @@
 
 use super::client::{retry_body, Client, Request, Response};
 use super::header::Lexer;
+use super::origin::{self, Reach};
 use crate::reference::Reference;
 use crate::store::StoreError;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, LINK};
 use reqwest::Method;
 use serde::Deserialize;
+use std::collections::HashSet;
 use tokio::sync::mpsc;
 use url::Url;
 
@@ -16,6 +18,34 @@ const PAGE_LIMIT: usize = 32 << 20;
 /// with a `Link` to the next page, which saves the extra request per page that paging with
 /// `last=` alone needs to find the end; registries that ignore `n` page by `last=`.
 const CATALOG_PAGE: &str = "1000";
+/// A listing whose `Link`s lead to ever new pages stops with an error here (10,000 pages of
+/// even 50 names each is far beyond any real repository or catalog).
+pub(crate) const MAX_PAGES: usize = 10_000;
+
+/// The pages of one listing asked for so far: a page asked again means the registry's `Link`s
+/// go round in circles (every page of the circle has been read: the listing is complete);
+/// more than [`MAX_PAGES`] pages is an error.
+struct PagesSeen(HashSet<Url>);
+
+impl PagesSeen {
+    fn new(first: &Url) -> Self {
+        PagesSeen(HashSet::from([first.clone()]))
+    }
+
+    /// Whether `next` is a page not read yet.
+    fn is_new(&mut self, next: &Url) -> Result<bool, StoreError> {
+        if self.0.contains(next) {
+            return Ok(false);
+        }
+        if self.0.len() >= MAX_PAGES {
+            return Err(StoreError::Invalid(format!(
+                "the registry's listing goes on past {MAX_PAGES} pages, stopped"
+            )));
+        }
+        self.0.insert(next.clone());
+        Ok(true)
+    }
+}
 
 #[derive(Deserialize)]
 struct TagPage {
@@ -56,12 +86,10 @@ pub(super) async fn tag_list(
     })
     .await?;
     send(&pages, page.tags.unwrap_or_default()).await?;
-    let mut seen = vec![first_url];
+    let mut seen = PagesSeen::new(&first_url);
     loop {
         match next {
-            // A registry sending us round in circles has no more pages.
-            Some(url) if !seen.contains(&url) => {
-                seen.push(url.clone());
+            Some(url) if seen.is_new(&url)? => {
                 let (following, page) = retry_body(|| async {
                     let req =
                         Request::repo(Method::GET, url.clone(), &host.repo_path(&repo.repository))
@@ -94,6 +122,7 @@ pub(super) async fn catalog(
     url.query_pairs_mut().append_pair("n", CATALOG_PAGE);
     let mut last: Option<String> = None;
     let mut linked = false;
+    let mut seen = PagesSeen::new(&url);
     loop {
         let (link, page) = retry_body(|| async {
             let req =
@@ -125,6 +154,9 @@ pub(super) async fn catalog(
                 next
             }
         };
+        if !seen.is_new(&url)? {
+            return Ok(());
+        }
     }
 }
 
@@ -152,8 +184,8 @@ fn next_page(resp: &Response) -> Result<Option<Url>, StoreError> {
 }
 
 /// The `rel="next"` page of a listing, resolved against the URL that returned it. The next
-/// page must stay on the same origin: requests carry the registry's credentials, so a `Link`
-/// naming another host (or https → http) is refused rather than followed.
+/// page must stay on the same origin ([`origin::check`]): a `Link` naming another host (or
+/// https → http) is refused rather than followed.
 pub(crate) fn next_page_url(base: &Url, headers: &HeaderMap) -> Result<Option<Url>, StoreError> {
     let Some(link) = next_link(headers) else {
         return Ok(None);
@@ -161,13 +193,17 @@ pub(crate) fn next_page_url(base: &Url, headers: &HeaderMap) -> Result<Option<Ur
     let next = base
         .join(&link)
         .map_err(|e| StoreError::Invalid(format!("invalid Link header: {e}")))?;
-    if next.origin() != base.origin() {
-        return Err(StoreError::Invalid(format!(
-            "the registry's next-page Link leads to another origin ({}), not followed",
-            super::client::loggable(&next)
-        )));
+    match origin::check(base, &next) {
+        Ok(Reach::SameOrigin) => Ok(Some(next)),
+        verdict => Err(StoreError::Invalid(format!(
+            "the registry's next-page Link leads to {} ({}), not followed",
+            super::client::loggable(&next),
+            match verdict {
+                Err(why) => why.to_string(),
+                Ok(_) => "another origin".to_string(),
+            }
+        ))),
     }
-    Ok(Some(next))
 }
 
 /// The target of the first `Link: <url>; rel="next"` (RFC 8288), over all `Link` headers.
@@ -256,5 +292,76 @@ mod tests {
             base.join("/v2/_catalog?last=b&n=2").unwrap().as_str(),
             "http://r:5000/v2/_catalog?last=b&n=2"
         );
+    }
+
+    use super::super::client::{test_util, IDLE_TIMEOUT};
+    use super::super::RegistryOptions;
+    use axum::extract::Request as AxRequest;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A registry whose catalog pages each hold one new repository and link to `next(n)`.
+    async fn catalog_server(next: fn(usize) -> usize) -> (String, Arc<AtomicUsize>) {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let a2 = asked.clone();
+        let app = axum::Router::new().fallback(move |req: AxRequest| {
+            let asked = a2.clone();
+            async move {
+                asked.fetch_add(1, Ordering::SeqCst);
+                let page: usize = req
+                    .uri()
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("page=")))
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                axum::http::Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .header(
+                        "link",
+                        format!("</v2/_catalog?page={}>; rel=\"next\"", next(page)),
+                    )
+                    .body(axum::body::Body::from(format!(
+                        r#"{{"repositories":["r{page}"]}}"#
+                    )))
+                    .unwrap()
+            }
+        });
+        (test_util::serve(app).await, asked)
+    }
+
+    async fn list_catalog(addr: &str) -> (Result<(), StoreError>, usize) {
+        let c = test_util::client(&[addr], RegistryOptions::new("ua"), IDLE_TIMEOUT);
+        let r = Reference::parse(&format!("{addr}/x")).unwrap();
+        let (tx, mut rx) = mpsc::channel::<Vec<String>>(4);
+        let count = tokio::spawn(async move {
+            let mut n = 0;
+            while let Some(p) = rx.recv().await {
+                n += p.len();
+            }
+            n
+        });
+        let res = catalog(&c, &r, tx).await;
+        (res, count.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_catalog_that_never_ends_stops_with_an_error() {
+        let (addr, asked) = catalog_server(|p| p + 1).await;
+        let (res, repos) = list_catalog(&addr).await;
+        let err = res.unwrap_err();
+        assert!(err.to_string().contains("pages"), "{err}");
+        assert_eq!(asked.load(Ordering::SeqCst), MAX_PAGES);
+        assert_eq!(repos, MAX_PAGES);
+    }
+
+    #[tokio::test]
+    async fn a_catalog_linking_back_ends_after_the_circle() {
+        // 0 → 1 → 2 → 1: every page of the circle has been read once
+        let (addr, asked) = catalog_server(|p| if p == 2 { 1 } else { p + 1 }).await;
+        let (res, repos) = list_catalog(&addr).await;
+        res.unwrap();
+        assert_eq!(asked.load(Ordering::SeqCst), 3);
+        assert_eq!(repos, 3);
     }
 }

@@ -10,6 +10,7 @@ mod docker_config;
 mod header;
 mod listing;
 mod manifest;
+mod origin;
 mod referrers;
 mod tls;
 

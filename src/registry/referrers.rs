@@ -6,6 +6,8 @@
 //! has none: it answers `404` with the plain-text body `404 page not found` (no registry error
 //! code), which is what marks the API absent. A `404` carrying a registry error code
 //! (`NAME_UNKNOWN`, …) comes from an API that exists: the repository is just not there yet.
+//! `405` and the `UNSUPPORTED` error code also mean "no API"; any other failure (401/403,
+//! server errors, broken pages) fails the copy and is not remembered.
 //!
 //! Keeping the target's listing current after a push of a manifest with a `subject`: a
 //! registry with the API indexes it itself (that is what its `OCI-Subject` answer says); for
@@ -62,9 +64,26 @@ enum Api {
     Listed(Vec<Descriptor>),
     /// No referrers API here (remember it).
     Absent,
-    /// The API could not be asked this time (network, server error): use the fallback,
-    /// remember nothing.
-    Unavailable(StoreError),
+    /// The API could not be asked (401/403, network, server error, a broken page): an error
+    /// of this copy, and nothing remembered. Guessing "no API" instead would copy an image
+    /// without its signatures and SBOMs, or write fallback tags into a registry that indexes
+    /// referrers itself.
+    Failed(StoreError),
+}
+
+/// Only these answers to the first request mean "this registry has no referrers API":
+/// distribution 2.8's plain `404 page not found` (no registry error code), `405 Method Not
+/// Allowed`, and the distribution spec's `UNSUPPORTED` error code. An `Unauthorized` (401
+/// after the auth flow ran, 403) is a refusal, not an absence.
+fn first_page_failure(e: StoreError) -> Api {
+    match e {
+        StoreError::NotFound(None) => Api::Absent,
+        // an API that knows neither the repository nor the subject: nothing refers to it
+        StoreError::NotFound(Some(_)) => Api::Listed(Vec::new()),
+        StoreError::HttpStatus { status: 405, .. } => Api::Absent,
+        StoreError::HttpStatus { ref text, .. } if text.ends_with(": UNSUPPORTED") => Api::Absent,
+        e => Api::Failed(e),
+    }
 }
 
 fn accept() -> HeaderMap {
@@ -106,14 +125,7 @@ async fn ask_api(store: &RegistryStore, repo: &Reference, subject: &Digest) -> A
     .await;
     let (host, url, mut next, mt, bytes) = match first {
         Ok(page) => page,
-        // distribution 2.8: `404 page not found`, no registry error body
-        Err(StoreError::NotFound(None)) => return Api::Absent,
-        // an API that knows neither the repository nor the subject: nothing refers to it
-        Err(StoreError::NotFound(Some(_))) => return Api::Listed(Vec::new()),
-        Err(e @ StoreError::Canceled) => return Api::Unavailable(e),
-        Err(e) if e.is_transient() => return Api::Unavailable(e),
-        // 400, 405, 401 …: not an API we can use here
-        Err(_) => return Api::Absent,
+        Err(e) => return first_page_failure(e),
     };
     let Some(mut all) = page_descriptors(bytes, mt.as_deref()) else {
         // a 200 that is not an index (a web page, a proxy's answer): no API
@@ -140,20 +152,20 @@ async fn ask_api(store: &RegistryStore, repo: &Reference, subject: &Digest) -> A
                 Some(ds) => {
                     all.extend(ds);
                     if all.len() > MAX_REFERRERS {
-                        return Api::Unavailable(StoreError::Invalid(format!(
+                        return Api::Failed(StoreError::Invalid(format!(
                             "more than {MAX_REFERRERS} referrers listed, refusing the rest"
                         )));
                     }
                     next = following;
                 }
                 None => {
-                    return Api::Unavailable(StoreError::Invalid(format!(
+                    return Api::Failed(StoreError::Invalid(format!(
                         "referrers page {} is not an OCI index",
                         super::client::loggable(&url)
                     )))
                 }
             },
-            Err(e) => return Api::Unavailable(e),
+            Err(e) => return Api::Failed(e),
         }
     }
     Api::Listed(all)
@@ -176,11 +188,7 @@ pub(super) async fn list(
                 });
             }
             Api::Absent => remember(repo, false),
-            Api::Unavailable(StoreError::Canceled) => return Err(StoreError::Canceled),
-            Api::Unavailable(e) => {
-                slog::debug!(store.client.log, "referrers API failed, using the fallback tag";
-                    "repo" => %repo, "err" => %e);
-            }
+            Api::Failed(e) => return Err(e),
         }
     }
     fallback_referrers(store, repo, subject).await
@@ -205,8 +213,7 @@ pub(super) async fn added(
                 remember(repo, false);
                 false
             }
-            Api::Unavailable(StoreError::Canceled) => return Err(StoreError::Canceled),
-            Api::Unavailable(_) => false,
+            Api::Failed(e) => return Err(e),
         },
     };
     if has_api {
@@ -350,5 +357,71 @@ mod tests {
                 .count(),
             2
         );
+    }
+
+    /// A registry whose referrers API answers `status`; every request is recorded.
+    async fn refusing(status: u16) -> (String, Arc<Mutex<Vec<String>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let app = axum::Router::new().fallback(move |req: AxRequest| {
+            let seen = s2.clone();
+            async move {
+                let (method, path) = (req.method().clone(), req.uri().path().to_string());
+                seen.lock().unwrap().push(format!("{method} {path}"));
+                if path.contains("/referrers/") {
+                    let body = r#"{"errors":[{"code":"DENIED"}]}"#.to_string();
+                    return response(status, "application/json", body);
+                }
+                response(
+                    404,
+                    "application/json",
+                    r#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#.into(),
+                )
+            }
+        });
+        (test_util::serve(app).await, seen)
+    }
+
+    #[tokio::test]
+    async fn a_refused_listing_is_an_error_not_a_missing_api() {
+        for status in [401, 403] {
+            let subject = Digest::sha256_of(b"subject");
+            let (addr, seen) = refusing(status).await;
+            let s = store(&addr);
+            let repo = Reference::parse(&format!("{addr}/app")).unwrap();
+            let err = s.referrers(&repo, &subject).await.unwrap_err();
+            assert!(
+                matches!(err, StoreError::Unauthorized { .. }),
+                "{status}: {err}"
+            );
+            let err = s
+                .referrer_added(&repo, &subject, &entry(1))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, StoreError::Unauthorized { .. }),
+                "{status}: {err}"
+            );
+            // nothing remembered, no fallback tag read or written
+            assert_eq!(known(&repo), None);
+            let seen = seen.lock().unwrap().clone();
+            assert!(
+                seen.iter().all(|l| l.contains("/referrers/")),
+                "{status}: {seen:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_405_means_no_api() {
+        let subject = Digest::sha256_of(b"subject");
+        let (addr, _seen) = refusing(405).await;
+        let s = store(&addr);
+        let repo = Reference::parse(&format!("{addr}/app")).unwrap();
+        assert_eq!(
+            s.referrers(&repo, &subject).await.unwrap(),
+            Referrers::default()
+        );
+        assert_eq!(known(&repo), Some(false));
     }
 }

@@ -21,6 +21,7 @@ pub mod fixtures;
 pub mod oci;
 pub mod proxy;
 pub mod registry;
+pub mod rewrite;
 pub mod run;
 
 pub use oci::{
