@@ -5,7 +5,7 @@
 
 use super::duration::{format_duration, GoDuration};
 use super::gotime::{go_format, GoTime, ZERO_TIME_UNIX};
-use crate::config::template::{duration_ns, is_hidden, kind_of, FIELDS};
+use crate::config::template::data::{duration_ns, is_hidden, kind_of, FIELDS};
 use gtmpl::Value;
 use std::collections::HashMap;
 use std::fmt::Write as _;
