@@ -4,6 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod filter;
+pub mod gocompat;
 pub mod log;
 pub mod oci;
 pub mod ocidir;

@@ -1,7 +1,7 @@
 //! Merging `defaults` into each sync step (spec §3.6), applied at load before templates.
 
-use super::duration::{duration_of, GoDuration};
 use super::schema::{Config, Defaults, SyncStep};
+use crate::gocompat::duration::{duration_of, GoDuration};
 use crate::oci::media::DEFAULT_MEDIA_TYPES;
 
 /// `ratelimit.retry` is never below this (spec §3.4, Appendix B).

@@ -7,24 +7,28 @@
 
 mod de;
 pub mod defaults;
-pub mod duration;
-pub mod gotext;
 pub mod hosts;
 pub mod print;
 pub mod schema;
 pub mod template;
 pub mod validate;
 
+// The Go emulation moved to `crate::gocompat`; these keep the old paths working.
+pub use crate::gocompat::duration;
+pub use crate::gocompat::gotext;
+
+pub use crate::gocompat::duration::{
+    duration_of, format_duration, parse_duration, DurationError, GoDuration,
+};
 pub use defaults::merge_defaults;
-pub use duration::{duration_of, format_duration, parse_duration, DurationError, GoDuration};
 pub use hosts::merge_hosts;
 pub use print::config_yaml;
 pub use schema::*;
 pub use template::{expand_templates, render_backup};
 pub use validate::{check_step, validate};
 
+use crate::gocompat::gotext::os_error_text;
 use crate::registry::HostConfig;
-use gotext::os_error_text;
 use serde::Deserialize;
 use std::io::Read;
 

@@ -5,13 +5,13 @@
 //! defaults; `registry` omitted when empty), secrets in clear text. Sequences are not indented
 //! under their key; strings are quoted only when YAML would read them as something else.
 
-use super::duration::duration_of;
-use super::gotext::go_quote;
 use super::schema::{
     Config, CredsEntry, Defaults, Hook, Hooks, RateLimit, ReferrerFilter, RepoFilter, SyncStep,
     TagFilter,
 };
-use super::template::format_float_g;
+use crate::gocompat::duration::duration_of;
+use crate::gocompat::gofmt::format_float_g;
+use crate::gocompat::gotext::go_quote;
 use std::collections::BTreeMap;
 
 /// A YAML node.

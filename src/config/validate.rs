@@ -2,9 +2,9 @@
 //! version. Step `type`, references, regexes and semver ranges are checked at run time;
 //! [`check_step`] is the `type` check for the engine.
 
-use super::duration::parse_duration;
 use super::schema::{Config, SyncStep};
 use super::ConfigError;
+use crate::gocompat::duration::parse_duration;
 use crate::registry::Tls;
 
 /// Parses a `creds[].tls` value case-insensitively; `""` is "unset" (`None`).
