@@ -8,15 +8,12 @@
 mod common;
 
 use common::faults::{FaultOpts, FaultProxy};
-use common::run::{bin, parse_json_logs};
+use common::server::Server;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PLATFORMS: &[&str] = &["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/s390x"];
 
@@ -252,109 +249,6 @@ fn manifest_refused_over_present_references_is_retried() {
     assert_eq!(retried as u64, failed, "{}", out.dump());
 }
 
-/// A `regsync server` process with its stderr collected.
-struct Server {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(config_yaml: &str) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("regsync.yml");
-        std::fs::write(&cfg, config_yaml).unwrap();
-        let docker = dir.path().join("docker");
-        std::fs::create_dir_all(&docker).unwrap();
-        let mut cmd = Command::new(bin());
-        cmd.arg("server")
-            .arg("-c")
-            .arg(&cfg)
-            .args(["--logopt", "json", "-v", "debug"]);
-        for k in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-            "DOCKER_AUTH_CONFIG",
-        ] {
-            cmd.env_remove(k);
-        }
-        cmd.env("NO_PROXY", "127.0.0.1,localhost")
-            .env("no_proxy", "127.0.0.1,localhost")
-            .env("DOCKER_CONFIG", &docker)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn regsync server");
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let l2 = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                match line {
-                    Ok(l) => l2.lock().unwrap().push(l),
-                    Err(_) => break,
-                }
-            }
-        });
-        Server {
-            child,
-            lines,
-            _dir: dir,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    fn summaries(&self) -> Vec<Value> {
-        parse_json_logs(&self.stderr())
-            .into_iter()
-            .filter(|v| v["msg"] == "Step summary")
-            .collect()
-    }
-
-    /// Waits for a `Step summary` after the first `skip` ones that satisfies `pred`.
-    fn wait_summary(&mut self, skip: usize, timeout: Duration, pred: impl Fn(&Value) -> bool) {
-        let start = Instant::now();
-        loop {
-            if self.summaries().iter().skip(skip).any(&pred) {
-                return;
-            }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("server exited ({st})\n{}", self.stderr());
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "timed out waiting for a step summary\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if self.child.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// `server` with a short interval: the target loses all its content between two firings
 /// (registry storage wiped while it is stopped, as after a GC or a retention policy). The
 /// next firing copies everything again (blobs, children, tags) instead of trusting what an
@@ -366,7 +260,7 @@ fn server_recopies_what_the_target_lost_between_firings() {
     push(&src, "app", "plain", &plain);
     push(&src, "app", "multi", &multi);
     let step = repo_step(&src.r("app"), &dst.r("app"), &[], &[]) + "interval: 1s\n";
-    let mut server = Server::start(&config(&[&src, &dst], 2, &[step]));
+    let mut server = Server::start(&config(&[&src, &dst], 2, &[step]), &[]);
     // initial pass, then one clean copy-mode firing
     server.wait_summary(0, Duration::from_secs(20), |v| {
         v["mode"] == "copy" && v["errors"] == 0

@@ -23,6 +23,7 @@ pub mod proxy;
 pub mod registry;
 pub mod rewrite;
 pub mod run;
+pub mod server;
 
 pub use oci::{
     assert_has_image, assert_same_image, assert_same_image_at, assert_same_repo, blob_exists,
