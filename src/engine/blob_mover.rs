@@ -300,3 +300,33 @@ fn counting(body: BlobStream, seen: Arc<AtomicU64>, run: Arc<RunCtx>) -> BlobStr
     })
     .boxed()
 }
+
+/// The copy algorithm's [`BlobSink`](crate::copy::BlobSink) for one step run: every blob
+/// goes through the BlobMover, which de-duplicates moves into the same repository.
+pub struct MoverSink {
+    pub step: Arc<super::StepCtx>,
+    pub mover: actix::Addr<BlobMover>,
+}
+
+#[async_trait::async_trait]
+impl crate::copy::BlobSink for MoverSink {
+    async fn make_present(
+        &self,
+        source: Reference,
+        target: Reference,
+        desc: Descriptor,
+    ) -> Result<(), CopyError> {
+        let msg = MoveBlob {
+            step: self.step.clone(),
+            source,
+            target,
+            desc,
+        };
+        match self.mover.send(msg).await {
+            Ok(r) => r.map(|_| ()),
+            Err(e) => Err(CopyError::Invalid(format!(
+                "internal error: blob mover: {e}"
+            ))),
+        }
+    }
+}

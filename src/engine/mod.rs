@@ -8,19 +8,19 @@ pub mod cron;
 pub mod manifest_resolver;
 pub mod messages;
 pub mod rate_limit_watcher;
-pub mod referrers;
 pub mod report;
-pub mod run_scope;
+
+pub use crate::copy::run_scope;
+pub use crate::copy::CopyError;
 pub mod scheduler;
 pub mod tag_lister;
 pub mod throttler;
 
 use crate::config::{Config, SyncStep};
-use crate::filter::FilterError;
 use crate::ocidir::OciDirStore;
-use crate::reference::{Reference, ReferenceError, Scheme};
+use crate::reference::{Reference, Scheme};
 use crate::registry::{HostConfig, RegistryError, RegistryStore};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use actix::{Actor, Addr};
 use report::{Counters, RunReport};
 use std::sync::Arc;
@@ -35,37 +35,6 @@ pub enum Mode {
     Missing,
     /// Report differences, write nothing.
     Check,
-}
-
-#[derive(Debug, thiserror::Error, Clone)]
-pub enum CopyError {
-    #[error("{what}: {source}")]
-    Store {
-        what: String,
-        #[source]
-        source: StoreError,
-    },
-    #[error(transparent)]
-    Reference(#[from] ReferenceError),
-    #[error(transparent)]
-    Filter(#[from] FilterError),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("task was canceled")]
-    Canceled,
-}
-
-impl CopyError {
-    pub fn store(what: impl Into<String>, source: StoreError) -> Self {
-        CopyError::Store {
-            what: what.into(),
-            source,
-        }
-    }
-
-    fn is_transient(&self) -> bool {
-        matches!(self, CopyError::Store { source, .. } if source.is_transient())
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +55,12 @@ impl Stores {
             Scheme::Reg => &self.registry,
             Scheme::OciDir => &self.ocidir,
         }
+    }
+}
+
+impl crate::copy::StoreFor for Stores {
+    fn store_for(&self, r: &Reference) -> &dyn Store {
+        self.for_ref(r)
     }
 }
 
