@@ -5,7 +5,7 @@ use super::drive::{check_now, drive, wait_all, Task};
 use super::referrers::{digest_tags, index_entry, select_referrers, CopyOpts};
 use super::run_scope::object_key;
 use super::seen::{Fail, Seen, SeenGuard};
-use super::{head_or_get, lock, pinned, CopyEnv, CopyError};
+use super::{head_or_get, lock, pinned, CopyEnv, CopyError, Counter};
 use crate::oci::{media, Descriptor, Digest, Manifest};
 use crate::platform::Platform;
 use crate::reference::{Reference, Scheme};
@@ -654,7 +654,7 @@ impl<'a> Copier<'a> {
         };
         match result {
             Ok(()) => {
-                crate::copy::counters::bump(&self.env.counters.manifests_pushed);
+                self.env.counters.bump(Counter::ManifestsPushed);
                 if tgt.scheme == Scheme::Reg {
                     scope.manifest_landed_in(key);
                 }

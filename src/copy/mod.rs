@@ -19,7 +19,7 @@ pub mod run_scope;
 mod seen;
 
 pub use copier::Copier;
-pub use counters::{CountSnapshot, Counters};
+pub use counters::{CountSnapshot, Counter, Counters};
 pub use referrers::CopyOpts;
 
 use crate::filter::FilterError;
@@ -55,6 +55,18 @@ impl CopyError {
         }
     }
 
+    /// Stopped by the run's cancellation, not by a failure of its own.
+    pub fn is_canceled(&self) -> bool {
+        matches!(
+            self,
+            CopyError::Canceled
+                | CopyError::Store {
+                    source: StoreError::Canceled,
+                    ..
+                }
+        )
+    }
+
     pub fn is_transient(&self) -> bool {
         matches!(self, CopyError::Store { source, .. } if source.is_transient())
     }
@@ -88,7 +100,7 @@ pub struct CopyEnv<'a> {
     pub scope: &'a run_scope::RunScope,
     /// Manifest writes in flight, whatever run they belong to.
     pub manifest_writes: &'a run_scope::WriteLocks,
-    /// Where `manifests_pushed` is counted.
+    /// The step run's counters (`manifests_pushed`).
     pub counters: &'a Counters,
     pub log: &'a slog::Logger,
     /// The run's cancellation: a copy stops when it fires, before its tag is pushed.

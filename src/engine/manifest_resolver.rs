@@ -83,6 +83,7 @@ impl Handler<SyncImage> for ManifestResolver {
     type Result = ResponseFuture<ImageOutcome>;
 
     fn handle(&mut self, msg: SyncImage, _ctx: &mut Context<Self>) -> Self::Result {
+        let counters = msg.step.counters.clone();
         let job = ImageJob {
             step: msg.step,
             parallel: self.parallel.clone(),
@@ -98,8 +99,8 @@ impl Handler<SyncImage> for ManifestResolver {
                 ImageOutcome::Failed,
             )
             .await;
-            run.counters.record(&outcome);
-            if matches!(outcome, ImageOutcome::Failed(_)) {
+            counters.record(&outcome);
+            if matches!(outcome, ImageOutcome::Failed(_) | ImageOutcome::Canceled(_)) {
                 run.failed();
             }
             outcome
@@ -150,7 +151,7 @@ impl ImageJob {
             blobs: sink,
             scope: &self.step.scope,
             manifest_writes: &run.manifest_writes,
-            counters: &run.counters,
+            counters: &self.step.counters,
             log: &run.log,
             cancel: &run.cancel,
         }
@@ -165,7 +166,13 @@ impl ImageJob {
                     slog::error!(self.log(), "Failed to sync";
                         "target" => %target, "source" => %source, "error" => %e);
                 }
-                ImageOutcome::Failed(format!("{} {source} -> {target}: {e}", self.step.name()))
+                let line = format!("{} {source} -> {target}: {e}", self.step.name());
+                // Only the run's cancellation makes an image cancelled rather than failed.
+                if e.is_canceled() && self.run().cancel.is_cancelled() {
+                    ImageOutcome::Canceled(line)
+                } else {
+                    ImageOutcome::Failed(line)
+                }
             }
         }
     }

@@ -67,7 +67,8 @@ impl crate::copy::StoreFor for Stores {
 /// What every actor of one run shares: stores, counters, logger, cancellation.
 pub struct RunCtx {
     pub stores: Stores,
-    pub counters: Counters,
+    /// The run's total: every step run's counters add to it.
+    pub counters: Arc<Counters>,
     pub log: slog::Logger,
     pub cancel: CancellationToken,
     /// Every host's request limits (the registry store's gate).
@@ -96,6 +97,8 @@ pub struct StepCtx {
     pub step: SyncStep,
     pub run: Arc<RunCtx>,
     pub scope: Arc<run_scope::RunScope>,
+    /// This step run's own counters (its `Step summary`); every bump also reaches the run's.
+    pub counters: Arc<Counters>,
 }
 
 impl StepCtx {
@@ -106,6 +109,7 @@ impl StepCtx {
             step: self.step.clone(),
             run: self.run.clone(),
             scope: run_scope::RunScope::new(),
+            counters: Arc::new(Counters::under(self.run.counters.clone())),
         }
     }
 
@@ -188,7 +192,7 @@ impl Engine {
                 registry,
                 ocidir: OciDirStore::new(log.clone()),
             },
-            counters: Counters::default(),
+            counters: Arc::default(),
             log: log.clone(),
             cancel,
             throttle,
@@ -218,6 +222,7 @@ impl Engine {
                     step: step.clone(),
                     run: self.run.clone(),
                     scope: scope.clone(),
+                    counters: Arc::new(Counters::under(self.run.counters.clone())),
                 })
             })
             .collect()

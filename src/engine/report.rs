@@ -1,7 +1,7 @@
 //! Outcomes and counters of a run: what the summary lines and the exit code are made of.
 
 use super::{Mode, StepCtx};
-pub use crate::copy::counters::{bump, CountSnapshot, Counters};
+pub use crate::copy::counters::{CountSnapshot, Counter, Counters};
 use std::time::Duration;
 
 /// What happened to one image.
@@ -16,6 +16,19 @@ pub enum ImageOutcome {
     Copied,
     /// One line naming the step, the references and the cause.
     Failed(String),
+    /// Stopped by the run's cancellation (a signal, `--abort-on-error`): the same kind of
+    /// line, ending in "task was canceled".
+    Canceled(String),
+}
+
+impl ImageOutcome {
+    /// The error line of a failed or cancelled image.
+    pub fn error_line(self) -> Option<String> {
+        match self {
+            ImageOutcome::Failed(e) | ImageOutcome::Canceled(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// The errors of one step, one line per failed image (or one for the step itself).
@@ -32,13 +45,14 @@ pub struct RunReport {
 
 impl Counters {
     pub fn record(&self, outcome: &ImageOutcome) {
-        bump(&self.images_checked);
-        match outcome {
-            ImageOutcome::Matched => bump(&self.images_matched),
-            ImageOutcome::Skipped | ImageOutcome::NeedsSync => bump(&self.images_skipped),
-            ImageOutcome::Copied => bump(&self.images_copied),
-            ImageOutcome::Failed(_) => bump(&self.images_failed),
-        }
+        self.bump(Counter::ImagesChecked);
+        self.bump(match outcome {
+            ImageOutcome::Matched => Counter::ImagesMatched,
+            ImageOutcome::Skipped | ImageOutcome::NeedsSync => Counter::ImagesSkipped,
+            ImageOutcome::Copied => Counter::ImagesCopied,
+            ImageOutcome::Failed(_) => Counter::ImagesFailed,
+            ImageOutcome::Canceled(_) => Counter::ImagesCanceled,
+        });
     }
 }
 
@@ -51,6 +65,7 @@ impl CountSnapshot {
             "images_matched" => self.images_matched,
             "images_skipped" => self.images_skipped,
             "images_failed" => self.images_failed,
+            "images_canceled" => self.images_canceled,
             "blobs_copied" => self.blobs_copied,
             "blobs_mounted" => self.blobs_mounted,
             "blobs_skipped" => self.blobs_skipped,
@@ -70,7 +85,7 @@ pub struct StepRunReport {
     pub mode: Mode,
     /// Error lines of this run (cancellations left out).
     pub errors: Vec<String>,
-    /// Counter deltas over the run. Runs of other steps that overlap in time add to them.
+    /// This run's own counters (runs of other steps that overlap in time count apart).
     pub counts: CountSnapshot,
     pub duration: Duration,
 }
@@ -96,6 +111,7 @@ impl StepRunReport {
             "images_matched" => c.images_matched,
             "images_skipped" => c.images_skipped,
             "images_failed" => c.images_failed,
+            "images_canceled" => c.images_canceled,
             "blobs_copied" => c.blobs_copied,
             "blobs_mounted" => c.blobs_mounted,
             "blobs_skipped" => c.blobs_skipped,
@@ -117,7 +133,7 @@ pub struct StepStats {
     pub failed_runs: u64,
     /// Firings skipped because the previous run was still going.
     pub skipped_firings: u64,
-    /// Sum of the runs' counter deltas.
+    /// Sum of the runs' counters.
     pub totals: CountSnapshot,
     pub total_duration: Duration,
     pub last: Option<StepRunReport>,
