@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod copy;
 pub mod engine;
 pub mod filter;
 pub mod gocompat;

@@ -20,7 +20,7 @@
 //! ([`StreamSlots`](super::throttler::StreamSlots)).
 
 use super::messages::{BlobMoved, BlobSettled, MoveBlob};
-use super::report::bump;
+use super::report::{Counter, Counters};
 use super::{CopyError, RunCtx};
 use crate::oci::Descriptor;
 use crate::reference::{Reference, Scheme};
@@ -70,14 +70,15 @@ impl Handler<MoveBlob> for BlobMover {
         let digest = msg.desc.digest.clone();
         let key = super::run_scope::object_key(&msg.target, &digest);
         let scope = msg.step.scope.clone();
+        let counters = msg.step.counters.clone();
         if msg.target.scheme == Scheme::Reg && scope.blob_landed(&key) {
-            bump(&self.run.counters.blobs_skipped);
+            counters.bump(Counter::BlobsSkipped);
             return Box::pin(async { Ok(BlobMoved::Present) });
         }
         let reg_key = format!("{}@{}", registry_key(&msg.target), digest);
         let target_repo = msg.target.repo_only();
         if let Some(existing) = self.in_flight.get(&key) {
-            bump(&self.run.counters.blobs_deduped);
+            counters.bump(Counter::BlobsDeduped);
             let existing = existing.clone();
             return Box::pin(async move {
                 let out = existing.await;
@@ -136,11 +137,12 @@ async fn move_blob(
     known_absent: bool,
 ) -> Result<BlobMoved, CopyError> {
     let MoveBlob {
+        step,
         source,
         target,
         desc,
-        ..
     } = msg;
+    let counters = &step.counters;
     let tgt_store = run.stores.for_ref(&target);
     let digest = &desc.digest;
     if source.same_repository(&target) {
@@ -156,7 +158,7 @@ async fn move_blob(
     };
     match head {
         Ok(true) => {
-            bump(&run.counters.blobs_skipped);
+            counters.bump(Counter::BlobsSkipped);
             slog::debug!(run.log, "Blob copy skipped, already exists";
                 "source" => %source, "target" => %target, "digest" => %digest);
             return Ok(BlobMoved::Present);
@@ -169,7 +171,7 @@ async fn move_blob(
     if let Some(from) = lender {
         match tgt_store.blob_mount(&target, &from, digest).await {
             Ok(true) => {
-                bump(&run.counters.blobs_mounted);
+                counters.bump(Counter::BlobsMounted);
                 slog::debug!(run.log, "Blob copy performed server side with registry mount";
                     "source" => %from, "target" => %target, "digest" => %digest);
                 return Ok(BlobMoved::Mounted);
@@ -194,9 +196,10 @@ async fn move_blob(
         else {
             return Err(CopyError::Canceled);
         };
-        let e = match stream_once(&run, &source, &target, &desc, slots.source_first).await {
+        let e = match stream_once(&run, counters, &source, &target, &desc, slots.source_first).await
+        {
             Ok(bytes) => {
-                bump(&run.counters.blobs_copied);
+                counters.bump(Counter::BlobsCopied);
                 return Ok(BlobMoved::Copied { bytes });
             }
             // The registry layer has retried the source's GET and resumed its body already;
@@ -238,6 +241,7 @@ enum StreamFailure {
 
 async fn stream_once(
     run: &Arc<RunCtx>,
+    counters: &Arc<Counters>,
     source: &Reference,
     target: &Reference,
     desc: &Descriptor,
@@ -274,7 +278,7 @@ async fn stream_once(
         })
         .boxed();
     let counted = Arc::new(AtomicU64::new(0));
-    let body = counting(body, counted.clone(), run.clone());
+    let body = counting(body, counted.clone(), counters.clone());
     let put = tgt_store.blob_put(target, desc, body).await;
     if let Some(e) = source_error.lock().unwrap().take() {
         return Err(get_failed(e));
@@ -288,15 +292,43 @@ async fn stream_once(
     Ok(counted.load(Ordering::Relaxed))
 }
 
-/// Count bytes as they pass (for the run summary).
-fn counting(body: BlobStream, seen: Arc<AtomicU64>, run: Arc<RunCtx>) -> BlobStream {
+/// Count bytes as they pass (for the step's and the run's summary).
+fn counting(body: BlobStream, seen: Arc<AtomicU64>, counters: Arc<Counters>) -> BlobStream {
     body.inspect(move |chunk| {
         if let Ok(c) = chunk {
             seen.fetch_add(c.len() as u64, Ordering::Relaxed);
-            run.counters
-                .bytes_copied
-                .fetch_add(c.len() as u64, Ordering::Relaxed);
+            counters.add(Counter::BytesCopied, c.len() as u64);
         }
     })
     .boxed()
+}
+
+/// The copy algorithm's [`BlobSink`](crate::copy::BlobSink) for one step run: every blob
+/// goes through the BlobMover, which de-duplicates moves into the same repository.
+pub struct MoverSink {
+    pub step: Arc<super::StepCtx>,
+    pub mover: actix::Addr<BlobMover>,
+}
+
+#[async_trait::async_trait]
+impl crate::copy::BlobSink for MoverSink {
+    async fn make_present(
+        &self,
+        source: Reference,
+        target: Reference,
+        desc: Descriptor,
+    ) -> Result<(), CopyError> {
+        let msg = MoveBlob {
+            step: self.step.clone(),
+            source,
+            target,
+            desc,
+        };
+        match self.mover.send(msg).await {
+            Ok(r) => r.map(|_| ()),
+            Err(e) => Err(CopyError::Invalid(format!(
+                "internal error: blob mover: {e}"
+            ))),
+        }
+    }
 }

@@ -8,19 +8,19 @@ pub mod cron;
 pub mod manifest_resolver;
 pub mod messages;
 pub mod rate_limit_watcher;
-pub mod referrers;
 pub mod report;
-pub mod run_scope;
+
+pub use crate::copy::run_scope;
+pub use crate::copy::CopyError;
 pub mod scheduler;
 pub mod tag_lister;
 pub mod throttler;
 
 use crate::config::{Config, SyncStep};
-use crate::filter::FilterError;
 use crate::ocidir::OciDirStore;
-use crate::reference::{Reference, ReferenceError, Scheme};
+use crate::reference::{Reference, Scheme};
 use crate::registry::{HostConfig, RegistryError, RegistryStore};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use actix::{Actor, Addr};
 use report::{Counters, RunReport};
 use std::sync::Arc;
@@ -35,37 +35,6 @@ pub enum Mode {
     Missing,
     /// Report differences, write nothing.
     Check,
-}
-
-#[derive(Debug, thiserror::Error, Clone)]
-pub enum CopyError {
-    #[error("{what}: {source}")]
-    Store {
-        what: String,
-        #[source]
-        source: StoreError,
-    },
-    #[error(transparent)]
-    Reference(#[from] ReferenceError),
-    #[error(transparent)]
-    Filter(#[from] FilterError),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("task was canceled")]
-    Canceled,
-}
-
-impl CopyError {
-    pub fn store(what: impl Into<String>, source: StoreError) -> Self {
-        CopyError::Store {
-            what: what.into(),
-            source,
-        }
-    }
-
-    fn is_transient(&self) -> bool {
-        matches!(self, CopyError::Store { source, .. } if source.is_transient())
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,10 +58,17 @@ impl Stores {
     }
 }
 
+impl crate::copy::StoreFor for Stores {
+    fn store_for(&self, r: &Reference) -> &dyn Store {
+        self.for_ref(r)
+    }
+}
+
 /// What every actor of one run shares: stores, counters, logger, cancellation.
 pub struct RunCtx {
     pub stores: Stores,
-    pub counters: Counters,
+    /// The run's total: every step run's counters add to it.
+    pub counters: Arc<Counters>,
     pub log: slog::Logger,
     pub cancel: CancellationToken,
     /// Every host's request limits (the registry store's gate).
@@ -121,6 +97,8 @@ pub struct StepCtx {
     pub step: SyncStep,
     pub run: Arc<RunCtx>,
     pub scope: Arc<run_scope::RunScope>,
+    /// This step run's own counters (its `Step summary`); every bump also reaches the run's.
+    pub counters: Arc<Counters>,
 }
 
 impl StepCtx {
@@ -131,6 +109,7 @@ impl StepCtx {
             step: self.step.clone(),
             run: self.run.clone(),
             scope: run_scope::RunScope::new(),
+            counters: Arc::new(Counters::under(self.run.counters.clone())),
         }
     }
 
@@ -213,7 +192,7 @@ impl Engine {
                 registry,
                 ocidir: OciDirStore::new(log.clone()),
             },
-            counters: Counters::default(),
+            counters: Arc::default(),
             log: log.clone(),
             cancel,
             throttle,
@@ -243,6 +222,7 @@ impl Engine {
                     step: step.clone(),
                     run: self.run.clone(),
                     scope: scope.clone(),
+                    counters: Arc::new(Counters::under(self.run.counters.clone())),
                 })
             })
             .collect()

@@ -1,7 +1,7 @@
 //! Outcomes and counters of a run: what the summary lines and the exit code are made of.
 
 use super::{Mode, StepCtx};
-use std::sync::atomic::{AtomicU64, Ordering};
+pub use crate::copy::counters::{CountSnapshot, Counter, Counters};
 use std::time::Duration;
 
 /// What happened to one image.
@@ -16,6 +16,19 @@ pub enum ImageOutcome {
     Copied,
     /// One line naming the step, the references and the cause.
     Failed(String),
+    /// Stopped by the run's cancellation (a signal, `--abort-on-error`): the same kind of
+    /// line, ending in "task was canceled".
+    Canceled(String),
+}
+
+impl ImageOutcome {
+    /// The error line of a failed or cancelled image.
+    pub fn error_line(self) -> Option<String> {
+        match self {
+            ImageOutcome::Failed(e) | ImageOutcome::Canceled(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// The errors of one step, one line per failed image (or one for the step itself).
@@ -30,104 +43,20 @@ pub struct RunReport {
     pub counts: CountSnapshot,
 }
 
-/// Counters shared by the actors of one engine (monotonic, lock-free).
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub images_checked: AtomicU64,
-    pub images_copied: AtomicU64,
-    pub images_matched: AtomicU64,
-    pub images_skipped: AtomicU64,
-    pub images_failed: AtomicU64,
-    pub blobs_copied: AtomicU64,
-    pub blobs_mounted: AtomicU64,
-    pub blobs_skipped: AtomicU64,
-    pub blobs_deduped: AtomicU64,
-    pub manifests_pushed: AtomicU64,
-    pub bytes_copied: AtomicU64,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CountSnapshot {
-    pub images_checked: u64,
-    pub images_copied: u64,
-    pub images_matched: u64,
-    pub images_skipped: u64,
-    pub images_failed: u64,
-    pub blobs_copied: u64,
-    pub blobs_mounted: u64,
-    pub blobs_skipped: u64,
-    pub blobs_deduped: u64,
-    pub manifests_pushed: u64,
-    pub bytes_copied: u64,
-}
-
-pub fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
 impl Counters {
     pub fn record(&self, outcome: &ImageOutcome) {
-        bump(&self.images_checked);
-        match outcome {
-            ImageOutcome::Matched => bump(&self.images_matched),
-            ImageOutcome::Skipped | ImageOutcome::NeedsSync => bump(&self.images_skipped),
-            ImageOutcome::Copied => bump(&self.images_copied),
-            ImageOutcome::Failed(_) => bump(&self.images_failed),
-        }
-    }
-
-    pub fn snapshot(&self) -> CountSnapshot {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        CountSnapshot {
-            images_checked: g(&self.images_checked),
-            images_copied: g(&self.images_copied),
-            images_matched: g(&self.images_matched),
-            images_skipped: g(&self.images_skipped),
-            images_failed: g(&self.images_failed),
-            blobs_copied: g(&self.blobs_copied),
-            blobs_mounted: g(&self.blobs_mounted),
-            blobs_skipped: g(&self.blobs_skipped),
-            blobs_deduped: g(&self.blobs_deduped),
-            manifests_pushed: g(&self.manifests_pushed),
-            bytes_copied: g(&self.bytes_copied),
-        }
+        self.bump(Counter::ImagesChecked);
+        self.bump(match outcome {
+            ImageOutcome::Matched => Counter::ImagesMatched,
+            ImageOutcome::Skipped | ImageOutcome::NeedsSync => Counter::ImagesSkipped,
+            ImageOutcome::Copied => Counter::ImagesCopied,
+            ImageOutcome::Failed(_) => Counter::ImagesFailed,
+            ImageOutcome::Canceled(_) => Counter::ImagesCanceled,
+        });
     }
 }
 
 impl CountSnapshot {
-    /// What happened between `earlier` and `self` (both snapshots of the same counters).
-    pub fn since(&self, earlier: &CountSnapshot) -> CountSnapshot {
-        let d = |a: u64, b: u64| a.saturating_sub(b);
-        CountSnapshot {
-            images_checked: d(self.images_checked, earlier.images_checked),
-            images_copied: d(self.images_copied, earlier.images_copied),
-            images_matched: d(self.images_matched, earlier.images_matched),
-            images_skipped: d(self.images_skipped, earlier.images_skipped),
-            images_failed: d(self.images_failed, earlier.images_failed),
-            blobs_copied: d(self.blobs_copied, earlier.blobs_copied),
-            blobs_mounted: d(self.blobs_mounted, earlier.blobs_mounted),
-            blobs_skipped: d(self.blobs_skipped, earlier.blobs_skipped),
-            blobs_deduped: d(self.blobs_deduped, earlier.blobs_deduped),
-            manifests_pushed: d(self.manifests_pushed, earlier.manifests_pushed),
-            bytes_copied: d(self.bytes_copied, earlier.bytes_copied),
-        }
-    }
-
-    /// Adds `other` into `self`.
-    pub fn add(&mut self, other: &CountSnapshot) {
-        self.images_checked += other.images_checked;
-        self.images_copied += other.images_copied;
-        self.images_matched += other.images_matched;
-        self.images_skipped += other.images_skipped;
-        self.images_failed += other.images_failed;
-        self.blobs_copied += other.blobs_copied;
-        self.blobs_mounted += other.blobs_mounted;
-        self.blobs_skipped += other.blobs_skipped;
-        self.blobs_deduped += other.blobs_deduped;
-        self.manifests_pushed += other.manifests_pushed;
-        self.bytes_copied += other.bytes_copied;
-    }
-
     /// The one info line that closes every run.
     pub fn log(&self, log: &slog::Logger, seconds: f64) {
         slog::info!(log, "Sync summary";
@@ -136,6 +65,7 @@ impl CountSnapshot {
             "images_matched" => self.images_matched,
             "images_skipped" => self.images_skipped,
             "images_failed" => self.images_failed,
+            "images_canceled" => self.images_canceled,
             "blobs_copied" => self.blobs_copied,
             "blobs_mounted" => self.blobs_mounted,
             "blobs_skipped" => self.blobs_skipped,
@@ -155,7 +85,7 @@ pub struct StepRunReport {
     pub mode: Mode,
     /// Error lines of this run (cancellations left out).
     pub errors: Vec<String>,
-    /// Counter deltas over the run. Runs of other steps that overlap in time add to them.
+    /// This run's own counters (runs of other steps that overlap in time count apart).
     pub counts: CountSnapshot,
     pub duration: Duration,
 }
@@ -181,6 +111,7 @@ impl StepRunReport {
             "images_matched" => c.images_matched,
             "images_skipped" => c.images_skipped,
             "images_failed" => c.images_failed,
+            "images_canceled" => c.images_canceled,
             "blobs_copied" => c.blobs_copied,
             "blobs_mounted" => c.blobs_mounted,
             "blobs_skipped" => c.blobs_skipped,
@@ -202,7 +133,7 @@ pub struct StepStats {
     pub failed_runs: u64,
     /// Firings skipped because the previous run was still going.
     pub skipped_firings: u64,
-    /// Sum of the runs' counter deltas.
+    /// Sum of the runs' counters.
     pub totals: CountSnapshot,
     pub total_duration: Duration,
     pub last: Option<StepRunReport>,

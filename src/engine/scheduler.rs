@@ -304,7 +304,6 @@ impl Server {
     /// One run of one step: its errors (cancellations left out), a `Step summary` line and
     /// the step's statistics.
     async fn run_step(&self, step: Arc<StepCtx>, mode: Mode) -> Vec<String> {
-        let before = self.run.counters.snapshot();
         let started = tokio::time::Instant::now();
         let errors = match self
             .lister
@@ -326,7 +325,7 @@ impl Server {
             step: step.index,
             mode,
             errors,
-            counts: self.run.counters.snapshot().since(&before),
+            counts: step.counters.snapshot(),
             duration: started.elapsed(),
         };
         report.log(self.log(), &step);

@@ -58,7 +58,7 @@ impl Pending {
     }
 
     async fn next(&mut self) {
-        if let Some(ImageOutcome::Failed(e)) = self.futs.next().await {
+        if let Some(e) = self.futs.next().await.and_then(ImageOutcome::error_line) {
             self.errors.push(e);
         }
     }

@@ -1,8 +1,7 @@
 //! What a copy carries besides the image itself (spec §5.8, §6.2 steps 6, 9 and 10): the
 //! step's copy options, the referrer filters and the digest tags of a manifest.
 
-use super::StepCtx;
-use crate::config::ReferrerFilter;
+use crate::config::{ReferrerFilter, SyncStep};
 use crate::oci::{Descriptor, Digest};
 use crate::platform::{PlatformError, PlatformFilter};
 use crate::reference::Reference;
@@ -28,8 +27,7 @@ pub struct CopyOpts {
 impl CopyOpts {
     /// The options of a step; unparseable `referrerSource`/`referrerTarget` are logged and
     /// ignored, as regsync does.
-    pub fn from_step(step: &StepCtx) -> CopyOpts {
-        let s = &step.step;
+    pub fn from_step(s: &SyncStep, log: &slog::Logger) -> CopyOpts {
         let flag = |v: Option<bool>| v.unwrap_or(false);
         let mut o = CopyOpts {
             digest_tags: flag(s.digest_tags),
@@ -52,12 +50,12 @@ impl CopyOpts {
                     .map_err(|e| e.to_string())
             };
             o.referrer_src = parse(&s.referrer_source).unwrap_or_else(|e| {
-                slog::error!(step.log(), "failed to parse referrer source reference";
+                slog::error!(log, "failed to parse referrer source reference";
                     "referrerSource" => &s.referrer_source, "error" => e);
                 None
             });
             o.referrer_tgt = parse(&s.referrer_target).unwrap_or_else(|e| {
-                slog::error!(step.log(), "failed to parse referrer target reference";
+                slog::error!(log, "failed to parse referrer target reference";
                     "referrerTarget" => &s.referrer_target, "error" => e);
                 None
             });

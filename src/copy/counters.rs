@@ -1,0 +1,143 @@
+//! What the summary lines are made of: monotonic, lock-free counters.
+//!
+//! Each step run owns its [`Counters`] ([`Counters::under`] the run's total): what a step
+//! does is counted there and, in the same bump, in the total, so runs of other steps that
+//! overlap in time never add to a step's numbers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// One counted thing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    ImagesChecked,
+    ImagesCopied,
+    ImagesMatched,
+    ImagesSkipped,
+    ImagesFailed,
+    /// Images stopped by the run's cancellation (a signal, `--abort-on-error`).
+    ImagesCanceled,
+    BlobsCopied,
+    BlobsMounted,
+    BlobsSkipped,
+    BlobsDeduped,
+    ManifestsPushed,
+    BytesCopied,
+}
+
+const COUNTERS: usize = 12;
+
+/// Counters of one step run, or of a whole run (the parent of its step runs).
+#[derive(Debug, Default)]
+pub struct Counters {
+    cells: [AtomicU64; COUNTERS],
+    /// Bumped alongside (the run's total).
+    parent: Option<Arc<Counters>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CountSnapshot {
+    pub images_checked: u64,
+    pub images_copied: u64,
+    pub images_matched: u64,
+    pub images_skipped: u64,
+    pub images_failed: u64,
+    pub images_canceled: u64,
+    pub blobs_copied: u64,
+    pub blobs_mounted: u64,
+    pub blobs_skipped: u64,
+    pub blobs_deduped: u64,
+    pub manifests_pushed: u64,
+    pub bytes_copied: u64,
+}
+
+impl Counters {
+    /// Counters whose every bump also goes to `parent`.
+    pub fn under(parent: Arc<Counters>) -> Counters {
+        Counters {
+            cells: Default::default(),
+            parent: Some(parent),
+        }
+    }
+
+    pub fn bump(&self, c: Counter) {
+        self.add(c, 1);
+    }
+
+    pub fn add(&self, c: Counter, n: u64) {
+        self.cells[c as usize].fetch_add(n, Ordering::Relaxed);
+        if let Some(p) = &self.parent {
+            p.add(c, n);
+        }
+    }
+
+    pub fn get(&self, c: Counter) -> u64 {
+        self.cells[c as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn snapshot(&self) -> CountSnapshot {
+        use Counter::*;
+        let g = |c| self.get(c);
+        CountSnapshot {
+            images_checked: g(ImagesChecked),
+            images_copied: g(ImagesCopied),
+            images_matched: g(ImagesMatched),
+            images_skipped: g(ImagesSkipped),
+            images_failed: g(ImagesFailed),
+            images_canceled: g(ImagesCanceled),
+            blobs_copied: g(BlobsCopied),
+            blobs_mounted: g(BlobsMounted),
+            blobs_skipped: g(BlobsSkipped),
+            blobs_deduped: g(BlobsDeduped),
+            manifests_pushed: g(ManifestsPushed),
+            bytes_copied: g(BytesCopied),
+        }
+    }
+}
+
+impl CountSnapshot {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &CountSnapshot) {
+        self.images_checked += other.images_checked;
+        self.images_copied += other.images_copied;
+        self.images_matched += other.images_matched;
+        self.images_skipped += other.images_skipped;
+        self.images_failed += other.images_failed;
+        self.images_canceled += other.images_canceled;
+        self.blobs_copied += other.blobs_copied;
+        self.blobs_mounted += other.blobs_mounted;
+        self.blobs_skipped += other.blobs_skipped;
+        self.blobs_deduped += other.blobs_deduped;
+        self.manifests_pushed += other.manifests_pushed;
+        self.bytes_copied += other.bytes_copied;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_run_counts_its_own_and_the_total_counts_all() {
+        let total = Arc::new(Counters::default());
+        let (a, b) = (
+            Counters::under(total.clone()),
+            Counters::under(total.clone()),
+        );
+        a.bump(Counter::ImagesCopied);
+        a.add(Counter::BytesCopied, 10);
+        b.bump(Counter::ImagesCopied);
+        b.bump(Counter::ImagesCanceled);
+        assert_eq!(a.get(Counter::ImagesCopied), 1);
+        assert_eq!(a.get(Counter::ImagesCanceled), 0);
+        assert_eq!(b.get(Counter::BytesCopied), 0);
+        let t = total.snapshot();
+        assert_eq!(
+            (t.images_copied, t.images_canceled, t.bytes_copied),
+            (2, 1, 10)
+        );
+        // The last counter has a cell of its own.
+        a.bump(Counter::BytesCopied);
+        assert_eq!(a.snapshot().bytes_copied, 11);
+    }
+}
