@@ -181,6 +181,14 @@ impl Server {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// Waits until `n` log lines with `msg` were seen; returns them all.
+    pub fn wait_logs(&mut self, msg: &str, n: usize, timeout: Duration) -> Vec<Value> {
+        self.wait_until(&format!("{n} log lines {msg:?}"), timeout, |s| {
+            s.logs_of(msg).len() >= n
+        });
+        self.logs_of(msg)
+    }
+
     pub fn summaries(&self) -> Vec<Value> {
         parse_json_logs(&self.stderr())
             .into_iter()
