@@ -57,7 +57,7 @@ pub struct ManifestResolver {
 
 impl ManifestResolver {
     pub fn new(run: Arc<RunCtx>, blobs: Addr<BlobMover>) -> Self {
-        let n = run.parallel.clamp(1, 1 << 16) as usize;
+        let n = run.parallel.copies;
         slog::debug!(run.log, "Configuring parallel settings"; "concurrent" => n);
         ManifestResolver {
             run,

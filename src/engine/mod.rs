@@ -74,8 +74,8 @@ pub struct RunCtx {
     /// Every host's request limits (the registry store's gate).
     pub throttle: Arc<throttler::ThrottleGate>,
     pub abort_on_error: bool,
-    /// `defaults.parallel` (≤0 means 1 copy at a time and sequential steps).
-    pub parallel: i64,
+    /// `defaults.parallel`, read once (see [`Parallel`]).
+    pub parallel: Parallel,
     /// Manifest writes in flight, one per target repository and digest, whatever run they
     /// belong to (see [`run_scope`]).
     pub manifest_writes: run_scope::WriteLocks,
@@ -87,6 +87,31 @@ impl RunCtx {
         if self.abort_on_error {
             self.cancel.cancel();
         }
+    }
+}
+
+/// What `defaults.parallel` means, decided in this one place (spec §13): the number of image
+/// copies in flight (at least 1), and whether steps run one after the other (`parallel` ≤ 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parallel {
+    /// Image copies in flight (the ManifestResolver's permits).
+    pub copies: usize,
+    /// Steps run in file order instead of at once.
+    pub sequential_steps: bool,
+}
+
+impl Parallel {
+    pub fn from_config(parallel: i64) -> Self {
+        Parallel {
+            copies: parallel.clamp(1, 1 << 16) as usize,
+            sequential_steps: parallel <= 0,
+        }
+    }
+
+    /// Images a step lists ahead of its copies: enough to keep `copies` busy while the
+    /// lookups of later images run.
+    pub fn look_ahead(&self) -> usize {
+        self.copies * 4
     }
 }
 
@@ -197,7 +222,7 @@ impl Engine {
             cancel,
             throttle,
             abort_on_error: opts.abort_on_error,
-            parallel: config.defaults.parallel,
+            parallel: Parallel::from_config(config.defaults.parallel),
             manifest_writes: run_scope::WriteLocks::default(),
         });
         let blob_mover = blob_mover::BlobMover::new(run.clone()).start();

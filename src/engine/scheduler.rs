@@ -69,7 +69,7 @@ impl Handler<RunSteps> for Scheduler {
             };
             let mut errors = Vec::new();
             // Steps run in file order when `parallel` ≤ 0 and always for `check` (spec §13).
-            if run.parallel <= 0 || msg.mode == Mode::Check {
+            if run.parallel.sequential_steps || msg.mode == Mode::Check {
                 for step in msg.steps {
                     if run.cancel.is_cancelled() {
                         break;
@@ -192,7 +192,7 @@ impl Server {
     async fn serve(self: Arc<Self>, steps: Vec<Arc<StepCtx>>, clock: Clock) -> RunReport {
         let run = self.run.clone();
         let started = std::time::Instant::now();
-        let sequential = run.parallel <= 0;
+        let sequential = run.parallel.sequential_steps;
         let mut scheduled: Vec<(Arc<StepCtx>, Schedule)> = Vec::new();
         let mut initial: Vec<BoxFuture<'static, ()>> = Vec::new();
         for step in steps {

@@ -115,7 +115,7 @@ impl StepLister {
         let limit = if self.mode == Mode::Check {
             1
         } else {
-            (self.step.run.parallel.clamp(1, 1 << 16) as usize) * 4
+            self.step.run.parallel.look_ahead()
         };
         let mut pending = Pending {
             futs: FuturesUnordered::new(),
