@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use futures::stream::{BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Blob bytes on their way from a source to a target. Never collected whole.
@@ -152,6 +152,16 @@ pub trait Store: Send + Sync {
     ) -> Result<bool, StoreError> {
         fallback_add(self, repo, subject, entry).await
     }
+    /// The locks this store's fallback-index writes take ([`fallback_add`], [`fallback_merge`]).
+    fn fallback_locks(&self) -> &FallbackLocks;
+}
+
+/// Read-modify-write of fallback indexes is serialised per repository and subject, by the
+/// store that writes them (several images may add referrers to one subject at once). Each
+/// store owns its own: two engines in one process do not share them.
+#[derive(Debug, Default)]
+pub struct FallbackLocks {
+    locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// A referrers listing.
@@ -218,11 +228,6 @@ pub async fn fallback_referrers<S: Store + ?Sized>(
     })
 }
 
-/// Read-modify-write of fallback indexes is serialised per repository and subject, in the
-/// whole process (several images may add referrers to one subject at once).
-static FALLBACK_LOCKS: LazyLock<DashMap<String, Arc<tokio::sync::Mutex<()>>>> =
-    LazyLock::new(DashMap::new);
-
 async fn fallback_locked<S, F>(
     store: &S,
     repo: &Reference,
@@ -234,7 +239,8 @@ where
     F: FnOnce(Option<&Manifest>) -> Result<Option<Bytes>, StoreError> + Send,
 {
     let key = format!("{}@{}", repo.repo_key(), subject);
-    let lock = FALLBACK_LOCKS
+    let locks = &store.fallback_locks().locks;
+    let lock = locks
         .entry(key.clone())
         .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
         .clone();
@@ -256,7 +262,7 @@ where
     }
     .await;
     // forget the lock when nobody else holds or waits for it
-    FALLBACK_LOCKS.remove_if(&key, |_, l| Arc::strong_count(l) <= 2);
+    locks.remove_if(&key, |_, l| Arc::strong_count(l) <= 2);
     drop(lock);
     result
 }

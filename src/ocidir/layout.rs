@@ -9,10 +9,10 @@
 //! * Garbage collection (spec §10.4, [`super::gc`]) runs when the last image copy into a
 //!   modified layout closes (`Store::open` / `Store::close`).
 
-use super::gc::{self, InFlight, Release};
+use super::gc::{self, LayoutStates, Release};
 use crate::oci::{media, Descriptor, Digest, Manifest};
 use crate::reference::{Reference, Scheme};
-use crate::store::{verified, BlobStream, Store, StoreError};
+use crate::store::{verified, BlobStream, FallbackLocks, Store, StoreError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -20,7 +20,7 @@ use futures::stream::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
 use tokio_util::io::ReaderStream;
@@ -40,9 +40,6 @@ const READ_CHUNK: usize = 128 * 1024;
 const WRITE_BUFFER: usize = 256 * 1024;
 /// Env var (sic, no H) that fixes the `created` annotation (spec §10.2, §16 #12).
 const SOURCE_DATE_ENV: &str = "SOURCE_DATE_EPOC";
-
-/// Index read-modify-write locks, one per layout directory, shared by every store instance.
-static LAYOUT_LOCKS: LazyLock<DashMap<PathBuf, Arc<Mutex<()>>>> = LazyLock::new(DashMap::new);
 
 /// `index.json` as read and written. Field order follows the OCI/regclient encoding.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -230,6 +227,7 @@ async fn write_atomic(dir: &Path, final_name: &str, data: &[u8]) -> Result<(), S
 /// Stream `body` into `<dir>/blobs/<alg>/<hex>`: temp file, size + digest check, rename.
 /// An already present blob of the right size is success (the stream is dropped unread).
 async fn write_blob(
+    states: &LayoutStates,
     layout: &Path,
     desc: &Descriptor,
     body: BlobStream,
@@ -238,7 +236,7 @@ async fn write_blob(
     let key = lock_key(layout);
     // registered before the existence check, so a concurrent GC cannot delete the file
     // between that check and our caller using it
-    let _in_flight = InFlight::new(&key, &desc.digest);
+    let _in_flight = states.in_flight(&key, &desc.digest);
     if let Ok(meta) = tokio::fs::metadata(&dest).await {
         if meta.is_file() && (desc.size < 0 || meta.len() == desc.size as u64) {
             return Ok(false);
@@ -278,7 +276,7 @@ async fn write_blob(
     if res.is_err() {
         let _ = tokio::fs::remove_file(&tmp).await;
     } else {
-        gc::mark_modified(&key);
+        states.mark_modified(&key);
     }
     res.map(|_| true)
 }
@@ -364,13 +362,17 @@ async fn read_index_for_write(dir: &Path) -> Result<IndexFile, StoreError> {
     }
 }
 
-async fn write_index(dir: &Path, index: &IndexFile) -> Result<(), StoreError> {
+async fn write_index(
+    states: &LayoutStates,
+    dir: &Path,
+    index: &IndexFile,
+) -> Result<(), StoreError> {
     let mut index = index.clone();
     index.schema_version = 2;
     index.media_type = Some(media::OCI_INDEX.to_string());
     let data = serde_json::to_vec(&index)
         .map_err(|e| StoreError::Invalid(format!("encoding {INDEX_FILE}: {e}")))?;
-    gc::mark_modified(&lock_key(dir));
+    states.mark_modified(&lock_key(dir));
     write_atomic(dir, INDEX_FILE, &data).await?;
     write_atomic(dir, LAYOUT_FILE, LAYOUT_CONTENT).await
 }
@@ -397,21 +399,34 @@ fn not_found(r: &Reference) -> StoreError {
     StoreError::NotFound(Some(format!("manifest {r}")))
 }
 
-/// An OCI image layout store. Cheap to share; all state lives on disk (plus the global
-/// per-layout index locks).
+/// An OCI image layout store. Content lives on disk; the store owns what one process must
+/// coordinate about each layout it writes (index locks, GC holds and in-flight digests), so two
+/// stores (two engines in one process) never share that state by accident.
 pub struct OciDirStore {
     log: slog::Logger,
+    /// Index read-modify-write locks, one per layout directory (normalised path).
+    layout_locks: DashMap<PathBuf, Arc<Mutex<()>>>,
+    /// GC bookkeeping per layout ([`gc::LayoutStates`]).
+    gc: LayoutStates,
+    /// The subjects' fallback referrers indexes this store rewrites.
+    fallback_locks: FallbackLocks,
 }
 
 impl OciDirStore {
     pub fn new(log: slog::Logger) -> Self {
-        OciDirStore { log }
+        OciDirStore {
+            log,
+            layout_locks: DashMap::new(),
+            gc: LayoutStates::default(),
+            fallback_locks: FallbackLocks::default(),
+        }
     }
 
     /// Hold the index lock of the layout at `path` (e.g. for garbage collection); index
     /// writes by this store wait while the guard lives.
-    pub async fn lock_layout(path: &Path) -> OwnedMutexGuard<()> {
-        let m = LAYOUT_LOCKS
+    pub async fn lock_layout(&self, path: &Path) -> OwnedMutexGuard<()> {
+        let m = self
+            .layout_locks
             .entry(lock_key(path))
             .or_insert_with(|| Arc::new(Mutex::new(())))
             .clone();
@@ -423,11 +438,11 @@ impl OciDirStore {
     /// missing or any manifest it reaches cannot be read (warning), when a copy into the
     /// layout is in flight, or for digests being written; temp files only when stale.
     async fn collect(&self, dir: &Path, key: &Path) -> Result<(), StoreError> {
-        let _guard = Self::lock_layout(dir).await;
+        let _guard = self.lock_layout(dir).await;
         let layout = dir.display().to_string();
-        if gc::is_held(key) {
+        if self.gc.is_held(key) {
             // a copy started while we waited; its close collects
-            gc::mark_modified(key);
+            self.gc.mark_modified(key);
             slog::debug!(self.log, "ocidir GC deferred, layout in use"; "layout" => &layout);
             return Ok(());
         }
@@ -440,7 +455,7 @@ impl OciDirStore {
             Err(e) => return Err(io_err("stat", &dir.join(INDEX_FILE), e)),
         }
         let skip = |reason: String| {
-            gc::mark_modified(key);
+            self.gc.mark_modified(key);
             slog::warn!(self.log, "ocidir garbage collection skipped, nothing deleted";
                 "layout" => &layout, "reason" => reason);
             Ok(())
@@ -457,16 +472,16 @@ impl OciDirStore {
         };
         slog::debug!(self.log, "ocidir GC running";
             "layout" => &layout, "reachable" => reachable.len());
-        let (d, k) = (dir.to_path_buf(), key.to_path_buf());
+        let (d, state) = (dir.to_path_buf(), self.gc.state(key));
         let now = std::time::SystemTime::now();
-        let swept = tokio::task::spawn_blocking(move || gc::sweep(&d, &k, &reachable, now))
+        let swept = tokio::task::spawn_blocking(move || gc::sweep(&d, &state, &reachable, now))
             .await
             .map_err(|e| StoreError::Io(format!("ocidir GC of {layout}: {e}")))?;
         for f in &swept.removed {
             slog::debug!(self.log, "ocidir garbage collect"; "layout" => &layout, "file" => f);
         }
         if swept.interrupted {
-            gc::mark_modified(key);
+            self.gc.mark_modified(key);
             slog::debug!(self.log, "ocidir GC interrupted, layout in use"; "layout" => &layout);
         }
         slog::debug!(self.log, "ocidir GC done"; "layout" => &layout,
@@ -474,7 +489,7 @@ impl OciDirStore {
         match swept.errors.first() {
             None => Ok(()),
             Some(first) => {
-                gc::mark_modified(key);
+                self.gc.mark_modified(key);
                 Err(StoreError::Io(format!(
                     "ocidir garbage collection of {layout}: {first} ({} error(s))",
                     swept.errors.len()
@@ -562,6 +577,10 @@ impl OciDirStore {
 
 #[async_trait]
 impl Store for OciDirStore {
+    fn fallback_locks(&self) -> &FallbackLocks {
+        &self.fallback_locks
+    }
+
     async fn manifest_head(&self, r: &Reference) -> Result<Option<Descriptor>, StoreError> {
         let dir = layout_dir(r)?;
         let Some((entry, digest)) = self.resolve(&dir, r).await? else {
@@ -613,10 +632,10 @@ impl Store for OciDirStore {
         init_layout(&dir).await?;
         check_blobs_present(&dir, r, m).await?;
         // protect the manifest blob from GC until the index lists it
-        let _in_flight = InFlight::new(&lock_key(&dir), &m.digest);
+        let _in_flight = self.gc.in_flight(&lock_key(&dir), &m.digest);
         let desc = Descriptor::new(&m.media_type, m.digest.clone(), m.bytes.len() as i64);
         let body = futures::stream::once(futures::future::ready(Ok(m.bytes.clone()))).boxed();
-        write_blob(&dir, &desc, body).await?;
+        write_blob(&self.gc, &dir, &desc, body).await?;
         if child {
             slog::debug!(self.log, "ocidir child manifest written";
                 "layout" => &r.path, "digest" => %m.digest);
@@ -640,10 +659,10 @@ impl Store for OciDirStore {
         entry.annotations = Some(annotations);
 
         {
-            let _guard = Self::lock_layout(&dir).await;
+            let _guard = self.lock_layout(&dir).await;
             let mut index = read_index_for_write(&dir).await?;
             if index.set(tag, entry) {
-                write_index(&dir, &index).await?;
+                write_index(&self.gc, &dir, &index).await?;
                 slog::debug!(self.log, "ocidir index updated";
                     "layout" => &r.path, "tag" => tag.unwrap_or(""), "digest" => %m.digest);
             }
@@ -685,7 +704,7 @@ impl Store for OciDirStore {
     ) -> Result<(), StoreError> {
         let dir = layout_dir(repo)?;
         init_layout(&dir).await?;
-        if write_blob(&dir, desc, body).await? {
+        if write_blob(&self.gc, &dir, desc, body).await? {
             slog::debug!(self.log, "ocidir blob written";
                 "layout" => &repo.path, "digest" => %desc.digest, "size" => desc.size);
         }
@@ -725,14 +744,14 @@ impl Store for OciDirStore {
 
     async fn open(&self, r: &Reference) {
         if let Ok(dir) = layout_dir(r) {
-            gc::hold(&lock_key(&dir));
+            self.gc.hold(&lock_key(&dir));
         }
     }
 
     async fn close(&self, r: &Reference) -> Result<(), StoreError> {
         let dir = layout_dir(r)?;
         let key = lock_key(&dir);
-        let (release, unpaired) = gc::release(&key);
+        let (release, unpaired) = self.gc.release(&key);
         if unpaired {
             slog::debug!(self.log, "ocidir close without open"; "layout" => &r.path);
         }
@@ -918,7 +937,7 @@ mod tests {
         let mut dup = idx.manifests[0].clone();
         dup.digest = a.digest.clone();
         idx.manifests.push(dup);
-        write_index(&dir, &idx).await.unwrap();
+        write_index(&s.gc, &dir, &idx).await.unwrap();
         s.manifest_put(&oref(&dir, ":v1"), &b, false).await.unwrap();
         assert_eq!(
             names(&index_of(&dir).await),
@@ -1009,7 +1028,7 @@ mod tests {
             idx.manifests.push(d);
         }
         idx.manifests.push(image(9).descriptor()); // no ref name
-        write_index(&dir, &idx).await.unwrap();
+        write_index(&s.gc, &dir, &idx).await.unwrap();
 
         // exact match wins over suffix match
         let g = s.manifest_get(&oref(&dir, ":3")).await.unwrap();
@@ -1018,10 +1037,10 @@ mod tests {
         assert_eq!(g.digest, image(1).digest);
         let mut idx2 = idx.clone();
         idx2.manifests.remove(4);
-        write_index(&dir, &idx2).await.unwrap();
+        write_index(&s.gc, &dir, &idx2).await.unwrap();
         let g = s.manifest_get(&oref(&dir, ":3")).await.unwrap();
         assert_eq!(g.digest, image(0).digest);
-        write_index(&dir, &idx).await.unwrap();
+        write_index(&s.gc, &dir, &idx).await.unwrap();
 
         assert_eq!(
             s.tag_list_vec(&oref(&dir, "")).await.unwrap(),
@@ -1511,6 +1530,28 @@ mod tests {
         assert_eq!(blob_set(&dir), left);
     }
 
+    /// Two stores in one process (two engines) keep their own layout bookkeeping: a copy
+    /// one of them holds open does not defer the other's garbage collection.
+    #[tokio::test]
+    async fn two_stores_do_not_share_layout_holds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = with_config(tmp.path().join("two"));
+        let (a, b) = (store(), store());
+        let r = oref(&dir, ":v1");
+        b.manifest_put(&r, &image(1), false).await.unwrap();
+        a.open(&r).await;
+        b.open(&r).await;
+        b.manifest_put(&r, &image(2), false).await.unwrap();
+        b.close(&r).await.unwrap();
+        let left = blob_set(&dir);
+        assert!(
+            !left.contains(image(1).digest.hex()),
+            "collected by its own store's last close"
+        );
+        assert!(left.contains(image(2).digest.hex()));
+        a.close(&r).await.unwrap();
+    }
+
     #[tokio::test]
     async fn gc_spares_fresh_temp_files_and_in_flight_digests() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1535,7 +1576,7 @@ mod tests {
         // a finished, unreferenced blob whose digest is still held by a writer of this process
         let held = Digest::sha256_of(b"held");
         std::fs::write(blobs.join(held.hex()), b"held").unwrap();
-        let guard = InFlight::new(&lock_key(&dir), &held);
+        let guard = s.gc.in_flight(&lock_key(&dir), &held);
 
         s.open(&r).await;
         s.manifest_put(&r, &image(2), false).await.unwrap();

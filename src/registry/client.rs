@@ -18,6 +18,7 @@
 
 use super::auth::{self, Auth};
 use super::cache::Cache;
+use super::cred_helper::HelperCache;
 use super::origin::{self, Reach};
 use super::tls::{self, TlsKey};
 use super::{
@@ -481,6 +482,8 @@ pub(crate) struct Client {
     warnings: Mutex<HashSet<String>>,
     /// Manifests and referrer lists (spec §7.4).
     pub cache: Cache,
+    /// Credentials from credential helpers, per host ([`HelperCache`]).
+    pub cred_helpers: HelperCache,
     /// How long a request may make no progress ([`IDLE_TIMEOUT`]; shorter in tests).
     idle_timeout: Duration,
     /// The run's cancellation ([`RegistryOptions::cancel`]).
@@ -529,6 +532,7 @@ impl Client {
             log,
             warnings: Mutex::new(HashSet::new()),
             cache: Cache::new(cache_count, cache_time),
+            cred_helpers: HelperCache::default(),
             idle_timeout: IDLE_TIMEOUT,
             cancel,
         };
@@ -763,7 +767,7 @@ impl Client {
                 detail: Some(detail),
             })?;
             let learned = auth
-                .on_challenge(&url, &challenges, authorization.as_ref(), host, &self.log)
+                .on_challenge(&url, &challenges, authorization.as_ref(), self, host)
                 .await;
             if !learned {
                 return Err(err);
