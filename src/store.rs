@@ -195,12 +195,21 @@ pub fn fallback_tag(subject: &Digest) -> String {
     )
 }
 
-/// Is `tag` the fallback tag of some digest (`sha256-<64 hex>`, nothing after)? Then the
-/// digest.
+/// Is `tag` the fallback tag of some subject? Then the subject's digest. The one rule every
+/// caller uses: `sha256-` and exactly 64 lowercase hex digits, nothing after. The referrers
+/// tag schema (`<alg>-<ref>`, distribution spec) cuts `<ref>` to 64 characters, so a sha512
+/// subject cannot be read back from its tag; and a digest's hex is lowercase (OCI image spec),
+/// so `sha256-<HEX>` is an ordinary tag.
 pub fn fallback_subject(tag: &str) -> Option<Digest> {
-    let (alg, hex) = tag.split_once('-')?;
-    let d = Digest::parse(&format!("{alg}:{hex}")).ok()?;
-    (fallback_tag(&d) == tag && (alg == "sha256" || alg == "sha512")).then_some(d)
+    let hex = tag.strip_prefix("sha256-")?;
+    let lower_hex = hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !lower_hex {
+        return None;
+    }
+    Digest::parse(&format!("sha256:{hex}")).ok()
 }
 
 /// Referrers from the fallback tag: an OCI index of descriptors. A missing tag is an empty
@@ -546,6 +555,29 @@ mod tests {
         assert_eq!(fallback_subject("latest"), None);
         let odd = Digest::parse(&format!("a+b:{}", "ab".repeat(40))).unwrap();
         assert_eq!(fallback_tag(&odd), format!("a-b-{}", "ab".repeat(32)));
+    }
+
+    /// The referrers tag schema `<alg>-<ref>` (distribution spec) names a subject only for
+    /// `sha256-<64 lowercase hex>`: a sha512 tag is cut to 64 characters (no digest to get
+    /// back), and tags that merely look like `<word>-<hex>` are ordinary tags.
+    #[test]
+    fn fallback_subject_is_sha256_and_64_lowercase_hex_exactly() {
+        let d = digest(7);
+        let hex = d.hex().to_string();
+        assert_eq!(fallback_subject(&format!("sha256-{hex}")), Some(d.clone()));
+        for tag in [
+            format!("sha256-{}", hex.to_uppercase()),
+            format!("sha256-{}", &hex[..63]),
+            format!("sha256-{hex}0"),
+            format!("sha512-{hex}"),
+            format!("sha512-{hex}{hex}"),
+            format!("v1-{}", &hex[..32]),
+            format!("build-{hex}"),
+            format!("sha256:{hex}"),
+            format!("SHA256-{hex}"),
+        ] {
+            assert_eq!(fallback_subject(&tag), None, "{tag}");
+        }
     }
 
     #[test]

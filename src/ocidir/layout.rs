@@ -998,13 +998,7 @@ mod tests {
 
     impl OciDirStore {
         async fn tag_list_vec(&self, r: &Reference) -> Result<Vec<String>, StoreError> {
-            let (tx, mut rx) = mpsc::channel(4);
-            self.tag_list(r, tx).await?;
-            let mut out = Vec::new();
-            while let Some(p) = rx.recv().await {
-                out.extend(p);
-            }
-            Ok(out)
+            crate::store::tag_list_all(self, r).await
         }
     }
 
