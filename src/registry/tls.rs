@@ -248,7 +248,7 @@ impl TapRoots for reqwest::ClientBuilder {
 fn builder(user_agent: &str) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(user_agent)
-        .redirect(super::client::redirect_policy())
+        .redirect(super::origin::redirect_policy())
         // The previous URL may be a registry URL carrying upload state: never pass it on.
         .referer(false)
         .connect_timeout(CONNECT_TIMEOUT)
