@@ -12,9 +12,10 @@
 //! request: 100 ms × 2^k before its k-th retry (or the `Retry-After` asked for), 5 retries at
 //! most, so an object that always fails gives up after about 3 s. Whether the *host* is
 //! unwell is the gate's call (the engine's RegistryThrottler), from what becomes of every
-//! send ([`HostEvent`](super::HostEvent)): failures across distinct requests, or a 429 / `Retry-After`, pause
-//! the whole host. Unlike regsync, 503 is retried (README "Retries"). Every wait, and the
-//! request itself, ends with `StoreError::Canceled` once the run's cancellation fires.
+//! send ([`HostEvent`](super::HostEvent)): failures across distinct requests, or a 429 /
+//! `Retry-After`, pause the whole host. Unlike regsync, 503 is retried (README "Retries").
+//! Every wait, and the request itself, ends with `StoreError::Canceled` once the run's
+//! cancellation fires.
 //!
 //! Its parts: [`body`] (request bodies and how far a streamed one got), [`response`] (a
 //! response holding its permit, status → `StoreError`, loggable URLs), [`host`] (a registry
