@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use futures::stream::{BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Blob bytes on their way from a source to a target. Never collected whole.
@@ -152,6 +152,16 @@ pub trait Store: Send + Sync {
     ) -> Result<bool, StoreError> {
         fallback_add(self, repo, subject, entry).await
     }
+    /// The locks this store's fallback-index writes take ([`fallback_add`], [`fallback_merge`]).
+    fn fallback_locks(&self) -> &FallbackLocks;
+}
+
+/// Read-modify-write of fallback indexes is serialised per repository and subject, by the
+/// store that writes them (several images may add referrers to one subject at once). Each
+/// store owns its own: two engines in one process do not share them.
+#[derive(Debug, Default)]
+pub struct FallbackLocks {
+    locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// A referrers listing.
@@ -185,12 +195,21 @@ pub fn fallback_tag(subject: &Digest) -> String {
     )
 }
 
-/// Is `tag` the fallback tag of some digest (`sha256-<64 hex>`, nothing after)? Then the
-/// digest.
+/// Is `tag` the fallback tag of some subject? Then the subject's digest. The one rule every
+/// caller uses: `sha256-` and exactly 64 lowercase hex digits, nothing after. The referrers
+/// tag schema (`<alg>-<ref>`, distribution spec) cuts `<ref>` to 64 characters, so a sha512
+/// subject cannot be read back from its tag; and a digest's hex is lowercase (OCI image spec),
+/// so `sha256-<HEX>` is an ordinary tag.
 pub fn fallback_subject(tag: &str) -> Option<Digest> {
-    let (alg, hex) = tag.split_once('-')?;
-    let d = Digest::parse(&format!("{alg}:{hex}")).ok()?;
-    (fallback_tag(&d) == tag && (alg == "sha256" || alg == "sha512")).then_some(d)
+    let hex = tag.strip_prefix("sha256-")?;
+    let lower_hex = hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !lower_hex {
+        return None;
+    }
+    Digest::parse(&format!("sha256:{hex}")).ok()
 }
 
 /// Referrers from the fallback tag: an OCI index of descriptors. A missing tag is an empty
@@ -218,11 +237,6 @@ pub async fn fallback_referrers<S: Store + ?Sized>(
     })
 }
 
-/// Read-modify-write of fallback indexes is serialised per repository and subject, in the
-/// whole process (several images may add referrers to one subject at once).
-static FALLBACK_LOCKS: LazyLock<DashMap<String, Arc<tokio::sync::Mutex<()>>>> =
-    LazyLock::new(DashMap::new);
-
 async fn fallback_locked<S, F>(
     store: &S,
     repo: &Reference,
@@ -234,7 +248,8 @@ where
     F: FnOnce(Option<&Manifest>) -> Result<Option<Bytes>, StoreError> + Send,
 {
     let key = format!("{}@{}", repo.repo_key(), subject);
-    let lock = FALLBACK_LOCKS
+    let locks = &store.fallback_locks().locks;
+    let lock = locks
         .entry(key.clone())
         .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
         .clone();
@@ -256,7 +271,7 @@ where
     }
     .await;
     // forget the lock when nobody else holds or waits for it
-    FALLBACK_LOCKS.remove_if(&key, |_, l| Arc::strong_count(l) <= 2);
+    locks.remove_if(&key, |_, l| Arc::strong_count(l) <= 2);
     drop(lock);
     result
 }
@@ -540,6 +555,29 @@ mod tests {
         assert_eq!(fallback_subject("latest"), None);
         let odd = Digest::parse(&format!("a+b:{}", "ab".repeat(40))).unwrap();
         assert_eq!(fallback_tag(&odd), format!("a-b-{}", "ab".repeat(32)));
+    }
+
+    /// The referrers tag schema `<alg>-<ref>` (distribution spec) names a subject only for
+    /// `sha256-<64 lowercase hex>`: a sha512 tag is cut to 64 characters (no digest to get
+    /// back), and tags that merely look like `<word>-<hex>` are ordinary tags.
+    #[test]
+    fn fallback_subject_is_sha256_and_64_lowercase_hex_exactly() {
+        let d = digest(7);
+        let hex = d.hex().to_string();
+        assert_eq!(fallback_subject(&format!("sha256-{hex}")), Some(d.clone()));
+        for tag in [
+            format!("sha256-{}", hex.to_uppercase()),
+            format!("sha256-{}", &hex[..63]),
+            format!("sha256-{hex}0"),
+            format!("sha512-{hex}"),
+            format!("sha512-{hex}{hex}"),
+            format!("v1-{}", &hex[..32]),
+            format!("build-{hex}"),
+            format!("sha256:{hex}"),
+            format!("SHA256-{hex}"),
+        ] {
+            assert_eq!(fallback_subject(&tag), None, "{tag}");
+        }
     }
 
     #[test]

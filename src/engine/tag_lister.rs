@@ -8,7 +8,7 @@ use super::report::{ImageOutcome, StepResult};
 use super::{on_pool, Mode, StepCtx};
 use crate::filter::{filter_repos, filter_tags};
 use crate::reference::{Reference, Scheme};
-use crate::store::StoreError;
+use crate::store::{tag_list_all, StoreError};
 use actix::{Actor, Addr, Context, Handler, ResponseFuture};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
@@ -318,18 +318,12 @@ impl StepLister {
     /// The target repository's tags; a failure (e.g. the repository does not exist) is
     /// logged at debug and handed to the caller.
     async fn target_tags(&self, tgt: &Reference) -> Result<Vec<String>, StoreError> {
-        let mut pages = self.spawn_listing(tgt.repo_only(), Listing::Tags);
-        let mut all = Vec::new();
-        while let Some(p) = pages.next().await {
-            all.extend(p);
+        let repo = tgt.repo_only();
+        let listed = tag_list_all(self.step.run.stores.for_ref(&repo), &repo).await;
+        if let Err(e) = &listed {
+            slog::debug!(self.log(), "Failed getting target tags"; "target" => %tgt, "error" => %e);
         }
-        match pages.finish().await {
-            Ok(()) => Ok(all),
-            Err(e) => {
-                slog::debug!(self.log(), "Failed getting target tags"; "target" => %tgt, "error" => %e);
-                Err(e)
-            }
-        }
+        listed
     }
 
     /// A registry repository that listed no tags (or does not exist) has no blob this run

@@ -1,6 +1,7 @@
 //! Garbage collection of OCI layouts (spec §10.4) and the per-layout bookkeeping it needs.
 //!
-//! Per layout (keyed by the normalised absolute path) this process tracks:
+//! Per layout (keyed by the normalised absolute path) the store ([`LayoutStates`], owned by one
+//! `OciDirStore`) tracks:
 //! * `holds` — image copies in flight (`Store::open` … `Store::close`); GC runs only when the
 //!   last one closes;
 //! * `modified` — something was written since the last GC; without it a close does nothing;
@@ -16,7 +17,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 /// Files under `blobs/<alg>/` whose name is not a digest (temp files of any writer) are only
@@ -24,28 +25,21 @@ use std::time::{Duration, SystemTime};
 pub(super) const TEMP_MAX_AGE: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Default)]
-struct LayoutState {
+pub(super) struct LayoutState {
     holds: usize,
     modified: bool,
     in_flight: HashMap<Digest, usize>,
 }
 
-static STATES: LazyLock<DashMap<PathBuf, Arc<Mutex<LayoutState>>>> = LazyLock::new(DashMap::new);
-
-fn state(key: &Path) -> Arc<Mutex<LayoutState>> {
-    STATES
-        .entry(key.to_path_buf())
-        .or_insert_with(|| Arc::new(Mutex::new(LayoutState::default())))
-        .clone()
+/// The GC bookkeeping of every layout one store writes, by normalised path. Owned by the
+/// store: two stores in one process (two engines, tests) never see each other's holds.
+#[derive(Debug, Default)]
+pub(super) struct LayoutStates {
+    layouts: DashMap<PathBuf, Arc<Mutex<LayoutState>>>,
 }
 
 fn lock(s: &Mutex<LayoutState>) -> MutexGuard<'_, LayoutState> {
     s.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// An image copy into the layout begins.
-pub(super) fn hold(key: &Path) {
-    lock(&state(key)).holds += 1;
 }
 
 /// What a close decided.
@@ -59,30 +53,55 @@ pub(super) enum Release {
     Collect,
 }
 
-/// An image copy into the layout ended. A close without a matching open (hold count already
-/// zero) is treated like the last close.
-pub(super) fn release(key: &Path) -> (Release, bool) {
-    let s = state(key);
-    let mut st = lock(&s);
-    let unpaired = st.holds == 0;
-    st.holds = st.holds.saturating_sub(1);
-    let r = if st.holds > 0 {
-        Release::StillHeld
-    } else if !st.modified {
-        Release::Unmodified
-    } else {
-        st.modified = false;
-        Release::Collect
-    };
-    (r, unpaired)
-}
+impl LayoutStates {
+    /// The state of the layout at `key` (created on first use).
+    pub(super) fn state(&self, key: &Path) -> Arc<Mutex<LayoutState>> {
+        self.layouts
+            .entry(key.to_path_buf())
+            .or_insert_with(|| Arc::new(Mutex::new(LayoutState::default())))
+            .clone()
+    }
 
-pub(super) fn is_held(key: &Path) -> bool {
-    lock(&state(key)).holds > 0
-}
+    /// An image copy into the layout begins.
+    pub(super) fn hold(&self, key: &Path) {
+        lock(&self.state(key)).holds += 1;
+    }
 
-pub(super) fn mark_modified(key: &Path) {
-    lock(&state(key)).modified = true;
+    /// An image copy into the layout ended. A close without a matching open (hold count
+    /// already zero) is treated like the last close.
+    pub(super) fn release(&self, key: &Path) -> (Release, bool) {
+        let s = self.state(key);
+        let mut st = lock(&s);
+        let unpaired = st.holds == 0;
+        st.holds = st.holds.saturating_sub(1);
+        let r = if st.holds > 0 {
+            Release::StillHeld
+        } else if !st.modified {
+            Release::Unmodified
+        } else {
+            st.modified = false;
+            Release::Collect
+        };
+        (r, unpaired)
+    }
+
+    pub(super) fn is_held(&self, key: &Path) -> bool {
+        lock(&self.state(key)).holds > 0
+    }
+
+    pub(super) fn mark_modified(&self, key: &Path) {
+        lock(&self.state(key)).modified = true;
+    }
+
+    /// Protect `digest` in the layout at `key` from the sweep while the guard lives.
+    pub(super) fn in_flight(&self, key: &Path, digest: &Digest) -> InFlight {
+        let state = self.state(key);
+        *lock(&state).in_flight.entry(digest.clone()).or_insert(0) += 1;
+        InFlight {
+            state,
+            digest: digest.clone(),
+        }
+    }
 }
 
 /// A digest being written into a layout; the sweep leaves its file (and temp files) alone
@@ -90,17 +109,6 @@ pub(super) fn mark_modified(key: &Path) {
 pub(super) struct InFlight {
     state: Arc<Mutex<LayoutState>>,
     digest: Digest,
-}
-
-impl InFlight {
-    pub(super) fn new(key: &Path, digest: &Digest) -> Self {
-        let state = state(key);
-        *lock(&state).in_flight.entry(digest.clone()).or_insert(0) += 1;
-        InFlight {
-            state,
-            digest: digest.clone(),
-        }
-    }
 }
 
 impl Drop for InFlight {
@@ -199,11 +207,10 @@ pub(super) struct Sweep {
 /// first is never raced.
 pub(super) fn sweep(
     layout: &Path,
-    key: &Path,
+    state: &Mutex<LayoutState>,
     reachable: &HashSet<Digest>,
     now: SystemTime,
 ) -> Sweep {
-    let state = state(key);
     let mut out = Sweep::default();
     let blobs = layout.join("blobs");
     let alg_dirs = match std::fs::read_dir(&blobs) {
@@ -264,7 +271,7 @@ pub(super) fn sweep(
                     Digest::parse(&format!("{alg}:{prefix}")).ok()
                 }
             };
-            let st = lock(&state);
+            let st = lock(state);
             if st.holds > 0 {
                 out.interrupted = true;
                 return out;

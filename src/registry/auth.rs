@@ -9,7 +9,7 @@
 //! them are marked sensitive and never logged.
 
 use super::client::{Body, Client, Host, Response};
-use super::cred_helper::{Creds, HelperCache};
+use super::cred_helper::Creds;
 use super::header::Lexer;
 use super::origin;
 use crate::store::StoreError;
@@ -18,7 +18,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::Method;
 use serde::Deserialize;
-use slog::{debug, warn, Logger};
+use slog::{debug, warn};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -230,7 +230,7 @@ impl Auth {
             return Ok(Some(header));
         }
         if state.basic {
-            return Ok(basic_header(&host_creds(host, &client.log).await));
+            return Ok(basic_header(&host_creds(client, host).await));
         }
         Ok(None)
     }
@@ -242,9 +242,10 @@ impl Auth {
         request_url: &Url,
         challenges: &[Challenge],
         sent: Option<&HeaderValue>,
+        client: &Client,
         host: &Host,
-        log: &Logger,
     ) -> bool {
+        let log = &client.log;
         let mut state = self.state.lock().await;
         for c in challenges {
             match c.scheme.as_str() {
@@ -292,7 +293,7 @@ impl Auth {
                     return true;
                 }
                 "basic" => {
-                    let Some(header) = basic_header(&host_creds(host, log).await) else {
+                    let Some(header) = basic_header(&host_creds(client, host).await) else {
                         debug!(log, "Basic challenge but no credentials"; "host" => &host.config.name);
                         continue;
                     };
@@ -311,8 +312,8 @@ impl Auth {
 }
 
 /// The credentials for requests to `host`: configured, or from its credential helper.
-async fn host_creds(host: &Host, log: &Logger) -> Creds {
-    HelperCache::global().creds(&host.config, log).await
+async fn host_creds(client: &Client, host: &Host) -> Creds {
+    client.cred_helpers.creds(&host.config, &client.log).await
 }
 
 /// `Basic base64(user:pass)`, only when both are set (spec §8.3).
@@ -335,7 +336,7 @@ async fn fetch_token(
     bearer: &mut Bearer,
 ) -> Result<Token, StoreError> {
     let scopes = bearer.scopes.to_strings();
-    let creds = host_creds(host, &client.log).await;
+    let creds = host_creds(client, host).await;
     let identity = Some(creds.token.clone())
         .filter(|t| !t.is_empty() && bearer.refused_identity.as_ref() != Some(t));
     let refresh = bearer.refresh_token.clone().or(identity);

@@ -20,7 +20,7 @@
 //! the registry.
 
 use crate::oci::{Digest, Manifest};
-use crate::store::Referrers;
+use crate::store::{fallback_subject, Referrers};
 use dashmap::DashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
@@ -134,12 +134,6 @@ impl Cache {
 
 fn key(registry: &str, repo: &str, digest: &Digest) -> Key {
     (registry.to_string(), repo.to_string(), digest.clone())
-}
-
-/// The subject whose fallback referrers tag `tag` is (`sha256-<hex>` → `sha256:<hex>`).
-fn fallback_subject(tag: &str) -> Option<Digest> {
-    let (alg, hex) = tag.split_once('-')?;
-    Digest::parse(&format!("{alg}:{hex}")).ok()
 }
 
 struct Entry<V> {
@@ -430,5 +424,32 @@ mod tests {
         let tag = subject.digest.as_str().replace(':', "-");
         c.pushed("r", "b", Some(&tag), &manifest(7));
         assert_eq!(c.referrers("r", "b", &subject.digest), None);
+    }
+
+    /// The cache recognises fallback tags by the one rule of [`crate::store::fallback_subject`]:
+    /// a tag that only looks like `<alg>-<hex>` is an ordinary tag and drops no list.
+    #[test]
+    fn only_a_real_fallback_tag_drops_a_referrer_list() {
+        let c = Cache::new(10, MIN);
+        let list = Referrers::default();
+        let long = Digest::parse(&format!("sha512:{}", "ab".repeat(64))).unwrap();
+        c.put_referrers("r", "a", &long, list.clone());
+        // the distribution spec cuts the tag to 64 hex digits: this is not long's fallback tag
+        c.pushed(
+            "r",
+            "a",
+            Some(&format!("sha512-{}", long.hex())),
+            &manifest(7),
+        );
+        assert_eq!(c.referrers("r", "a", &long), Some(list.clone()));
+        let other = Digest::parse(&format!("v1:{}", "ab".repeat(16))).unwrap();
+        c.put_referrers("r", "a", &other, list.clone());
+        c.pushed(
+            "r",
+            "a",
+            Some(&format!("v1-{}", "ab".repeat(16))),
+            &manifest(8),
+        );
+        assert_eq!(c.referrers("r", "a", &other), Some(list));
     }
 }

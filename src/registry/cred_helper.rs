@@ -12,7 +12,7 @@ use serde::Deserialize;
 use slog::{debug, warn, Logger};
 use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
@@ -278,7 +278,8 @@ fn json_error(e: &serde_json::Error) -> String {
     )
 }
 
-/// Cached helper results, one entry per (registry name, helper, server name).
+/// Cached helper results, one entry per (registry name, helper, server name). Owned by one
+/// registry client: two engines in one process run their helpers for themselves.
 #[derive(Default)]
 pub(crate) struct HelperCache {
     entries: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<Entry>>>>,
@@ -294,12 +295,6 @@ struct Entry {
 }
 
 impl HelperCache {
-    /// The process-wide cache the registry client uses.
-    pub fn global() -> &'static HelperCache {
-        static CACHE: OnceLock<HelperCache> = OnceLock::new();
-        CACHE.get_or_init(HelperCache::default)
-    }
-
     /// The credentials for `host`: the configured ones, or with a `credHelper` the helper's
     /// (run when not cached or expired; a failure keeps the previous credentials).
     pub async fn creds(&self, host: &HostConfig, log: &Logger) -> Creds {

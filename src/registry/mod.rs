@@ -18,7 +18,7 @@ pub use docker_config::docker_config_hosts;
 
 use crate::oci::{Descriptor, Digest, Manifest};
 use crate::reference::Reference;
-use crate::store::{BlobStream, Store, StoreError};
+use crate::store::{BlobStream, FallbackLocks, Store, StoreError};
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
 use std::sync::Arc;
@@ -261,6 +261,10 @@ impl RegistryOptions {
 /// without an entry get [`HostConfig::for_name`].
 pub struct RegistryStore {
     client: Arc<client::Client>,
+    /// Which repositories have the referrers API, as learned by this store.
+    referrers_api: referrers::ApiMemory,
+    /// The subjects' fallback referrers indexes this store rewrites.
+    fallback_locks: FallbackLocks,
 }
 
 impl RegistryStore {
@@ -271,9 +275,16 @@ impl RegistryStore {
         log: slog::Logger,
     ) -> Result<RegistryStore, RegistryError> {
         let client = client::Client::new(hosts, gate, options, log)?;
-        Ok(RegistryStore {
-            client: Arc::new(client),
-        })
+        Ok(RegistryStore::with_client(Arc::new(client)))
+    }
+
+    /// A store over `client`, knowing nothing yet about its registries.
+    fn with_client(client: Arc<client::Client>) -> RegistryStore {
+        RegistryStore {
+            client,
+            referrers_api: referrers::ApiMemory::default(),
+            fallback_locks: FallbackLocks::default(),
+        }
     }
 
     /// The host whose request slots a registry name uses (throttlers are per hostname, and
@@ -290,6 +301,10 @@ impl RegistryStore {
 
 #[async_trait]
 impl Store for RegistryStore {
+    fn fallback_locks(&self) -> &FallbackLocks {
+        &self.fallback_locks
+    }
+
     async fn manifest_head(&self, r: &Reference) -> Result<Option<Descriptor>, StoreError> {
         manifest::head(&self.client, r).await
     }

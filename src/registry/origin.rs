@@ -67,6 +67,28 @@ fn is_local_ip(ip: IpAddr) -> bool {
     }
 }
 
+/// Redirects followed at most (spec §7.3).
+const MAX_REDIRECTS: usize = 10;
+
+/// Spec §7.3: at most 10 redirects, never from https to http, never from a remote host to a
+/// local address ([`check`]). reqwest drops `Authorization` itself when a redirect
+/// leaves the host.
+pub(crate) fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error("too many redirects");
+        }
+        let verdict = match attempt.previous().last() {
+            Some(from) => check(from, attempt.url()).map(|_| ()),
+            None => Ok(()),
+        };
+        match verdict {
+            Ok(()) => attempt.follow(),
+            Err(why) => attempt.error(format!("refusing redirect: {why}")),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

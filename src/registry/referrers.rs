@@ -22,7 +22,6 @@ use crate::store::{fallback_add, fallback_referrers, Referrers, StoreError};
 use dashmap::DashMap;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT};
 use reqwest::Method;
-use std::sync::LazyLock;
 
 /// Bound on one subject's referrer list (memory; a registry could page for ever).
 const MAX_REFERRERS: usize = 10_000;
@@ -36,26 +35,33 @@ const PAGE_LIMIT: usize = 8 << 20;
 /// A runaway `Link` chain stops here.
 const MAX_PAGES: usize = 1000;
 
-/// `<registry>/<repository>` → (API present, when learned).
-static API: LazyLock<DashMap<String, (bool, Instant)>> = LazyLock::new(DashMap::new);
+/// What one `RegistryStore` learned about the referrers API: `<registry>/<repository>` →
+/// (API present, when learned). Owned by the store, so two engines in one process (or a
+/// reloaded configuration pointing a name elsewhere) learn for themselves.
+#[derive(Debug, Default)]
+pub(super) struct ApiMemory {
+    repos: DashMap<String, (bool, Instant)>,
+}
 
 fn repo_key(r: &Reference) -> String {
     format!("{}/{}", r.registry, r.repository)
 }
 
-fn known(r: &Reference) -> Option<bool> {
-    let key = repo_key(r);
-    let (present, at) = *API.get(&key)?;
-    if at.elapsed() < API_MEMORY {
-        Some(present)
-    } else {
-        API.remove(&key);
-        None
+impl ApiMemory {
+    fn known(&self, r: &Reference) -> Option<bool> {
+        let key = repo_key(r);
+        let (present, at) = *self.repos.get(&key)?;
+        if at.elapsed() < API_MEMORY {
+            Some(present)
+        } else {
+            self.repos.remove(&key);
+            None
+        }
     }
-}
 
-fn remember(r: &Reference, present: bool) {
-    API.insert(repo_key(r), (present, Instant::now()));
+    fn remember(&self, r: &Reference, present: bool) {
+        self.repos.insert(repo_key(r), (present, Instant::now()));
+    }
 }
 
 /// What the API said.
@@ -178,16 +184,16 @@ pub(super) async fn list(
     repo: &Reference,
     subject: &Digest,
 ) -> Result<Referrers, StoreError> {
-    if known(repo) != Some(false) {
+    if store.referrers_api.known(repo) != Some(false) {
         match ask_api(store, repo, subject).await {
             Api::Listed(descriptors) => {
-                remember(repo, true);
+                store.referrers_api.remember(repo, true);
                 return Ok(Referrers {
                     descriptors,
                     tags: Vec::new(),
                 });
             }
-            Api::Absent => remember(repo, false),
+            Api::Absent => store.referrers_api.remember(repo, false),
             Api::Failed(e) => return Err(e),
         }
     }
@@ -202,15 +208,15 @@ pub(super) async fn added(
     subject: &Digest,
     entry: &Descriptor,
 ) -> Result<bool, StoreError> {
-    let has_api = match known(repo) {
+    let has_api = match store.referrers_api.known(repo) {
         Some(v) => v,
         None => match ask_api(store, repo, subject).await {
             Api::Listed(_) => {
-                remember(repo, true);
+                store.referrers_api.remember(repo, true);
                 true
             }
             Api::Absent => {
-                remember(repo, false);
+                store.referrers_api.remember(repo, false);
                 false
             }
             Api::Failed(e) => return Err(e),
@@ -233,9 +239,11 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     fn store(addr: &str) -> RegistryStore {
-        RegistryStore {
-            client: test_util::client(&[addr], RegistryOptions::new("ua"), API_MEMORY),
-        }
+        RegistryStore::with_client(test_util::client(
+            &[addr],
+            RegistryOptions::new("ua"),
+            API_MEMORY,
+        ))
     }
 
     fn entry(n: u8) -> Descriptor {
@@ -403,7 +411,7 @@ mod tests {
                 "{status}: {err}"
             );
             // nothing remembered, no fallback tag read or written
-            assert_eq!(known(&repo), None);
+            assert_eq!(s.referrers_api.known(&repo), None);
             let seen = seen.lock().unwrap().clone();
             assert!(
                 seen.iter().all(|l| l.contains("/referrers/")),
@@ -422,6 +430,29 @@ mod tests {
             s.referrers(&repo, &subject).await.unwrap(),
             Referrers::default()
         );
-        assert_eq!(known(&repo), Some(false));
+        assert_eq!(s.referrers_api.known(&repo), Some(false));
+    }
+
+    /// What one store learned about a registry's referrers API stays with it: a second
+    /// store in the same process (another engine, a reloaded configuration) asks for itself.
+    #[tokio::test]
+    async fn two_stores_do_not_share_what_they_learned_about_the_api() {
+        let subject = Digest::sha256_of(b"subject");
+        let (addr, seen) = refusing(405).await;
+        let repo = Reference::parse(&format!("{addr}/app")).unwrap();
+        let asked = || {
+            seen.lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains("/referrers/"))
+                .count()
+        };
+        let first = store(&addr);
+        first.referrers(&repo, &subject).await.unwrap();
+        first.referrers(&repo, &subject).await.unwrap();
+        assert_eq!(asked(), 1, "the first store remembers the API is absent");
+        let second = store(&addr);
+        second.referrers(&repo, &subject).await.unwrap();
+        assert_eq!(asked(), 2, "the second store asks for itself");
     }
 }

@@ -168,6 +168,12 @@ fn identity(key: &TlsKey) -> Result<Option<Identity>, String> {
 /// The system CA bundle, read once: `$SSL_CERT_FILE` or the first of Go's bundle files, plus
 /// the files of the `$SSL_CERT_DIR` directories. Empty when none is found or rustls refuses
 /// it; reqwest's built-in roots are used then.
+///
+/// The one process-wide value of the registry client, on purpose: it is read-only data of the
+/// machine (environment and files), not state of a run or a store, so two engines cannot
+/// influence each other through it. Go's `crypto/x509` (and so regsync) likewise loads the
+/// system pool once per process; a SIGHUP reload does not re-read it there either, and
+/// reading and parsing a few hundred certificates per engine would only cost start-up time.
 fn system_roots(log: &Logger) -> &'static [Certificate] {
     static ROOTS: OnceLock<Vec<Certificate>> = OnceLock::new();
     ROOTS.get_or_init(|| {
@@ -242,7 +248,7 @@ impl TapRoots for reqwest::ClientBuilder {
 fn builder(user_agent: &str) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(user_agent)
-        .redirect(super::client::redirect_policy())
+        .redirect(super::origin::redirect_policy())
         // The previous URL may be a registry URL carrying upload state: never pass it on.
         .referer(false)
         .connect_timeout(CONNECT_TIMEOUT)
