@@ -238,7 +238,7 @@ pub enum Shell {
 
 /// `--shutdown-timeout`: a Go duration (`30s`, `2m`), not negative.
 fn parse_shutdown_timeout(s: &str) -> Result<std::time::Duration, String> {
-    let d = crate::config::duration::GoDuration::parse(s).map_err(|e| e.to_string())?;
+    let d = crate::gocompat::duration::GoDuration::parse(s).map_err(|e| e.to_string())?;
     d.to_std()
         .ok_or_else(|| format!("--shutdown-timeout {s:?}: a duration must not be negative"))
 }

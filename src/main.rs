@@ -152,7 +152,7 @@ fn run_engine(
                 return Err(vec![format!(
                     "shutdown timed out: work still running {} after the signal was abandoned \
                      (--shutdown-timeout)",
-                    regsync::config::duration::GoDuration::from_std(shutdown_timeout)
+                    regsync::gocompat::duration::GoDuration::from_std(shutdown_timeout)
                 )]);
             }
         };

@@ -1,5 +1,5 @@
 //! The one storage trait both schemes implement (`registry::RegistryStore`, `ocidir::OciDirStore`).
-//! The copy algorithm in `engine/` is written once against it.
+//! The copy algorithm in `copy/` is written once against it.
 
 use crate::oci::{media, Descriptor, Digest, DigestVerifier, Manifest};
 use crate::reference::Reference;

@@ -13,13 +13,7 @@ pub mod schema;
 pub mod template;
 pub mod validate;
 
-// The Go emulation moved to `crate::gocompat`; these keep the old paths working.
-pub use crate::gocompat::duration;
-pub use crate::gocompat::gotext;
-
-pub use crate::gocompat::duration::{
-    duration_of, format_duration, parse_duration, DurationError, GoDuration,
-};
+use crate::gocompat::duration::duration_of;
 pub use defaults::merge_defaults;
 pub use hosts::merge_hosts;
 pub use print::config_yaml;

@@ -1,6 +1,7 @@
 //! Loading tests (spec §3.1, §3.6, §15.5).
 
 use super::*;
+use crate::gocompat::duration::GoDuration;
 use crate::oci::media::DEFAULT_MEDIA_TYPES;
 use crate::registry::Tls;
 

@@ -12,7 +12,7 @@
 //! been overridden, so the parser and the next-fire search below follow robfig's code
 //! directly, including its error texts and its wall-clock walk through DST changes.
 
-use crate::config::duration::{parse_duration, GoDuration};
+use crate::gocompat::duration::{parse_duration, GoDuration};
 use chrono::{
     DateTime, Datelike, Duration as TimeDelta, NaiveDate, NaiveDateTime, Offset, TimeZone,
     Timelike, Utc,
@@ -180,7 +180,7 @@ pub fn step_schedule(schedule: &str, interval: &str) -> Option<String> {
     if !schedule.is_empty() {
         return Some(schedule.to_string());
     }
-    let d = crate::config::duration_of(interval);
+    let d = crate::gocompat::duration::duration_of(interval);
     (!d.is_zero()).then(|| format!("@every {d}"))
 }
 

@@ -356,7 +356,8 @@ impl ImageJob {
             return Ok(slot);
         }
         let step = &self.step.step;
-        let retry = crate::config::duration::duration_of(&step.ratelimit.retry).to_std_saturating();
+        let retry =
+            crate::gocompat::duration::duration_of(&step.ratelimit.retry).to_std_saturating();
         let cancel = self.run().cancel.clone();
         let store = self.run().stores.for_ref(source);
         let mut mark = snapshot.seq;

@@ -23,7 +23,7 @@ use super::messages::{
     MayPull, PullVerdict, RateLimitHeaders, RateLimitNumbers, RateLimitQuery, RateLimitSnapshot,
     ResponseObserved,
 };
-use crate::config::duration::{format_duration, parse_duration, GoDuration};
+use crate::gocompat::duration::{format_duration, parse_duration, GoDuration};
 use actix::{Actor, Context, Handler, MessageResult};
 use reqwest::header::HeaderMap;
 use std::collections::HashMap;

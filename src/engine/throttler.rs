@@ -17,7 +17,7 @@ use super::messages::{
     AcquireSelfStream, AcquireSlot, HostObserved, HostPausedUntil, ResponseObserved,
 };
 use super::rate_limit_watcher::{self, RateLimitWatcher};
-use crate::config::duration::{format_duration, GoDuration};
+use crate::gocompat::duration::{format_duration, GoDuration};
 use crate::registry::{
     backoff, retry_after, HostConfig, HostEvent, Permit, RequestGate, BACKOFF_MAX, RETRY_STATUSES,
 };

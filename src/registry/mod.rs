@@ -247,7 +247,7 @@ impl RegistryOptions {
     /// string; empty, invalid or negative means off).
     pub fn with_cache(mut self, count: i64, time: &str) -> Self {
         self.cache_count = count;
-        self.cache_time = crate::config::duration::duration_of(time).to_std_saturating();
+        self.cache_time = crate::gocompat::duration::duration_of(time).to_std_saturating();
         self
     }
 
