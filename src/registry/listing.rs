@@ -1,6 +1,6 @@
 //! Tag list and catalog, page by page (spec §7.2, §5.2).
 
-use super::client::{retry_body, Client, Request, Response};
+use super::client::{Client, Request, Response};
 use super::header::Lexer;
 use super::origin::{self, Reach};
 use crate::reference::Reference;
@@ -68,38 +68,43 @@ pub(super) async fn tag_list(
     headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
     // The first page may come from a mirror (spec §7.1); its `Link`s lead on from there.
     // Each page is re-requested whole if its body is cut off (`retry_body`).
-    let (host, first_url, mut next, page) = retry_body(|| async {
-        let (host, resp) = client
-            .read(
-                &repo.registry,
-                Method::GET,
-                &repo.repository,
-                "tags/list",
-                &headers,
-                &[200],
-            )
-            .await?;
-        let url = resp.url().clone();
-        let next = next_page(&resp)?;
-        let page: TagPage = read_json(resp).await?;
-        Ok((host, url, next, page))
-    })
-    .await?;
+    let (host, first_url, mut next, page) = client
+        .retry_body(|| async {
+            let (host, resp) = client
+                .read(
+                    &repo.registry,
+                    Method::GET,
+                    &repo.repository,
+                    "tags/list",
+                    &headers,
+                    &[200],
+                )
+                .await?;
+            let url = resp.url().clone();
+            let next = next_page(&resp)?;
+            let page: TagPage = read_json(resp).await?;
+            Ok((host, url, next, page))
+        })
+        .await?;
     send(&pages, page.tags.unwrap_or_default()).await?;
     let mut seen = PagesSeen::new(&first_url);
     loop {
         match next {
             Some(url) if seen.is_new(&url)? => {
-                let (following, page) = retry_body(|| async {
-                    let req =
-                        Request::repo(Method::GET, url.clone(), &host.repo_path(&repo.repository))
-                            .header(ACCEPT, "application/json")?;
-                    let resp = client.send(&host, req, &[200]).await?;
-                    let following = next_page(&resp)?;
-                    let page: TagPage = read_json(resp).await?;
-                    Ok((following, page))
-                })
-                .await?;
+                let (following, page) = client
+                    .retry_body(|| async {
+                        let req = Request::repo(
+                            Method::GET,
+                            url.clone(),
+                            &host.repo_path(&repo.repository),
+                        )
+                        .header(ACCEPT, "application/json")?;
+                        let resp = client.send(&host, req, &[200]).await?;
+                        let following = next_page(&resp)?;
+                        let page: TagPage = read_json(resp).await?;
+                        Ok((following, page))
+                    })
+                    .await?;
                 send(&pages, page.tags.unwrap_or_default()).await?;
                 next = following;
             }
@@ -124,15 +129,16 @@ pub(super) async fn catalog(
     let mut linked = false;
     let mut seen = PagesSeen::new(&url);
     loop {
-        let (link, page) = retry_body(|| async {
-            let req =
-                Request::registry(Method::GET, url.clone()).header(ACCEPT, "application/json")?;
-            let resp = client.send(&host, req, &[200]).await?;
-            let link = next_page(&resp)?;
-            let page: CatalogPage = read_json(resp).await?;
-            Ok((link, page))
-        })
-        .await?;
+        let (link, page) = client
+            .retry_body(|| async {
+                let req = Request::registry(Method::GET, url.clone())
+                    .header(ACCEPT, "application/json")?;
+                let resp = client.send(&host, req, &[200]).await?;
+                let link = next_page(&resp)?;
+                let page: CatalogPage = read_json(resp).await?;
+                Ok((link, page))
+            })
+            .await?;
         let repos = page.repositories.unwrap_or_default();
         let page_last = repos.last().cloned();
         if page_last.is_none() || page_last == last {

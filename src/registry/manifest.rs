@@ -7,7 +7,7 @@
 //! always reaches the registry with its rate-limit headers (spec §16 quirk 15, fixed). A
 //! successful push, by tag or digest, primes the cache under the manifest's digest.
 
-use super::client::{retry_body, Body, Client};
+use super::client::{Body, Client};
 use crate::oci::{media, Descriptor, Digest, Manifest};
 use crate::reference::Reference;
 use crate::store::StoreError;
@@ -88,12 +88,12 @@ pub(super) async fn head(client: &Client, r: &Reference) -> Result<Option<Descri
 /// GET, from the registry or its mirrors.
 pub(super) async fn get(client: &Client, r: &Reference) -> Result<Manifest, StoreError> {
     let Some(digest) = &r.digest else {
-        return retry_body(|| get_once(client, r)).await;
+        return client.retry_body(|| get_once(client, r)).await;
     };
     if let Some(m) = client.cache.manifest(&r.registry, &r.repository, digest) {
         return Ok(m);
     }
-    let m = retry_body(|| get_once(client, r)).await?;
+    let m = client.retry_body(|| get_once(client, r)).await?;
     client.cache.fetched(&r.registry, &r.repository, &m);
     Ok(m)
 }

@@ -13,7 +13,7 @@
 //! registry with the API indexes it itself (that is what its `OCI-Subject` answer says); for
 //! the others the fallback index is updated ([`crate::store::fallback_add`]).
 
-use super::client::{retry_body, Request};
+use super::client::Request;
 use super::listing::next_page_url;
 use super::RegistryStore;
 use crate::oci::{media, Descriptor, Digest, Manifest};
@@ -111,24 +111,25 @@ async fn ask_api(store: &RegistryStore, repo: &Reference, subject: &Digest) -> A
     let client = &store.client;
     let path = format!("referrers/{subject}");
     let headers = accept();
-    let first = retry_body(|| async {
-        let (host, resp) = client
-            .read(
-                &repo.registry,
-                Method::GET,
-                &repo.repository,
-                &path,
-                &headers,
-                &[200],
-            )
-            .await?;
-        let url = resp.url().clone();
-        let next = next_page_url(&url, resp.headers())?;
-        let mt = resp.media_type();
-        let bytes = resp.bytes(PAGE_LIMIT).await?;
-        Ok((host, url, next, mt, bytes))
-    })
-    .await;
+    let first = client
+        .retry_body(|| async {
+            let (host, resp) = client
+                .read(
+                    &repo.registry,
+                    Method::GET,
+                    &repo.repository,
+                    &path,
+                    &headers,
+                    &[200],
+                )
+                .await?;
+            let url = resp.url().clone();
+            let next = next_page_url(&url, resp.headers())?;
+            let mt = resp.media_type();
+            let bytes = resp.bytes(PAGE_LIMIT).await?;
+            Ok((host, url, next, mt, bytes))
+        })
+        .await;
     let (host, url, mut next, mt, bytes) = match first {
         Ok(page) => page,
         Err(e) => return first_page_failure(e),
@@ -143,16 +144,18 @@ async fn ask_api(store: &RegistryStore, repo: &Reference, subject: &Digest) -> A
             break;
         }
         seen.push(url.clone());
-        let page = retry_body(|| async {
-            let req = Request::repo(Method::GET, url.clone(), &host.repo_path(&repo.repository))
-                .header(ACCEPT, media::OCI_INDEX)?;
-            let resp = client.send(&host, req, &[200]).await?;
-            let following = next_page_url(resp.url(), resp.headers())?;
-            let mt = resp.media_type();
-            let bytes = resp.bytes(PAGE_LIMIT).await?;
-            Ok((following, mt, bytes))
-        })
-        .await;
+        let page = client
+            .retry_body(|| async {
+                let req =
+                    Request::repo(Method::GET, url.clone(), &host.repo_path(&repo.repository))
+                        .header(ACCEPT, media::OCI_INDEX)?;
+                let resp = client.send(&host, req, &[200]).await?;
+                let following = next_page_url(resp.url(), resp.headers())?;
+                let mt = resp.media_type();
+                let bytes = resp.bytes(PAGE_LIMIT).await?;
+                Ok((following, mt, bytes))
+            })
+            .await;
         match page {
             Ok((following, mt, bytes)) => match page_descriptors(bytes, mt.as_deref()) {
                 Some(ds) => {

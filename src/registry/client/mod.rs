@@ -34,7 +34,7 @@ mod tests;
 pub(crate) use body::Body;
 pub(crate) use host::Host;
 pub(crate) use response::{error_chain, loggable, Response};
-pub(crate) use retry::{retry_body, MAX_RETRIES};
+pub(crate) use retry::MAX_RETRIES;
 
 use super::auth;
 use super::cache::Cache;

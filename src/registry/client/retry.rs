@@ -17,27 +17,31 @@ use url::Url;
 /// Retries after the first attempt (spec §7.3: 6 attempts).
 pub(crate) const MAX_RETRIES: u32 = 5;
 
-/// Run `attempt` again when a response body was cut off after its headers arrived: the
-/// request-level retries of `execute` end once the headers are in, and small bodies
-/// (manifests, listings, tokens) are re-requested whole.
-pub(crate) async fn retry_body<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
-{
-    let mut n = 0;
-    loop {
-        match attempt().await {
-            Err(StoreError::BodyInterrupted { .. }) if n < MAX_RETRIES => {
-                tokio::time::sleep(backoff(n)).await;
-                n += 1;
+impl Client {
+    /// Run `attempt` again when a response body was cut off after its headers arrived: the
+    /// request-level retries of `execute` end once the headers are in, and small bodies
+    /// (manifests, listings, tokens) are re-requested whole. The wait between attempts ends
+    /// with the run's cancellation.
+    pub(crate) async fn retry_body<T, F, Fut>(&self, mut attempt: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut n = 0;
+        loop {
+            match attempt().await {
+                Err(StoreError::BodyInterrupted { .. }) if n < MAX_RETRIES => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff(n)) => {}
+                        _ = self.cancel.cancelled() => return Err(StoreError::Canceled),
+                    }
+                    n += 1;
+                }
+                other => return other,
             }
-            other => return other,
         }
     }
-}
 
-impl Client {
     /// One request with gate, observation and retries; any status is returned as is.
     pub async fn execute(
         &self,
