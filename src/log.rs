@@ -4,7 +4,9 @@
 use slog::{Drain, Level, OwnedKVList, Record, KV};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Log verbosity as regsync parses it: `debug|info|warn|error` (case-insensitive) with an
 /// optional `+N`/`-N` offset, or exactly `trace` (= debug-4).
@@ -104,6 +106,8 @@ struct Shared {
     /// The queue became empty and nothing is being written.
     idle: Condvar,
     json: bool,
+    /// Lines written so far: how [`LogFlush::flush`] tells a slow reader from none.
+    written: AtomicU64,
 }
 
 impl Shared {
@@ -201,6 +205,7 @@ fn write_lines<W: std::io::Write>(shared: &Shared, mut out: W) {
         };
         for line in batch {
             let _ = writeln!(out, "{line}");
+            shared.written.fetch_add(1, Ordering::Relaxed);
         }
         let _ = out.flush();
         let mut q = shared.lock();
@@ -217,18 +222,38 @@ pub struct LogFlush {
     shared: Arc<Shared>,
 }
 
+/// How long [`LogFlush::flush`] waits while not one line gets written (nobody reads the pipe):
+/// the exit is not held for ever, whatever the reader does.
+const FLUSH_STALL: Duration = Duration::from_secs(3);
+
 impl LogFlush {
-    pub fn flush(&self) {
+    /// `false` when the output stopped taking lines for [`FLUSH_STALL`] (what is left is
+    /// given up).
+    pub fn flush(&self) -> bool {
         let mut q = self.shared.lock();
+        let mut seen = self.shared.written.load(Ordering::Relaxed);
+        let mut since = Instant::now();
         while q.writing || !q.lines.is_empty() || q.dropped > 0 {
-            q = self.shared.idle.wait(q).unwrap_or_else(|e| e.into_inner());
+            let now = self.shared.written.load(Ordering::Relaxed);
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            } else if since.elapsed() >= FLUSH_STALL {
+                return false;
+            }
+            q = self
+                .shared
+                .idle
+                .wait_timeout(q, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
+        true
     }
 }
 
 impl Drop for LogFlush {
     fn drop(&mut self) {
-        self.flush();
+        let _ = self.flush();
     }
 }
 
@@ -286,6 +311,7 @@ pub fn logger_to<W: std::io::Write + Send + 'static>(
         ready: Condvar::new(),
         idle: Condvar::new(),
         json,
+        written: AtomicU64::new(0),
     });
     let writer = shared.clone();
     std::thread::Builder::new()

@@ -123,7 +123,7 @@ fn run_engine(
     job: Job,
     flags: &cli::RunFlags,
 ) -> Result<(), Vec<String>> {
-    let (log, _log_flush) = logger(verbosity, cli.json_logs());
+    let (log, log_flush) = logger(verbosity, cli.json_logs());
     let config = load(cli)?;
     let shutdown_timeout = flags.shutdown_timeout;
     let options = engine_options(&config, flags.abort_on_error, &log);
@@ -162,12 +162,18 @@ fn run_engine(
                 .push(format!("interrupted by {sig} before every step finished"));
         }
         Ok::<_, Vec<String>>(report)
-    })?;
-    if report.errors.is_empty() {
-        Ok(())
-    } else {
-        Err(report.errors)
+    });
+    let result = match report {
+        Ok(r) if r.errors.is_empty() => Ok(()),
+        Ok(r) => Err(r.errors),
+        Err(lines) => Err(lines),
+    };
+    if !log_flush.flush() {
+        // Nobody reads stderr (a full pipe): the error lines could not be written either, and
+        // trying would hold the process for ever. The exit status still tells.
+        std::process::exit(if result.is_ok() { 0 } else { 1 });
     }
+    result
 }
 
 /// The first SIGINT or SIGTERM cancels the run and is remembered (its name is returned

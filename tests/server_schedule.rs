@@ -10,7 +10,7 @@ use common::run::bin;
 use common::server::Server;
 use common::*;
 use serde_json::Value;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn index_of(logs: &[Value], msg: &str) -> Option<usize> {
@@ -387,4 +387,76 @@ fn a_bad_shutdown_timeout_is_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("shutdown-timeout"), "{err}");
+}
+
+/// Logging never blocks the copy (a bounded queue and a writer thread), and it must not block
+/// the exit either: a stderr nobody reads (a full pipe) cannot hold the process after a
+/// signal for longer than `--shutdown-timeout` plus a short wait for the last lines.
+#[test]
+fn an_unread_stderr_does_not_hold_the_exit_after_a_signal() {
+    use std::os::fd::AsRawFd;
+    let (src, dst) = (Registry::start(), Registry::start());
+    let big = ImageSpec::new(7700, Format::Oci)
+        .layers(12, 256 * 1024)
+        .build();
+    push(&src, "big", "v1", &big);
+    let cfg = format!(
+        "version: 1\ncreds:\n  - registry: {}\n    tls: disabled\n    reqPerSec: 3\n  - registry: {}\n    tls: disabled\nsync:\n  - source: {}\n    target: {}\n    type: image\n",
+        src.host(),
+        dst.host(),
+        src.r("big:v1"),
+        dst.r("big:v1"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("regsync.yml");
+    std::fs::write(&path, cfg).unwrap();
+    let mut child = Command::new(bin())
+        .args([
+            "once",
+            "-v",
+            "trace",
+            "--logopt",
+            "json",
+            "--shutdown-timeout",
+            "2s",
+            "-c",
+        ])
+        .arg(&path)
+        .env("DOCKER_CONFIG", dir.path())
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The smallest pipe the kernel allows, never read while the process runs.
+    let stderr = child.stderr.take().unwrap();
+    unsafe { libc::fcntl(stderr.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    wait_for("a layer copied", Duration::from_secs(15), || {
+        big.blob_digests()
+            .iter()
+            .any(|d| blob_exists(&dst, "big", d))
+    });
+    let rc = unsafe { libc::kill(child.id() as i32, SIGTERM) };
+    assert_eq!(rc, 0);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    drop(stderr);
+    let status = status.expect("regsync did not exit within 30 s of SIGTERM with stderr unread");
+    assert_eq!(status.code(), Some(1), "{status:?}");
 }
