@@ -20,8 +20,9 @@ impl From<CopyError> for Fail {
 }
 
 impl Fail {
+    /// A cancellation, of the copy or of a request under it ([`CopyError::is_canceled`]).
     pub(super) fn canceled(&self) -> bool {
-        matches!(self, Fail::Copy(CopyError::Canceled))
+        matches!(self, Fail::Copy(e) if e.is_canceled())
     }
 
     pub(super) fn into_copy(self) -> CopyError {

@@ -162,7 +162,7 @@ impl ImageJob {
         match self.decide_and_copy(&source, &target, mode).await {
             Ok(outcome) => outcome,
             Err(e) => {
-                if !matches!(e, CopyError::Canceled) {
+                if !e.is_canceled() {
                     slog::error!(self.log(), "Failed to sync";
                         "target" => %target, "source" => %source, "error" => %e);
                 }
@@ -300,7 +300,7 @@ impl ImageJob {
         match result {
             Ok(()) => Ok(ImageOutcome::Copied),
             Err(e) => {
-                if !matches!(e, CopyError::Canceled) {
+                if !e.is_canceled() {
                     slog::error!(self.log(), "Failed to copy image";
                         "source" => %source, "target" => %target, "error" => %e);
                 }
