@@ -71,9 +71,11 @@ fn initial_pass_then_every_firing_copies_a_changed_tag_and_sigterm_exits_0() {
     assert_eq!(copy_run["source"], src.r("app"), "{copy_run}");
 
     server.signal(SIGTERM);
-    let (status, took) = server.wait_exit(Duration::from_secs(5));
+    // Well under the 30 s `--shutdown-timeout`: the cancellation stopped the work, not the
+    // deadline (a loaded 2-core CI machine gets room).
+    let (status, took) = server.wait_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0), "{}", server.stderr());
-    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
     assert!(
         server.error_lines().is_empty(),
         "{:?}",
@@ -215,9 +217,9 @@ fn sigterm_during_a_large_copy_exits_fast_and_leaves_no_broken_tag() {
             >= 2
     });
     server.signal(SIGTERM);
-    let (status, took) = server.wait_exit(Duration::from_secs(8));
+    let (status, took) = server.wait_exit(Duration::from_secs(20));
     assert!(
-        took < Duration::from_secs(3),
+        took < Duration::from_secs(10),
         "took {took:?}\n{}",
         server.stderr()
     );
@@ -352,9 +354,9 @@ fn sigterm_stops_once_with_exit_1_a_summary_and_no_broken_tag() {
             >= 2
     });
     once.signal(SIGTERM);
-    let (status, took) = once.wait_exit(Duration::from_secs(10));
+    let (status, took) = once.wait_exit(Duration::from_secs(20));
     assert!(
-        took < Duration::from_secs(3),
+        took < Duration::from_secs(10),
         "took {took:?}\n{}",
         once.stderr()
     );
