@@ -15,22 +15,30 @@ fn field(v: &Value, k: &str) -> u64 {
 }
 
 /// `server`'s initial pass runs both steps at once (`parallel: 2`): a repository of three
-/// tags and a single image. Each `Step summary` counts only its own step's work, whichever
-/// finishes first; the `Sync summary` at the stop is their sum.
+/// tags read from a slow source (`reqPerSec: 4`) and a single image from a fast one, so the
+/// single image's whole run falls inside the repository's. Each `Step summary` counts only its
+/// own step's work; the `Sync summary` at the stop is their sum.
 #[test]
 fn overlapping_step_runs_each_count_only_their_own_work() {
-    let (src, dst) = (Registry::start(), Registry::start());
+    let (src, fast, dst) = (Registry::start(), Registry::start(), Registry::start());
     let alpha = [oci_image(9100), oci_image(9101), oci_image(9102)];
     for (i, img) in alpha.iter().enumerate() {
         push(&src, "alpha", &format!("v{i}"), img);
     }
     let beta = docker_image(9110);
-    push(&src, "beta", "v1", &beta);
+    push(&fast, "beta", "v1", &beta);
     let steps = [
         repo_step(&src.r("alpha"), &dst.r("alpha"), &[], &[]) + "interval: 1h\n",
-        image_step(&src.r("beta:v1"), &dst.r("beta:v1")) + "interval: 1h\n",
+        image_step(&fast.r("beta:v1"), &dst.r("beta:v1")) + "interval: 1h\n",
     ];
-    let mut server = Server::start(&config(&[&src, &dst], 2, &steps), &[]);
+    let slow = format!("  - registry: {}\n    tls: disabled\n", src.host());
+    let cfg = config(&[&src, &fast, &dst], 2, &steps).replacen(
+        &slow,
+        &format!("{slow}    reqPerSec: 4\n"),
+        1,
+    );
+    assert!(cfg.contains("reqPerSec: 4"), "{cfg}");
+    let mut server = Server::start(&cfg, &[]);
     let summaries = server.wait_logs("Step summary", 2, Duration::from_secs(30));
     let of = |step: &str| {
         summaries
@@ -40,6 +48,18 @@ fn overlapping_step_runs_each_count_only_their_own_work() {
             .clone()
     };
     let (a, b) = (of("sync[0]"), of("sync[1]"));
+    // The runs overlapped: the repository step had sent its first request before the image
+    // step's summary and ended after it.
+    let logs = server.logs();
+    let pos = |pred: &dyn Fn(&Value) -> bool| logs.iter().position(pred);
+    let alpha_started = pos(&|v| v["url"].as_str().is_some_and(|u| u.contains("/v2/alpha/")));
+    let beta_done = pos(&|v| v["msg"] == "Step summary" && v["step"] == "sync[1]");
+    let alpha_done = pos(&|v| v["msg"] == "Step summary" && v["step"] == "sync[0]");
+    assert!(
+        alpha_started < beta_done && beta_done < alpha_done,
+        "step runs did not overlap: {alpha_started:?} {beta_done:?} {alpha_done:?}\n{}",
+        server.stderr()
+    );
     for (s, images, bytes) in [
         (&a, 3, alpha.iter().map(|i| i.blob_bytes()).sum::<usize>()),
         (&b, 1, beta.blob_bytes()),
@@ -55,7 +75,7 @@ fn overlapping_step_runs_each_count_only_their_own_work() {
     for (i, _) in alpha.iter().enumerate() {
         assert_same_image(&src, &dst, "alpha", &format!("v{i}"));
     }
-    assert_same_image(&src, &dst, "beta", "v1");
+    assert_same_image(&fast, &dst, "beta", "v1");
 
     server.signal(libc::SIGTERM);
     server.wait_exit(Duration::from_secs(10));
