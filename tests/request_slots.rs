@@ -74,3 +74,59 @@ fn copies_in_both_directions_at_once_finish() {
         assert_same_repo(&b, "from-b", &a, &format!("from-b-{slots}"));
     }
 }
+
+/// A source whose mirror is the copy's own target: a blob GET may be served by the target's
+/// host (the mirror answers 404, then the upstream), so the stream must take its slots as a
+/// stream from the target into itself (one such stream at a time) — not as a stream between
+/// two hosts, where every upload could hold one of the target's slots while its lazy GET
+/// waits for another (a stall until the 120 s idle timeout).
+#[test]
+fn a_mirror_that_is_the_target_does_not_stall_the_streams() {
+    let (a, b) = (Registry::start(), Registry::start());
+    // The source's name sorts after the target's: judged by the upstream alone, the stream
+    // would start its upload first and its GET lazily inside it.
+    let (src, dst) = if a.host() > b.host() { (a, b) } else { (b, a) };
+    for i in 0..6 {
+        push(
+            &src,
+            "app",
+            &format!("v{i}"),
+            &ImageSpec::new(3300 + i, Format::Oci)
+                .layers(3, 64 * 1024)
+                .build(),
+        );
+    }
+    let cfg = config(
+        &[&src, &dst],
+        4,
+        &[repo_step(&src.r("app"), &dst.r("app"), &[], &[])],
+    )
+    .replacen(
+        &format!("  - registry: {}\n    tls: disabled\n", src.host()),
+        &format!(
+            "  - registry: {}\n    tls: disabled\n    mirrors: [\"{}\"]\n",
+            src.host(),
+            dst.host()
+        ),
+        1,
+    )
+    .replacen(
+        &format!("  - registry: {}\n    tls: disabled\n", dst.host()),
+        &format!(
+            "  - registry: {}\n    tls: disabled\n    reqConcurrent: 2\n",
+            dst.host()
+        ),
+        1,
+    );
+    assert!(
+        cfg.contains("mirrors:") && cfg.contains("reqConcurrent: 2"),
+        "{cfg}"
+    );
+    let started = std::time::Instant::now();
+    let out = regsync(&["once"], &cfg);
+    let took = started.elapsed();
+    out.assert_ok();
+    assert_same_repo(&src, "app", &dst, "app");
+    // Far below the 120 s a stalled stream waits before it fails and starts over.
+    assert!(took < std::time::Duration::from_secs(60), "took {took:?}");
+}

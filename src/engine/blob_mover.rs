@@ -181,7 +181,12 @@ async fn move_blob(
                 "source" => %from, "target" => %target, "digest" => %digest, "err" => %e),
         }
     }
-    let src_host = slot_host(&run, &source);
+    // A GET may be served by any of the source's mirrors: the slot order must hold for
+    // whichever answers.
+    let src_hosts = match source.scheme {
+        Scheme::Reg => run.stores.registry.read_host_configs(&source.registry),
+        Scheme::OciDir => Vec::new(),
+    };
     let tgt_host = slot_host(&run, &target);
     let mut attempt = 0;
     loop {
@@ -191,7 +196,7 @@ async fn move_blob(
         }
         let Some(slots) = run
             .throttle
-            .stream_slots(src_host.as_ref(), tgt_host.as_ref(), &run.cancel)
+            .stream_slots(&src_hosts, tgt_host.as_ref(), &run.cancel)
             .await
         else {
             return Err(CopyError::Canceled);

@@ -278,28 +278,31 @@ impl ThrottleGate {
         self
     }
 
-    /// The slot order for a blob stream between `source` and `target` (`None`: an OCI
-    /// layout, which takes no slot); `None` once `cancel` fires.
+    /// The slot order for a blob stream from `sources` (every host the GET may be served by:
+    /// the registry's mirrors and itself; empty for an OCI layout) to `target` (`None`: an OCI
+    /// layout); `None` once `cancel` fires. The GET goes first only when every possible source
+    /// host sorts before the target; when one of them is the target itself, the stream takes
+    /// that host's self-stream turn (a mirror that is also the target of the copy).
     pub async fn stream_slots(
         &self,
-        source: Option<&HostConfig>,
+        sources: &[HostConfig],
         target: Option<&HostConfig>,
         cancel: &CancellationToken,
     ) -> Option<StreamSlots> {
-        let (Some(s), Some(t)) = (source, target) else {
+        let Some(t) = target.filter(|_| !sources.is_empty()) else {
             return Some(StreamSlots {
                 source_first: false,
                 _self_stream: None,
             });
         };
-        if s.hostname != t.hostname {
+        if sources.iter().all(|s| s.hostname != t.hostname) {
             return Some(StreamSlots {
-                source_first: s.hostname < t.hostname,
+                source_first: sources.iter().all(|s| s.hostname < t.hostname),
                 _self_stream: None,
             });
         }
         let turn = self
-            .throttler(s)
+            .throttler(t)
             .send(AcquireSelfStream {
                 cancel: cancel.clone(),
             })

@@ -297,6 +297,21 @@ impl RegistryStore {
     pub fn host_config(&self, registry: &str) -> HostConfig {
         self.client.host(registry).config.clone()
     }
+
+    /// Every host a read of `registry` may be served by: its mirrors and itself (spec §7.1),
+    /// in no particular order.
+    pub fn read_host_configs(&self, registry: &str) -> Vec<HostConfig> {
+        let upstream = self.client.host(registry).config.clone();
+        let mut hosts: Vec<HostConfig> = upstream
+            .mirrors
+            .iter()
+            .map(|m| m.trim())
+            .filter(|m| !m.is_empty())
+            .map(|m| self.client.host(m).config.clone())
+            .collect();
+        hosts.push(upstream);
+        hosts
+    }
 }
 
 #[async_trait]
