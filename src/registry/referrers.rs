@@ -14,7 +14,7 @@
 //! the others the fallback index is updated ([`crate::store::fallback_add`]).
 
 use super::client::Request;
-use super::listing::next_page_url;
+use super::listing::{next_page_url, PagesSeen};
 use super::RegistryStore;
 use crate::oci::{media, Descriptor, Digest, Manifest};
 use crate::reference::Reference;
@@ -22,18 +22,15 @@ use crate::store::{fallback_add, fallback_referrers, Referrers, StoreError};
 use dashmap::DashMap;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT};
 use reqwest::Method;
+use std::time::{Duration, Instant};
 
 /// Bound on one subject's referrer list (memory; a registry could page for ever).
 const MAX_REFERRERS: usize = 10_000;
-use std::time::{Duration, Instant};
-use url::Url;
 
 /// How long the presence or absence of the referrers API is remembered per repository.
 pub(super) const API_MEMORY: Duration = Duration::from_secs(300);
 /// Referrers pages are indexes; same bound as a manifest pull.
 const PAGE_LIMIT: usize = 8 << 20;
-/// A runaway `Link` chain stops here.
-const MAX_PAGES: usize = 1000;
 
 /// What one `RegistryStore` learned about the referrers API: `<registry>/<repository>` →
 /// (API present, when learned). Owned by the store, so two engines in one process (or a
@@ -138,12 +135,15 @@ async fn ask_api(store: &RegistryStore, repo: &Reference, subject: &Digest) -> A
         // a 200 that is not an index (a web page, a proxy's answer): no API
         return Api::Absent;
     };
-    let mut seen: Vec<Url> = vec![url];
+    // The same page rule as tag and catalog listings: a circle ends the listing, a chain
+    // past the page bound fails this copy rather than passing for the whole list.
+    let mut seen = PagesSeen::new(&url);
     while let Some(url) = next.take() {
-        if seen.contains(&url) || seen.len() >= MAX_PAGES {
-            break;
+        match seen.is_new(&url) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Api::Failed(e),
         }
-        seen.push(url.clone());
         let page = client
             .retry_body(|| async {
                 let req =
@@ -434,6 +434,62 @@ mod tests {
             Referrers::default()
         );
         assert_eq!(s.referrers_api.known(&repo), Some(false));
+    }
+
+    /// A registry whose referrers pages each hold `entry(page)` (none on page 0) and link to
+    /// page `next(page)`; returns its address and how many pages were asked.
+    async fn paging(next: fn(usize) -> usize, with_entries: bool) -> (String, Arc<Mutex<usize>>) {
+        let asked = Arc::new(Mutex::new(0));
+        let a2 = asked.clone();
+        let app = axum::Router::new().fallback(move |req: AxRequest| {
+            let asked = a2.clone();
+            async move {
+                *asked.lock().unwrap() += 1;
+                let page: usize = req
+                    .uri()
+                    .query()
+                    .and_then(|q| q.strip_prefix("page="))
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                let entries = if with_entries && page > 0 {
+                    vec![entry(page as u8)]
+                } else {
+                    Vec::new()
+                };
+                let mut r = response(200, media::OCI_INDEX, index(&entries));
+                let link = format!("<{}?page={}>; rel=\"next\"", req.uri().path(), next(page));
+                r.headers_mut().insert("link", link.parse().unwrap());
+                r
+            }
+        });
+        (test_util::serve(app).await, asked)
+    }
+
+    /// A listing cut short must not pass for the whole list: the referrers past the cut
+    /// (signatures, SBOMs) would silently not be copied.
+    #[tokio::test]
+    async fn referrers_pages_that_never_end_are_an_error() {
+        let subject = Digest::sha256_of(b"subject");
+        let (addr, asked) = paging(|p| p + 1, false).await;
+        let s = store(&addr);
+        let repo = Reference::parse(&format!("{addr}/app")).unwrap();
+        let err = s.referrers(&repo, &subject).await.unwrap_err();
+        assert!(err.to_string().contains("pages"), "{err}");
+        assert_eq!(*asked.lock().unwrap(), super::super::listing::MAX_PAGES);
+        // the API is there; nothing remembered as absent, no fallback tag read
+        assert_ne!(s.referrers_api.known(&repo), Some(false));
+    }
+
+    #[tokio::test]
+    async fn referrers_pages_linking_back_end_after_the_circle() {
+        // 0 → 1 → 2 → 1: every page of the circle has been read once
+        let subject = Digest::sha256_of(b"subject");
+        let (addr, asked) = paging(|p| if p == 2 { 1 } else { p + 1 }, true).await;
+        let s = store(&addr);
+        let repo = Reference::parse(&format!("{addr}/app")).unwrap();
+        let got = s.referrers(&repo, &subject).await.unwrap();
+        assert_eq!(got.descriptors, vec![entry(1), entry(2)]);
+        assert_eq!(*asked.lock().unwrap(), 3);
     }
 
     /// What one store learned about a registry's referrers API stays with it: a second
