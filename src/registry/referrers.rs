@@ -6,8 +6,9 @@
 //! has none: it answers `404` with the plain-text body `404 page not found` (no registry error
 //! code), which is what marks the API absent. A `404` carrying a registry error code
 //! (`NAME_UNKNOWN`, …) comes from an API that exists: the repository is just not there yet.
-//! `405` and the `UNSUPPORTED` error code also mean "no API"; any other failure (401/403,
-//! server errors, broken pages) fails the copy and is not remembered.
+//! `405`, `400` and the `UNSUPPORTED` error code also mean "no API"; any other failure
+//! (401/403, server or network errors after the retries, broken pages) fails the copy and is
+//! not remembered.
 //!
 //! Keeping the target's listing current after a push of a manifest with a `subject`: a
 //! registry with the API indexes it itself (that is what its `OCI-Subject` answer says); for
@@ -67,23 +68,28 @@ enum Api {
     Listed(Vec<Descriptor>),
     /// No referrers API here (remember it).
     Absent,
-    /// The API could not be asked (401/403, network, server error, a broken page): an error
-    /// of this copy, and nothing remembered. Guessing "no API" instead would copy an image
-    /// without its signatures and SBOMs, or write fallback tags into a registry that indexes
-    /// referrers itself.
+    /// The API could not be asked (401/403, network, server error, a broken page, too many
+    /// pages): an error of this copy, and nothing remembered. Guessing "no API" instead would
+    /// copy an image without its signatures and SBOMs, or write fallback tags into a registry
+    /// that indexes referrers itself.
     Failed(StoreError),
 }
 
-/// Only these answers to the first request mean "this registry has no referrers API":
-/// distribution 2.8's plain `404 page not found` (no registry error code), `405 Method Not
-/// Allowed`, and the distribution spec's `UNSUPPORTED` error code. An `Unauthorized` (401
-/// after the auth flow ran, 403) is a refusal, not an absence.
+/// These answers to the first request mean "this registry has no referrers API" (spec §6.5:
+/// fall back to the tag schema): distribution 2.8's plain `404 page not found` (no registry
+/// error code), `405 Method Not Allowed`, `400 Bad Request` (registries that reject the path
+/// they do not know as a bad request), and the distribution spec's `UNSUPPORTED` error code.
+/// An `Unauthorized` (401 after the auth flow ran, 403) is a refusal, not an absence; 5xx
+/// and network errors (after the client's retries) come from a registry that may well have
+/// the API and is briefly failing: neither is remembered, both fail this copy.
 fn first_page_failure(e: StoreError) -> Api {
     match e {
         StoreError::NotFound(None) => Api::Absent,
         // an API that knows neither the repository nor the subject: nothing refers to it
         StoreError::NotFound(Some(_)) => Api::Listed(Vec::new()),
-        StoreError::HttpStatus { status: 405, .. } => Api::Absent,
+        StoreError::HttpStatus {
+            status: 400 | 405, ..
+        } => Api::Absent,
         StoreError::HttpStatus { ref text, .. } if text.ends_with(": UNSUPPORTED") => Api::Absent,
         e => Api::Failed(e),
     }
@@ -372,6 +378,21 @@ mod tests {
 
     /// A registry whose referrers API answers `status`; every request is recorded.
     async fn refusing(status: u16) -> (String, Arc<Mutex<Vec<String>>>) {
+        answering(
+            status,
+            "application/json",
+            r#"{"errors":[{"code":"DENIED"}]}"#,
+        )
+        .await
+    }
+
+    /// A registry whose referrers API answers `status` with `body`; every request is
+    /// recorded; no fallback tag exists.
+    async fn answering(
+        status: u16,
+        content_type: &'static str,
+        body: &'static str,
+    ) -> (String, Arc<Mutex<Vec<String>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
         let app = axum::Router::new().fallback(move |req: AxRequest| {
@@ -380,8 +401,7 @@ mod tests {
                 let (method, path) = (req.method().clone(), req.uri().path().to_string());
                 seen.lock().unwrap().push(format!("{method} {path}"));
                 if path.contains("/referrers/") {
-                    let body = r#"{"errors":[{"code":"DENIED"}]}"#.to_string();
-                    return response(status, "application/json", body);
+                    return response(status, content_type, body.to_string());
                 }
                 response(
                     404,
@@ -423,17 +443,63 @@ mod tests {
         }
     }
 
+    /// The answers of a registry without the API (spec §6.5: fall back to the tag schema):
+    /// distribution's plain 404, 405, 400 (registries that reject the unknown path as a bad
+    /// request) and the `UNSUPPORTED` code. The fallback tag is read and the absence remembered.
     #[tokio::test]
-    async fn a_405_means_no_api() {
+    async fn answers_of_a_registry_without_the_api_fall_back_to_the_tag() {
+        let json = "application/json";
+        let cases = [
+            (404, "text/plain", "404 page not found"),
+            (405, json, r#"{"errors":[{"code":"DENIED"}]}"#),
+            (400, json, r#"{"errors":[{"code":"NAME_INVALID"}]}"#),
+            (400, "text/plain", "bad request"),
+            (501, json, r#"{"errors":[{"code":"UNSUPPORTED"}]}"#),
+        ];
+        for (status, ct, body) in cases {
+            let subject = Digest::sha256_of(b"subject");
+            let (addr, seen) = answering(status, ct, body).await;
+            let s = store(&addr);
+            let repo = Reference::parse(&format!("{addr}/app")).unwrap();
+            let got = s.referrers(&repo, &subject).await;
+            assert_eq!(got.ok(), Some(Referrers::default()), "{status} {body}");
+            assert_eq!(s.referrers_api.known(&repo), Some(false), "{status} {body}");
+            let tag = format!("GET /v2/app/manifests/{}", fallback_tag(&subject));
+            assert!(
+                seen.lock().unwrap().contains(&tag),
+                "{status} {body}: fallback tag not read"
+            );
+        }
+    }
+
+    /// A registry that has the API but is failing right now (5xx after the retries, the
+    /// network): an error of this copy, nothing remembered and no fallback tag read or
+    /// written, so a registry that indexes referrers itself never gets fallback tags.
+    #[tokio::test]
+    async fn a_failing_api_is_an_error_not_a_missing_api() {
         let subject = Digest::sha256_of(b"subject");
-        let (addr, _seen) = refusing(405).await;
+        let (addr, seen) = answering(500, "text/plain", "oops").await;
         let s = store(&addr);
         let repo = Reference::parse(&format!("{addr}/app")).unwrap();
-        assert_eq!(
-            s.referrers(&repo, &subject).await.unwrap(),
-            Referrers::default()
+        let err = s.referrers(&repo, &subject).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::HttpStatus { status: 500, .. }),
+            "{err}"
         );
-        assert_eq!(s.referrers_api.known(&repo), Some(false));
+        assert_eq!(s.referrers_api.known(&repo), None);
+        let seen = seen.lock().unwrap().clone();
+        assert!(seen.iter().all(|l| l.contains("/referrers/")), "{seen:?}");
+
+        // nothing listens there any more
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let s = store(&closed);
+        let repo = Reference::parse(&format!("{closed}/app")).unwrap();
+        assert!(s.referrers(&repo, &subject).await.is_err());
+        assert!(s.referrer_added(&repo, &subject, &entry(1)).await.is_err());
+        assert_eq!(s.referrers_api.known(&repo), None);
     }
 
     /// A registry whose referrers pages each hold `entry(page)` (none on page 0) and link to
