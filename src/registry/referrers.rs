@@ -30,6 +30,8 @@ const MAX_REFERRERS: usize = 10_000;
 
 /// How long the presence or absence of the referrers API is remembered per repository.
 pub(super) const API_MEMORY: Duration = Duration::from_secs(300);
+/// Repositories whose referrers API presence is remembered at most, per store.
+const API_MEMORY_REPOS: usize = 10_000;
 /// Referrers pages are indexes; same bound as a manifest pull.
 const PAGE_LIMIT: usize = 8 << 20;
 
@@ -57,8 +59,18 @@ impl ApiMemory {
         }
     }
 
+    /// At most [`API_MEMORY_REPOS`] repositories: a full table drops what has expired, and
+    /// starts over if nothing has. Forgetting is safe: the next listing or push in that
+    /// repository asks the API again (one request) and learns the same answer.
     fn remember(&self, r: &Reference, present: bool) {
-        self.repos.insert(repo_key(r), (present, Instant::now()));
+        let key = repo_key(r);
+        if !self.repos.contains_key(&key) && self.repos.len() >= API_MEMORY_REPOS {
+            self.repos.retain(|_, (_, at)| at.elapsed() < API_MEMORY);
+            if self.repos.len() >= API_MEMORY_REPOS {
+                self.repos.clear();
+            }
+        }
+        self.repos.insert(key, (present, Instant::now()));
     }
 }
 
@@ -500,6 +512,23 @@ mod tests {
         assert!(s.referrers(&repo, &subject).await.is_err());
         assert!(s.referrer_added(&repo, &subject, &entry(1)).await.is_err());
         assert_eq!(s.referrers_api.known(&repo), None);
+    }
+
+    /// A server syncing ever new repositories does not keep what it learned about each for
+    /// ever: the table is bounded, and what was just learned is kept.
+    #[test]
+    fn the_api_memory_is_bounded() {
+        let memory = ApiMemory::default();
+        let repo = |i: usize| Reference::parse(&format!("reg.example/app{i}")).unwrap();
+        for i in 0..API_MEMORY_REPOS * 2 + 1 {
+            memory.remember(&repo(i), i % 2 == 0);
+            assert!(memory.repos.len() <= API_MEMORY_REPOS, "{i}");
+            assert_eq!(memory.known(&repo(i)), Some(i % 2 == 0));
+        }
+        // one already known is updated in place, not counted twice
+        let n = memory.repos.len();
+        memory.remember(&repo(API_MEMORY_REPOS * 2), false);
+        assert_eq!(memory.repos.len(), n);
     }
 
     /// A registry whose referrers pages each hold `entry(page)` (none on page 0) and link to
