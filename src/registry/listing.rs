@@ -22,18 +22,19 @@ const CATALOG_PAGE: &str = "1000";
 /// even 50 names each is far beyond any real repository or catalog).
 pub(crate) const MAX_PAGES: usize = 10_000;
 
-/// The pages of one listing asked for so far: a page asked again means the registry's `Link`s
-/// go round in circles (every page of the circle has been read: the listing is complete);
-/// more than [`MAX_PAGES`] pages is an error.
-struct PagesSeen(HashSet<Url>);
+/// The pages of one listing (tags, catalog, referrers) asked for so far: a page asked again
+/// means the registry's `Link`s go round in circles (every page of the circle has been read:
+/// the listing is complete); more than [`MAX_PAGES`] pages is an error, never a listing
+/// silently cut short.
+pub(super) struct PagesSeen(HashSet<Url>);
 
 impl PagesSeen {
-    fn new(first: &Url) -> Self {
+    pub(super) fn new(first: &Url) -> Self {
         PagesSeen(HashSet::from([first.clone()]))
     }
 
     /// Whether `next` is a page not read yet.
-    fn is_new(&mut self, next: &Url) -> Result<bool, StoreError> {
+    pub(super) fn is_new(&mut self, next: &Url) -> Result<bool, StoreError> {
         if self.0.contains(next) {
             return Ok(false);
         }

@@ -227,8 +227,8 @@ pub struct RegistryOptions {
     pub user_agent: String,
     /// `defaults.cacheCount`: entries per cache table (spec §7.4).
     pub cache_count: i64,
-    /// `defaults.cacheTime`: how long an entry lives after its last use. The cache is on only
-    /// when both this and `cache_count` are > 0.
+    /// `defaults.cacheTime`: how long an entry lives after it was stored (a hit does not
+    /// extend it). The cache is on only when both this and `cache_count` are > 0.
     pub cache_time: Duration,
     /// The run's cancellation: every request, retry wait and pause ends with
     /// `StoreError::Canceled` once it fires.

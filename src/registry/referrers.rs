@@ -6,15 +6,16 @@
 //! has none: it answers `404` with the plain-text body `404 page not found` (no registry error
 //! code), which is what marks the API absent. A `404` carrying a registry error code
 //! (`NAME_UNKNOWN`, …) comes from an API that exists: the repository is just not there yet.
-//! `405` and the `UNSUPPORTED` error code also mean "no API"; any other failure (401/403,
-//! server errors, broken pages) fails the copy and is not remembered.
+//! `405`, `400` and the `UNSUPPORTED` error code also mean "no API"; any other failure
+//! (401/403, server or network errors after the retries, broken pages) fails the copy and is
+//! not remembered.
 //!
 //! Keeping the target's listing current after a push of a manifest with a `subject`: a
 //! registry with the API indexes it itself (that is what its `OCI-Subject` answer says); for
 //! the others the fallback index is updated ([`crate::store::fallback_add`]).
 
 use super::client::Request;
-use super::listing::next_page_url;
+use super::listing::{next_page_url, PagesSeen};
 use super::RegistryStore;
 use crate::oci::{media, Descriptor, Digest, Manifest};
 use crate::reference::Reference;
@@ -22,18 +23,17 @@ use crate::store::{fallback_add, fallback_referrers, Referrers, StoreError};
 use dashmap::DashMap;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT};
 use reqwest::Method;
+use std::time::{Duration, Instant};
 
 /// Bound on one subject's referrer list (memory; a registry could page for ever).
 const MAX_REFERRERS: usize = 10_000;
-use std::time::{Duration, Instant};
-use url::Url;
 
 /// How long the presence or absence of the referrers API is remembered per repository.
 pub(super) const API_MEMORY: Duration = Duration::from_secs(300);
+/// Repositories whose referrers API presence is remembered at most, per store.
+const API_MEMORY_REPOS: usize = 10_000;
 /// Referrers pages are indexes; same bound as a manifest pull.
 const PAGE_LIMIT: usize = 8 << 20;
-/// A runaway `Link` chain stops here.
-const MAX_PAGES: usize = 1000;
 
 /// What one `RegistryStore` learned about the referrers API: `<registry>/<repository>` →
 /// (API present, when learned). Owned by the store, so two engines in one process (or a
@@ -59,8 +59,18 @@ impl ApiMemory {
         }
     }
 
+    /// At most [`API_MEMORY_REPOS`] repositories: a full table drops what has expired, and
+    /// starts over if nothing has. Forgetting is safe: the next listing or push in that
+    /// repository asks the API again (one request) and learns the same answer.
     fn remember(&self, r: &Reference, present: bool) {
-        self.repos.insert(repo_key(r), (present, Instant::now()));
+        let key = repo_key(r);
+        if !self.repos.contains_key(&key) && self.repos.len() >= API_MEMORY_REPOS {
+            self.repos.retain(|_, (_, at)| at.elapsed() < API_MEMORY);
+            if self.repos.len() >= API_MEMORY_REPOS {
+                self.repos.clear();
+            }
+        }
+        self.repos.insert(key, (present, Instant::now()));
     }
 }
 
@@ -70,23 +80,28 @@ enum Api {
     Listed(Vec<Descriptor>),
     /// No referrers API here (remember it).
     Absent,
-    /// The API could not be asked (401/403, network, server error, a broken page): an error
-    /// of this copy, and nothing remembered. Guessing "no API" instead would copy an image
-    /// without its signatures and SBOMs, or write fallback tags into a registry that indexes
-    /// referrers itself.
+    /// The API could not be asked (401/403, network, server error, a broken page, too many
+    /// pages): an error of this copy, and nothing remembered. Guessing "no API" instead would
+    /// copy an image without its signatures and SBOMs, or write fallback tags into a registry
+    /// that indexes referrers itself.
     Failed(StoreError),
 }
 
-/// Only these answers to the first request mean "this registry has no referrers API":
-/// distribution 2.8's plain `404 page not found` (no registry error code), `405 Method Not
-/// Allowed`, and the distribution spec's `UNSUPPORTED` error code. An `Unauthorized` (401
-/// after the auth flow ran, 403) is a refusal, not an absence.
+/// These answers to the first request mean "this registry has no referrers API" (spec §6.5:
+/// fall back to the tag schema): distribution 2.8's plain `404 page not found` (no registry
+/// error code), `405 Method Not Allowed`, `400 Bad Request` (registries that reject the path
+/// they do not know as a bad request), and the distribution spec's `UNSUPPORTED` error code.
+/// An `Unauthorized` (401 after the auth flow ran, 403) is a refusal, not an absence; 5xx
+/// and network errors (after the client's retries) come from a registry that may well have
+/// the API and is briefly failing: neither is remembered, both fail this copy.
 fn first_page_failure(e: StoreError) -> Api {
     match e {
         StoreError::NotFound(None) => Api::Absent,
         // an API that knows neither the repository nor the subject: nothing refers to it
         StoreError::NotFound(Some(_)) => Api::Listed(Vec::new()),
-        StoreError::HttpStatus { status: 405, .. } => Api::Absent,
+        StoreError::HttpStatus {
+            status: 400 | 405, ..
+        } => Api::Absent,
         StoreError::HttpStatus { ref text, .. } if text.ends_with(": UNSUPPORTED") => Api::Absent,
         e => Api::Failed(e),
     }
@@ -138,12 +153,15 @@ async fn ask_api(store: &RegistryStore, repo: &Reference, subject: &Digest) -> A
         // a 200 that is not an index (a web page, a proxy's answer): no API
         return Api::Absent;
     };
-    let mut seen: Vec<Url> = vec![url];
+    // The same page rule as tag and catalog listings: a circle ends the listing, a chain
+    // past the page bound fails this copy rather than passing for the whole list.
+    let mut seen = PagesSeen::new(&url);
     while let Some(url) = next.take() {
-        if seen.contains(&url) || seen.len() >= MAX_PAGES {
-            break;
+        match seen.is_new(&url) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Api::Failed(e),
         }
-        seen.push(url.clone());
         let page = client
             .retry_body(|| async {
                 let req =
@@ -372,6 +390,21 @@ mod tests {
 
     /// A registry whose referrers API answers `status`; every request is recorded.
     async fn refusing(status: u16) -> (String, Arc<Mutex<Vec<String>>>) {
+        answering(
+            status,
+            "application/json",
+            r#"{"errors":[{"code":"DENIED"}]}"#,
+        )
+        .await
+    }
+
+    /// A registry whose referrers API answers `status` with `body`; every request is
+    /// recorded; no fallback tag exists.
+    async fn answering(
+        status: u16,
+        content_type: &'static str,
+        body: &'static str,
+    ) -> (String, Arc<Mutex<Vec<String>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
         let app = axum::Router::new().fallback(move |req: AxRequest| {
@@ -380,8 +413,7 @@ mod tests {
                 let (method, path) = (req.method().clone(), req.uri().path().to_string());
                 seen.lock().unwrap().push(format!("{method} {path}"));
                 if path.contains("/referrers/") {
-                    let body = r#"{"errors":[{"code":"DENIED"}]}"#.to_string();
-                    return response(status, "application/json", body);
+                    return response(status, content_type, body.to_string());
                 }
                 response(
                     404,
@@ -423,17 +455,136 @@ mod tests {
         }
     }
 
+    /// The answers of a registry without the API (spec §6.5: fall back to the tag schema):
+    /// distribution's plain 404, 405, 400 (registries that reject the unknown path as a bad
+    /// request) and the `UNSUPPORTED` code. The fallback tag is read and the absence remembered.
     #[tokio::test]
-    async fn a_405_means_no_api() {
+    async fn answers_of_a_registry_without_the_api_fall_back_to_the_tag() {
+        let json = "application/json";
+        let cases = [
+            (404, "text/plain", "404 page not found"),
+            (405, json, r#"{"errors":[{"code":"DENIED"}]}"#),
+            (400, json, r#"{"errors":[{"code":"NAME_INVALID"}]}"#),
+            (400, "text/plain", "bad request"),
+            (501, json, r#"{"errors":[{"code":"UNSUPPORTED"}]}"#),
+        ];
+        for (status, ct, body) in cases {
+            let subject = Digest::sha256_of(b"subject");
+            let (addr, seen) = answering(status, ct, body).await;
+            let s = store(&addr);
+            let repo = Reference::parse(&format!("{addr}/app")).unwrap();
+            let got = s.referrers(&repo, &subject).await;
+            assert_eq!(got.ok(), Some(Referrers::default()), "{status} {body}");
+            assert_eq!(s.referrers_api.known(&repo), Some(false), "{status} {body}");
+            let tag = format!("GET /v2/app/manifests/{}", fallback_tag(&subject));
+            assert!(
+                seen.lock().unwrap().contains(&tag),
+                "{status} {body}: fallback tag not read"
+            );
+        }
+    }
+
+    /// A registry that has the API but is failing right now (5xx after the retries, the
+    /// network): an error of this copy, nothing remembered and no fallback tag read or
+    /// written, so a registry that indexes referrers itself never gets fallback tags.
+    #[tokio::test]
+    async fn a_failing_api_is_an_error_not_a_missing_api() {
         let subject = Digest::sha256_of(b"subject");
-        let (addr, _seen) = refusing(405).await;
+        let (addr, seen) = answering(500, "text/plain", "oops").await;
         let s = store(&addr);
         let repo = Reference::parse(&format!("{addr}/app")).unwrap();
-        assert_eq!(
-            s.referrers(&repo, &subject).await.unwrap(),
-            Referrers::default()
+        let err = s.referrers(&repo, &subject).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::HttpStatus { status: 500, .. }),
+            "{err}"
         );
-        assert_eq!(s.referrers_api.known(&repo), Some(false));
+        assert_eq!(s.referrers_api.known(&repo), None);
+        let seen = seen.lock().unwrap().clone();
+        assert!(seen.iter().all(|l| l.contains("/referrers/")), "{seen:?}");
+
+        // nothing listens there any more
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let s = store(&closed);
+        let repo = Reference::parse(&format!("{closed}/app")).unwrap();
+        assert!(s.referrers(&repo, &subject).await.is_err());
+        assert!(s.referrer_added(&repo, &subject, &entry(1)).await.is_err());
+        assert_eq!(s.referrers_api.known(&repo), None);
+    }
+
+    /// A server syncing ever new repositories does not keep what it learned about each for
+    /// ever: the table is bounded, and what was just learned is kept.
+    #[test]
+    fn the_api_memory_is_bounded() {
+        let memory = ApiMemory::default();
+        let repo = |i: usize| Reference::parse(&format!("reg.example/app{i}")).unwrap();
+        for i in 0..API_MEMORY_REPOS * 2 + 1 {
+            memory.remember(&repo(i), i % 2 == 0);
+            assert!(memory.repos.len() <= API_MEMORY_REPOS, "{i}");
+            assert_eq!(memory.known(&repo(i)), Some(i % 2 == 0));
+        }
+        // one already known is updated in place, not counted twice
+        let n = memory.repos.len();
+        memory.remember(&repo(API_MEMORY_REPOS * 2), false);
+        assert_eq!(memory.repos.len(), n);
+    }
+
+    /// A registry whose referrers pages each hold `entry(page)` (none on page 0) and link to
+    /// page `next(page)`; returns its address and how many pages were asked.
+    async fn paging(next: fn(usize) -> usize, with_entries: bool) -> (String, Arc<Mutex<usize>>) {
+        let asked = Arc::new(Mutex::new(0));
+        let a2 = asked.clone();
+        let app = axum::Router::new().fallback(move |req: AxRequest| {
+            let asked = a2.clone();
+            async move {
+                *asked.lock().unwrap() += 1;
+                let page: usize = req
+                    .uri()
+                    .query()
+                    .and_then(|q| q.strip_prefix("page="))
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                let entries = if with_entries && page > 0 {
+                    vec![entry(page as u8)]
+                } else {
+                    Vec::new()
+                };
+                let mut r = response(200, media::OCI_INDEX, index(&entries));
+                let link = format!("<{}?page={}>; rel=\"next\"", req.uri().path(), next(page));
+                r.headers_mut().insert("link", link.parse().unwrap());
+                r
+            }
+        });
+        (test_util::serve(app).await, asked)
+    }
+
+    /// A listing cut short must not pass for the whole list: the referrers past the cut
+    /// (signatures, SBOMs) would silently not be copied.
+    #[tokio::test]
+    async fn referrers_pages_that_never_end_are_an_error() {
+        let subject = Digest::sha256_of(b"subject");
+        let (addr, asked) = paging(|p| p + 1, false).await;
+        let s = store(&addr);
+        let repo = Reference::parse(&format!("{addr}/app")).unwrap();
+        let err = s.referrers(&repo, &subject).await.unwrap_err();
+        assert!(err.to_string().contains("pages"), "{err}");
+        assert_eq!(*asked.lock().unwrap(), super::super::listing::MAX_PAGES);
+        // the API is there; nothing remembered as absent, no fallback tag read
+        assert_ne!(s.referrers_api.known(&repo), Some(false));
+    }
+
+    #[tokio::test]
+    async fn referrers_pages_linking_back_end_after_the_circle() {
+        // 0 → 1 → 2 → 1: every page of the circle has been read once
+        let subject = Digest::sha256_of(b"subject");
+        let (addr, asked) = paging(|p| if p == 2 { 1 } else { p + 1 }, true).await;
+        let s = store(&addr);
+        let repo = Reference::parse(&format!("{addr}/app")).unwrap();
+        let got = s.referrers(&repo, &subject).await.unwrap();
+        assert_eq!(got.descriptors, vec![entry(1), entry(2)]);
+        assert_eq!(*asked.lock().unwrap(), 3);
     }
 
     /// What one store learned about a registry's referrers API stays with it: a second

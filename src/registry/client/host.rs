@@ -10,11 +10,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use url::Url;
 
+/// Per-repository auth states (`repoAuth`) kept at most; see [`Host::auth`].
+pub(super) const AUTH_STATES: usize = 1_000;
+
 /// A registry name's connection settings, HTTP client and auth state.
 pub(crate) struct Host {
     pub config: HostConfig,
     pub(super) http: reqwest::Client,
-    /// One auth state per host, or per repository with `repoAuth` (spec §8.4).
+    /// One auth state per host, or per repository with `repoAuth` (spec §8.4), bounded.
     auth: Mutex<HashMap<String, Arc<Auth>>>,
 }
 
@@ -30,10 +33,27 @@ impl Host {
         }
     }
 
+    /// The auth state for a request on `repo`. With `repoAuth` there is one per repository,
+    /// at most [`AUTH_STATES`] kept: a full table forgets the states no request is using.
+    /// That is safe: a forgotten repository's next request is challenged and fetches its
+    /// token again, as its first one did, while a state in use stays, so concurrent requests
+    /// keep sharing one token fetch (the table never holds more than the bound plus the
+    /// requests in flight).
     pub(super) fn auth(&self, repo: &str) -> Arc<Auth> {
         let key = if self.config.repo_auth { repo } else { "" };
         let mut states = self.auth.lock().unwrap();
+        if let Some(state) = states.get(key) {
+            return state.clone();
+        }
+        if states.len() >= AUTH_STATES {
+            states.retain(|_, state| Arc::strong_count(state) > 1);
+        }
         states.entry(key.to_string()).or_default().clone()
+    }
+
+    #[cfg(test)]
+    pub(super) fn auth_states(&self) -> usize {
+        self.auth.lock().unwrap().len()
     }
 
     /// The origin the host's credentials belong to.

@@ -59,6 +59,10 @@ use url::Url;
 /// long after the last byte, is a hung request.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Distinct `Warning` texts remembered (and logged at warn level) per client; past it new
+/// texts are logged at debug level.
+pub(crate) const WARNINGS_KEPT: usize = 100;
+
 /// One registry request as the store layer describes it.
 pub(crate) struct Request {
     pub method: Method,
@@ -139,7 +143,8 @@ pub(crate) struct Client {
     gate: Arc<dyn RequestGate>,
     pub user_agent: String,
     pub log: Logger,
-    /// `Warning` texts already logged (spec §7.1: once per distinct text).
+    /// `Warning` texts already logged (spec §7.1: once per distinct text), at most
+    /// [`WARNINGS_KEPT`].
     warnings: Mutex<HashSet<String>>,
     /// Manifests and referrer lists (spec §7.4).
     pub cache: Cache,
@@ -454,8 +459,20 @@ impl Client {
                 .map(|(_, t)| t.trim_end_matches('"'))
                 .unwrap_or(text)
                 .to_string();
-            if self.warnings.lock().unwrap().insert(text.clone()) {
+            let mut seen = self.warnings.lock().unwrap();
+            if seen.contains(&text) {
+                continue;
+            }
+            // A registry that puts a request id in its warnings makes every one distinct:
+            // past the bound the set stops growing and new texts are logged at debug level
+            // (the first ones were shown; a server running for months keeps a bounded set).
+            if seen.len() < WARNINGS_KEPT {
+                seen.insert(text.clone());
+                drop(seen);
                 warn!(self.log, "Registry warning message"; "warning" => text);
+            } else {
+                drop(seen);
+                debug!(self.log, "Registry warning message"; "warning" => text);
             }
         }
     }

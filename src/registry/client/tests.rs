@@ -398,3 +398,73 @@ async fn progress_stalls_after_idle() {
     p.finish();
     assert!(p.finished());
 }
+
+/// Every record logged: `LEVEL message`.
+fn capturing_log() -> (Logger, Arc<Mutex<Vec<String>>>) {
+    struct Capture(Arc<Mutex<Vec<String>>>);
+    impl slog::Drain for Capture {
+        type Ok = ();
+        type Err = slog::Never;
+        fn log(&self, r: &slog::Record, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+            let line = format!("{} {}", r.level().as_short_str(), r.msg());
+            self.0.lock().unwrap().push(line);
+            Ok(())
+        }
+    }
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    (Logger::root(Capture(lines.clone()), slog::o!()), lines)
+}
+
+/// A registry that puts a request id in its `Warning`s must not grow the set of texts
+/// already logged for the life of a server: past the bound, new texts go to debug level.
+#[test]
+fn warning_texts_remembered_are_bounded() {
+    let (log, lines) = capturing_log();
+    let c = Client::with_certs_dir(
+        vec![],
+        Arc::new(super::super::OpenGate),
+        RegistryOptions::new("ua"),
+        log,
+        None,
+    )
+    .unwrap();
+    let extra = 50;
+    for i in 0..WARNINGS_KEPT + extra {
+        let mut h = HeaderMap::new();
+        let text = format!("299 - \"deprecated API (request {i})\"");
+        h.insert("warning", text.parse().unwrap());
+        c.log_warnings(&h);
+        // the same text again is not logged again
+        c.log_warnings(&h);
+    }
+    let lines = lines.lock().unwrap().clone();
+    let count = |level: &str| {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(level) && l.contains("Registry warning message"))
+            .count()
+    };
+    assert_eq!(count("WARN"), WARNINGS_KEPT);
+    assert!(count("DEBG") >= extra, "{lines:?}");
+    assert!(c.warnings.lock().unwrap().len() <= WARNINGS_KEPT);
+}
+
+/// With `repoAuth` a server syncing ever new repositories must not keep an auth state for
+/// each for ever; a state in use by a request is never dropped.
+#[test]
+fn per_repository_auth_states_are_bounded() {
+    let config = HostConfig {
+        repo_auth: true,
+        ..HostConfig::for_name("reg.example:5000")
+    };
+    let h = Host::new(config, reqwest::Client::new());
+    let in_use = h.auth("kept");
+    for i in 0..AUTH_STATES * 3 {
+        h.auth(&format!("repo{i}"));
+        assert!(h.auth_states() <= AUTH_STATES, "{i}: {}", h.auth_states());
+    }
+    assert!(Arc::ptr_eq(&h.auth("kept"), &in_use));
+    // an idle state lives on until the table is full
+    let idle = Arc::as_ptr(&h.auth("idle"));
+    assert_eq!(Arc::as_ptr(&h.auth("idle")), idle);
+}
