@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod config;
 pub mod copy;
+pub mod cron;
 pub mod engine;
 pub mod filter;
 pub mod gocompat;

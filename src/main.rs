@@ -3,7 +3,7 @@
 
 use regsync::cli::{self, Cli, Command, Parsed};
 use regsync::config::{config_yaml, template, Config};
-use regsync::engine::cron::Clock;
+use regsync::cron::Clock;
 use regsync::engine::{Engine, EngineOptions, Mode};
 use regsync::log::{logger, Verbosity};
 use std::io::Write;

@@ -27,7 +27,7 @@ pub struct RunSteps {
 pub struct Serve {
     pub steps: Vec<Arc<StepCtx>>,
     /// Where "now" comes from (the wall clock, or tokio's clock in tests).
-    pub clock: super::cron::Clock,
+    pub clock: crate::cron::Clock,
 }
 
 /// Scheduler ← metrics: what every scheduled step has done so far.

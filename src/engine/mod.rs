@@ -4,7 +4,6 @@
 //! registry host owning its request limits. See `docs`-style overview in the README.
 
 pub mod blob_mover;
-pub mod cron;
 pub mod manifest_resolver;
 pub mod messages;
 pub mod rate_limit_watcher;
@@ -256,7 +255,7 @@ impl Engine {
     /// `regsync server` (spec §12): the initial pass, then every step on its schedule until
     /// `self.run.cancel` fires. The report holds the errors of each step's last run, and a
     /// count of earlier ones.
-    pub async fn serve(&self, config: &Config, clock: cron::Clock) -> RunReport {
+    pub async fn serve(&self, config: &Config, clock: crate::cron::Clock) -> RunReport {
         let steps = self.step_ctxs(config);
         match self.scheduler.send(messages::Serve { steps, clock }).await {
             Ok(report) => report,

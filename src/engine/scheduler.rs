@@ -9,7 +9,7 @@
 //! `--abort-on-error`): timers stop, running steps see the cancellation (image copies are
 //! dropped before their tag is pushed) and are waited for.
 
-use super::cron::{self, Clock, Schedule};
+use crate::cron::{self, Clock, Schedule};
 use super::messages::{GetStepStats, ListStep, RunSteps, Serve};
 use super::report::{RunReport, StepRunReport, StepStats};
 use super::tag_lister::TagLister;
