@@ -9,11 +9,11 @@
 //! `--abort-on-error`): timers stop, running steps see the cancellation (image copies are
 //! dropped before their tag is pushed) and are waited for.
 
-use crate::cron::{self, Clock, Schedule};
 use super::messages::{GetStepStats, ListStep, RunSteps, Serve};
 use super::report::{RunReport, StepRunReport, StepStats};
 use super::tag_lister::TagLister;
 use super::{CopyError, Mode, RunCtx, StepCtx};
+use crate::cron::{self, Clock, Schedule};
 use actix::{Actor, Addr, Context, Handler, MessageResult, ResponseFuture};
 use futures::future::{join_all, BoxFuture};
 use std::collections::BTreeMap;
