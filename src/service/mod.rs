@@ -184,6 +184,46 @@ async fn status_endpoint(State(ask): State<Ask>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix::{Actor, Context, Handler, ResponseFuture};
+
+    /// A scheduler that never answers in time (a wedged actor system).
+    struct Wedged;
+
+    impl Actor for Wedged {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<GetSchedulerState> for Wedged {
+        type Result = ResponseFuture<SchedulerState>;
+
+        fn handle(&mut self, _: GetSchedulerState, _: &mut Context<Self>) -> Self::Result {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                unreachable!("answered after an hour")
+            })
+        }
+    }
+
+    #[test]
+    fn healthz_is_503_when_the_scheduler_does_not_answer_within_2s() {
+        actix::System::new().block_on(async {
+            let ask = Ask {
+                scheduler: Wedged.start().recipient(),
+                version: "test",
+            };
+            let started = std::time::Instant::now();
+            let r = healthz(State(ask.clone())).await;
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let waited = started.elapsed();
+            assert!(
+                waited >= ANSWER_WITHIN && waited < Duration::from_secs(15),
+                "{waited:?}"
+            );
+            // Every endpoint gives up the same way rather than hanging the prober.
+            let r = readyz(State(ask)).await;
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        });
+    }
 
     #[test]
     fn listen_addresses() {
