@@ -178,6 +178,11 @@ pub struct RunFlags {
     #[arg(long = "shutdown-timeout", default_value = "30s", value_name = "duration",
           value_parser = parse_shutdown_timeout, hide_default_value = true)]
     pub shutdown_timeout: std::time::Duration,
+    /// Serve /metrics, /healthz, /readyz and /status on this address (host:port or :port);
+    /// without it no port is opened
+    #[arg(long = "listen", env = "REGSYNC_LISTEN", value_name = "addr",
+          value_parser = clap::value_parser!(crate::service::ListenAddr), hide_env_values = true)]
+    pub listen: Option<crate::service::ListenAddr>,
     #[arg(hide = true)]
     pub args: Vec<String>,
 }
@@ -298,6 +303,7 @@ const VALUE_FLAGS: &[&str] = &[
     "-c",
     "--config",
     "--format",
+    "--listen",
 ];
 
 /// The non-flag arguments in order (skipping the program name and flag values).

@@ -13,4 +13,5 @@ pub mod ocidir;
 pub mod platform;
 pub mod reference;
 pub mod registry;
+pub mod service;
 pub mod store;

@@ -126,10 +126,23 @@ fn run_engine(
     let (log, log_flush) = logger(verbosity, cli.json_logs());
     let config = load(cli)?;
     let shutdown_timeout = flags.shutdown_timeout;
+    let listen = flags.listen.clone();
     let options = engine_options(&config, flags.abort_on_error, &log);
     let report = system().block_on(async move {
+        // The port opens before any step runs: a bad address ends the command at once.
+        let listener = match &listen {
+            Some(addr) => Some(
+                regsync::service::bind(addr)
+                    .await
+                    .map_err(|e| vec![e.to_string()])?,
+            ),
+            None => None,
+        };
         let engine =
             Engine::start(&config, options, log.clone()).map_err(|e| vec![e.to_string()])?;
+        if let Some(listener) = listener {
+            regsync::service::serve(listener, engine.scheduler.clone().recipient(), log.clone());
+        }
         let cancel = engine.run.cancel.clone();
         let signalled = watch_signals(cancel.clone(), log.clone())
             .map_err(|e| vec![format!("failed to install signal handlers: {e}")])?;

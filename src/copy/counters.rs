@@ -23,9 +23,13 @@ pub enum Counter {
     BlobsDeduped,
     ManifestsPushed,
     BytesCopied,
+    /// Images handed to the copy algorithm; each one later ends in one `Images*` outcome
+    /// ([`ImagesChecked`](Counter::ImagesChecked) counts those), so the difference is the
+    /// images in flight without a gauge of its own.
+    ImagesStarted,
 }
 
-const COUNTERS: usize = 12;
+const COUNTERS: usize = 13;
 
 /// Counters of one step run, or of a whole run (the parent of its step runs).
 #[derive(Debug, Default)]
@@ -49,6 +53,7 @@ pub struct CountSnapshot {
     pub blobs_deduped: u64,
     pub manifests_pushed: u64,
     pub bytes_copied: u64,
+    pub images_started: u64,
 }
 
 impl Counters {
@@ -91,7 +96,15 @@ impl Counters {
             blobs_deduped: g(BlobsDeduped),
             manifests_pushed: g(ManifestsPushed),
             bytes_copied: g(BytesCopied),
+            images_started: g(ImagesStarted),
         }
+    }
+
+    /// Images started and not yet ended. `ImagesChecked` is read first: an image is started
+    /// before it is checked, so the later read of `ImagesStarted` is never behind it.
+    pub fn images_in_flight(&self) -> u64 {
+        let ended = self.get(Counter::ImagesChecked);
+        self.get(Counter::ImagesStarted).saturating_sub(ended)
     }
 }
 
@@ -110,6 +123,7 @@ impl CountSnapshot {
         self.blobs_deduped += other.blobs_deduped;
         self.manifests_pushed += other.manifests_pushed;
         self.bytes_copied += other.bytes_copied;
+        self.images_started += other.images_started;
     }
 }
 
@@ -139,5 +153,18 @@ mod tests {
         // The last counter has a cell of its own.
         a.bump(Counter::BytesCopied);
         assert_eq!(a.snapshot().bytes_copied, 11);
+        a.bump(Counter::ImagesStarted);
+        assert_eq!(a.snapshot().images_started, 1);
+    }
+
+    #[test]
+    fn images_in_flight_are_started_minus_ended() {
+        let c = Counters::default();
+        assert_eq!(c.images_in_flight(), 0);
+        c.bump(Counter::ImagesStarted);
+        c.bump(Counter::ImagesStarted);
+        assert_eq!(c.images_in_flight(), 2);
+        c.bump(Counter::ImagesChecked);
+        assert_eq!(c.images_in_flight(), 1);
     }
 }

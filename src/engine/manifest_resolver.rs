@@ -7,7 +7,7 @@
 use super::blob_mover::{BlobMover, MoverSink};
 use super::messages::{MayPull, PullVerdict, RateLimitQuery, SyncImage};
 use super::rate_limit_watcher::RateLimitWatcher;
-use super::report::ImageOutcome;
+use super::report::{Counter, ImageOutcome};
 use super::{on_pool, CopyError, Mode, RunCtx, StepCtx};
 use crate::copy::{head_or_get, pinned, Copier, CopyEnv, CopyOpts};
 use crate::oci::{media, Descriptor, Manifest};
@@ -84,6 +84,8 @@ impl Handler<SyncImage> for ManifestResolver {
 
     fn handle(&mut self, msg: SyncImage, _ctx: &mut Context<Self>) -> Self::Result {
         let counters = msg.step.counters.clone();
+        // Ended by `record` below, whatever the outcome (the in-flight gauge).
+        counters.bump(Counter::ImagesStarted);
         let job = ImageJob {
             step: msg.step,
             parallel: self.parallel.clone(),

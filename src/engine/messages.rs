@@ -30,10 +30,11 @@ pub struct Serve {
     pub clock: crate::cron::Clock,
 }
 
-/// Scheduler ← metrics: what every scheduled step has done so far.
+/// Scheduler ← the service endpoints (`--listen`): what every step has done so far, and
+/// where the run stands. Answered at once from the scheduler's own bookkeeping.
 #[derive(Message)]
-#[rtype(result = "Vec<super::report::StepStats>")]
-pub struct GetStepStats;
+#[rtype(result = "super::report::SchedulerState")]
+pub struct GetSchedulerState;
 
 /// TagLister ← Scheduler: list what a step names (catalog, tags) and hand every selected image
 /// to the ManifestResolver as soon as its page arrives.

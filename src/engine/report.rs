@@ -2,7 +2,7 @@
 
 use super::{Mode, StepCtx};
 pub use crate::copy::counters::{CountSnapshot, Counter, Counters};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// What happened to one image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,31 +123,79 @@ impl StepRunReport {
     }
 }
 
-/// Everything `server` knows about one step, kept for metrics.
+/// What the scheduler knows about one step, as the service endpoints see it (`/metrics`,
+/// `/status`, `/readyz`): plain data, copied out of the scheduler in one message.
 #[derive(Clone, Debug, Default)]
-pub struct StepStats {
+pub struct StepState {
+    /// Position of the step in the file (`sync[N]`).
     pub step: usize,
+    /// `type`, `source` and `target` as written in the config.
+    pub kind: String,
+    pub source: String,
+    pub target: String,
+    /// `schedule`, else `@every <interval>`; none when the step has neither.
+    pub schedule: Option<String>,
+    /// The longest gap between the schedule's next firings (`server` only): a step whose last
+    /// success is older than twice this is stale.
+    pub period: Option<Duration>,
+    /// The next firing (`server`, once the schedules run).
+    pub next_run: Option<SystemTime>,
     /// Completed runs (initial pass included).
     pub runs: u64,
     /// Runs that ended with at least one error.
     pub failed_runs: u64,
     /// Firings skipped because the previous run was still going.
     pub skipped_firings: u64,
-    /// Sum of the runs' counters.
-    pub totals: CountSnapshot,
-    pub total_duration: Duration,
-    pub last: Option<StepRunReport>,
+    /// Every run's counters: the completed runs and the one in progress.
+    pub counts: CountSnapshot,
+    /// The start of the run in progress.
+    pub running_since: Option<SystemTime>,
+    pub last_start: Option<SystemTime>,
+    pub last_end: Option<SystemTime>,
+    /// Whether the last completed run ended without an error.
+    pub last_ok: Option<bool>,
+    pub last_duration: Option<Duration>,
+    /// The first line of the last completed run's first error.
+    pub last_error: Option<String>,
+    /// The end of the last run without an error.
+    pub last_success: Option<SystemTime>,
 }
 
-impl StepStats {
-    pub fn record(&mut self, r: &StepRunReport) {
-        self.step = r.step;
+impl StepState {
+    /// A completed run of this step.
+    pub fn record(&mut self, r: &StepRunReport, ended: SystemTime) {
         self.runs += 1;
-        if !r.errors.is_empty() {
+        let ok = r.errors.is_empty();
+        if !ok {
             self.failed_runs += 1;
         }
-        self.totals.add(&r.counts);
-        self.total_duration += r.duration;
-        self.last = Some(r.clone());
+        self.counts.add(&r.counts);
+        self.running_since = None;
+        self.last_end = Some(ended);
+        self.last_ok = Some(ok);
+        self.last_duration = Some(r.duration);
+        self.last_error = r
+            .errors
+            .first()
+            .map(|e| e.lines().next().unwrap_or_default().to_string());
+        if ok {
+            self.last_success = Some(ended);
+        }
     }
+}
+
+/// The scheduler's answer to [`GetSchedulerState`](super::messages::GetSchedulerState).
+#[derive(Clone, Debug)]
+pub struct SchedulerState {
+    /// When the engine started.
+    pub started: SystemTime,
+    /// `server` (steps run on schedules) rather than `once`/`check`.
+    pub serving: bool,
+    /// `server`'s initial pass (or the single pass of `once`/`check`) has finished.
+    pub initial_pass_done: bool,
+    /// The whole process's counters (every step run adds to them).
+    pub totals: CountSnapshot,
+    pub images_in_flight: u64,
+    /// By step index; empty until a run or `server` starts.
+    pub steps: Vec<StepState>,
 }

@@ -9,8 +9,8 @@
 //! `--abort-on-error`): timers stop, running steps see the cancellation (image copies are
 //! dropped before their tag is pushed) and are waited for.
 
-use super::messages::{GetStepStats, ListStep, RunSteps, Serve};
-use super::report::{RunReport, StepRunReport, StepStats};
+use super::messages::{GetSchedulerState, ListStep, RunSteps, Serve};
+use super::report::{Counters, RunReport, SchedulerState, StepRunReport, StepState};
 use super::tag_lister::TagLister;
 use super::{CopyError, Mode, RunCtx, StepCtx};
 use crate::cron::{self, Clock, Schedule};
@@ -19,15 +19,17 @@ use futures::future::{join_all, BoxFuture};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-type Stats = Arc<Mutex<BTreeMap<usize, StepStats>>>;
+type Stats = Arc<Mutex<Book>>;
 
 pub struct Scheduler {
     run: Arc<RunCtx>,
     lister: Addr<TagLister>,
     stats: Stats,
+    started: SystemTime,
 }
 
 impl Scheduler {
@@ -36,6 +38,122 @@ impl Scheduler {
             run,
             lister,
             stats: Stats::default(),
+            started: SystemTime::now(),
+        }
+    }
+}
+
+/// The scheduler's bookkeeping of step runs: the one place `/metrics`, `/status` and
+/// `/readyz` read from (through [`GetSchedulerState`]).
+#[derive(Debug, Default)]
+struct Book {
+    steps: BTreeMap<usize, StepBook>,
+    serving: bool,
+    initial_pass_done: bool,
+    /// Set once `server`'s schedules run: where "now" comes from for the next firings.
+    firing: Option<Clock>,
+}
+
+#[derive(Debug, Default)]
+struct StepBook {
+    state: StepState,
+    schedule: Option<Schedule>,
+    /// The counters of the run in progress (read live, moved into `state.counts` at its end).
+    running: Option<Arc<Counters>>,
+}
+
+/// Firings looked at to find a schedule's period (a weekday cron's longest gap is the weekend).
+const PERIOD_FIRINGS: usize = 10;
+
+/// The longest gap between the next [`PERIOD_FIRINGS`] firings of `schedule` after `now`.
+fn period_of(
+    schedule: &Schedule,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<std::time::Duration> {
+    let mut at = schedule.next(now)?;
+    let mut longest = None;
+    for _ in 0..PERIOD_FIRINGS {
+        let Some(next) = schedule.next(at) else { break };
+        let gap = (next - at).to_std().ok();
+        longest = longest.max(gap);
+        at = next;
+    }
+    longest
+}
+
+fn lock(stats: &Stats) -> std::sync::MutexGuard<'_, Book> {
+    stats.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Book {
+    /// A step of the run about to start, with its schedule text and (in `server`) the parsed
+    /// schedule.
+    fn register(&mut self, step: &StepCtx, schedule: Option<String>, parsed: Option<Schedule>) {
+        let s = &step.step;
+        let period = parsed
+            .as_ref()
+            .and_then(|p| period_of(p, chrono::Utc::now()));
+        self.steps.insert(
+            step.index,
+            StepBook {
+                state: StepState {
+                    step: step.index,
+                    kind: s.kind.clone(),
+                    source: s.source.clone(),
+                    target: s.target.clone(),
+                    schedule,
+                    period,
+                    ..StepState::default()
+                },
+                schedule: parsed,
+                running: None,
+            },
+        );
+    }
+
+    fn begin(&mut self, step: &StepCtx) {
+        let b = self.steps.entry(step.index).or_default();
+        let now = SystemTime::now();
+        b.state.running_since = Some(now);
+        b.state.last_start = Some(now);
+        b.running = Some(step.counters.clone());
+    }
+
+    fn end(&mut self, report: &StepRunReport) {
+        let b = self.steps.entry(report.step).or_default();
+        // One lock: the run's counts leave `running` and enter the totals together, so a
+        // scrape never sees them twice or not at all.
+        b.running = None;
+        b.state.record(report, SystemTime::now());
+    }
+
+    fn skipped(&mut self, index: usize) {
+        self.steps.entry(index).or_default().state.skipped_firings += 1;
+    }
+
+    fn state(&self, run: &RunCtx, started: SystemTime) -> SchedulerState {
+        let now = self.firing.as_ref().map(Clock::now);
+        let steps = self
+            .steps
+            .values()
+            .map(|b| {
+                let mut st = b.state.clone();
+                if let Some(c) = &b.running {
+                    st.counts.add(&c.snapshot());
+                }
+                if let (Some(now), Some(schedule)) = (now, &b.schedule) {
+                    st.next_run = schedule.next(now).map(SystemTime::from);
+                }
+                st
+            })
+            .collect();
+        SchedulerState {
+            started,
+            serving: self.serving,
+            initial_pass_done: self.initial_pass_done,
+            totals: run.counters.snapshot(),
+            images_in_flight: run.counters.images_in_flight(),
+            steps,
         }
     }
 }
@@ -50,21 +168,47 @@ impl Handler<RunSteps> for Scheduler {
     fn handle(&mut self, msg: RunSteps, _ctx: &mut Context<Self>) -> Self::Result {
         let run = self.run.clone();
         let lister = self.lister.clone();
+        let stats = self.stats.clone();
+        {
+            let mut book = lock(&stats);
+            for step in &msg.steps {
+                let s = &step.step;
+                book.register(step, cron::step_schedule(&s.schedule, &s.interval), None);
+            }
+        }
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let list = |step| {
+            let list = |step: Arc<StepCtx>| {
                 let lister = lister.clone();
+                let stats = stats.clone();
+                let cancel = run.cancel.clone();
                 async move {
-                    match lister
+                    lock(&stats).begin(&step);
+                    let step_started = std::time::Instant::now();
+                    let errors = match lister
                         .send(ListStep {
-                            step,
+                            step: step.clone(),
                             mode: msg.mode,
                         })
                         .await
                     {
                         Ok(r) => r.errors,
                         Err(e) => vec![format!("internal error: tag lister: {e}")],
-                    }
+                    };
+                    let cancelled = cancel.is_cancelled();
+                    let report = StepRunReport {
+                        step: step.index,
+                        mode: msg.mode,
+                        errors: errors
+                            .iter()
+                            .filter(|e| !(cancelled && is_cancellation(e)))
+                            .cloned()
+                            .collect(),
+                        counts: step.counters.snapshot(),
+                        duration: step_started.elapsed(),
+                    };
+                    lock(&stats).end(&report);
+                    errors
                 }
             };
             let mut errors = Vec::new();
@@ -86,6 +230,7 @@ impl Handler<RunSteps> for Scheduler {
             if run.cancel.is_cancelled() {
                 errors.retain(|e| !is_cancellation(e));
             }
+            lock(&stats).initial_pass_done = true;
             let counts = run.counters.snapshot();
             counts.log(&run.log, started.elapsed().as_secs_f64());
             RunReport { errors, counts }
@@ -107,12 +252,11 @@ impl Handler<Serve> for Scheduler {
     }
 }
 
-impl Handler<GetStepStats> for Scheduler {
-    type Result = MessageResult<GetStepStats>;
+impl Handler<GetSchedulerState> for Scheduler {
+    type Result = MessageResult<GetSchedulerState>;
 
-    fn handle(&mut self, _msg: GetStepStats, _ctx: &mut Context<Self>) -> Self::Result {
-        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        MessageResult(stats.values().cloned().collect())
+    fn handle(&mut self, _msg: GetSchedulerState, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(lock(&self.stats).state(&self.run, self.started))
     }
 }
 
@@ -195,6 +339,17 @@ impl Server {
         let sequential = run.parallel.sequential_steps;
         let mut scheduled: Vec<(Arc<StepCtx>, Schedule)> = Vec::new();
         let mut initial: Vec<BoxFuture<'static, ()>> = Vec::new();
+        {
+            let mut book = lock(&self.stats);
+            book.serving = true;
+            // Every step is known to `/status` from the start, with or without a schedule.
+            for step in &steps {
+                let s = &step.step;
+                let text = cron::step_schedule(&s.schedule, &s.interval);
+                let parsed = text.as_deref().and_then(|t| cron::parse(t).ok());
+                book.register(step, text, parsed);
+            }
+        }
         for step in steps {
             if run.cancel.is_cancelled() {
                 break;
@@ -248,7 +403,9 @@ impl Server {
             }
         }
         join_all(initial).await;
+        lock(&self.stats).initial_pass_done = true;
         if !run.cancel.is_cancelled() {
+            lock(&self.stats).firing = Some(clock.clone());
             // Only now: a long initial pass delays every schedule.
             let loops: Vec<JoinHandle<()>> = scheduled
                 .into_iter()
@@ -294,8 +451,7 @@ impl Server {
             || {
                 slog::debug!(log, "Skipping task, previous run still running";
                     "source" => &source, "target" => &target, "type" => &kind);
-                let mut stats = stats.lock().unwrap_or_else(|e| e.into_inner());
-                stats.entry(index).or_default().skipped_firings += 1;
+                lock(&stats).skipped(index);
             },
         )
         .await;
@@ -304,6 +460,7 @@ impl Server {
     /// One run of one step: its errors (cancellations left out), a `Step summary` line and
     /// the step's statistics.
     async fn run_step(&self, step: Arc<StepCtx>, mode: Mode) -> Vec<String> {
+        lock(&self.stats).begin(&step);
         let started = tokio::time::Instant::now();
         let errors = match self
             .lister
@@ -329,8 +486,7 @@ impl Server {
             duration: started.elapsed(),
         };
         report.log(self.log(), &step);
-        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        stats.entry(step.index).or_default().record(&report);
+        lock(&self.stats).end(&report);
         report.errors
     }
 }
@@ -524,6 +680,17 @@ mod tests {
         clean.run(0, Vec::new());
         clean.run(0, Vec::new());
         assert!(clean.lines().is_empty());
+    }
+
+    #[test]
+    fn a_schedule_period_is_its_longest_gap() {
+        let at = utc("2024-01-03T12:00:00Z"); // a Wednesday
+        let p = |spec: &str| period_of(&cron::parse(spec).unwrap(), at).map(|d| d.as_secs());
+        assert_eq!(p("@every 90s"), Some(90));
+        assert_eq!(p("TZ=UTC */15 * * * *"), Some(15 * 60));
+        // Weekdays at 09:00: the weekend gap, not a day.
+        assert_eq!(p("TZ=UTC 0 9 * * 1-5"), Some(3 * 24 * 3600));
+        assert_eq!(p("0 0 30 2 *"), None);
     }
 
     #[test]

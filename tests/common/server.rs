@@ -232,3 +232,41 @@ impl Drop for Server {
         }
     }
 }
+
+/// `--listen`: the address the process logged in its `Listening` line (waits for it).
+impl Server {
+    pub fn listen_addr(&mut self) -> String {
+        let line = self.wait_log("Listening", Duration::from_secs(10), |_| true);
+        line["addr"]
+            .as_str()
+            .unwrap_or_else(|| panic!("Listening without addr: {line}"))
+            .to_string()
+    }
+}
+
+/// `GET http://{addr}{path}`: the status and the body text (panics when nothing answers).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    super::block_on(async {
+        let resp = super::http()
+            .get(format!("http://{addr}{path}"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"));
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    })
+}
+
+/// The value of the sample `name{labels}` (`labels` as written in the exposition, without
+/// braces; empty for none) in a Prometheus text exposition.
+pub fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = if labels.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(&key)?.strip_prefix(' ')?.trim().parse().ok())
+}

@@ -1,0 +1,254 @@
+//! `GET /metrics`: the Prometheus text exposition of one [`SchedulerState`].
+//!
+//! Nothing is counted here: every value is read from the counters the copy already bumps
+//! (`copy::counters`) and the scheduler's bookkeeping of step runs, copied out in one message
+//! per scrape. A [`Collector`] writes them in a fixed order (steps by index), so two scrapes of
+//! the same state are byte for byte the same. Label values come from the config only (step
+//! index, type, source and target as written); never a tag or a digest.
+
+use crate::engine::report::{SchedulerState, StepState};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::time::SystemTime;
+
+/// The `Content-Type` of [`render`]'s text (Prometheus text format 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// The exposition of `state` for a binary of `version`.
+pub fn render(state: &SchedulerState, version: &str) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exposition {
+        state: state.clone(),
+        version: version.to_string(),
+    }));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
+    out
+}
+
+#[derive(Debug)]
+struct Exposition {
+    state: SchedulerState,
+    version: String,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn step_label(s: &StepState) -> Labels {
+    vec![("step", s.step.to_string())]
+}
+
+/// One metric family: its descriptor, then one sample per label set.
+fn family<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (Labels, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, m) in samples {
+        m.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter(v: u64) -> ConstCounter<u64> {
+    ConstCounter::new(v)
+}
+
+fn gauge(v: f64) -> ConstGauge<f64> {
+    ConstGauge::new(v)
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let st = &self.state;
+        let steps = &st.steps;
+        family(
+            &mut enc,
+            "regsync_build_info",
+            "The running regsync-rs version (always 1).",
+            MetricType::Gauge,
+            [(vec![("version", self.version.clone())], gauge(1.0))],
+        )?;
+        // Counter names go without `_total`: the encoder adds it.
+        family(
+            &mut enc,
+            "regsync_step_runs",
+            "Completed runs of a sync step, by result (failed: at least one error).",
+            MetricType::Counter,
+            steps.iter().flat_map(|s| {
+                let labels = |result: &str| {
+                    vec![
+                        ("step", s.step.to_string()),
+                        ("type", s.kind.clone()),
+                        ("source", s.source.clone()),
+                        ("target", s.target.clone()),
+                        ("result", result.to_string()),
+                    ]
+                };
+                [
+                    (labels("ok"), counter(s.runs - s.failed_runs)),
+                    (labels("failed"), counter(s.failed_runs)),
+                ]
+            }),
+        )?;
+        family(
+            &mut enc,
+            "regsync_step_last_run_timestamp_seconds",
+            "When the last completed run of a sync step ended (Unix time).",
+            MetricType::Gauge,
+            steps
+                .iter()
+                .filter_map(|s| Some((step_label(s), gauge(seconds(s.last_end?))))),
+        )?;
+        family(
+            &mut enc,
+            "regsync_step_last_success_timestamp_seconds",
+            "When the last run of a sync step without an error ended (Unix time).",
+            MetricType::Gauge,
+            steps
+                .iter()
+                .filter_map(|s| Some((step_label(s), gauge(seconds(s.last_success?))))),
+        )?;
+        family(
+            &mut enc,
+            "regsync_step_next_run_timestamp_seconds",
+            "When a sync step fires next (Unix time; server, once the schedules run).",
+            MetricType::Gauge,
+            steps
+                .iter()
+                .filter_map(|s| Some((step_label(s), gauge(seconds(s.next_run?))))),
+        )?;
+        family(
+            &mut enc,
+            "regsync_images",
+            "Images a sync step handled, by result (the run in progress included).",
+            MetricType::Counter,
+            steps.iter().flat_map(|s| {
+                let c = &s.counts;
+                [
+                    ("copied", c.images_copied),
+                    ("matched", c.images_matched),
+                    ("skipped", c.images_skipped),
+                    ("failed", c.images_failed),
+                ]
+                .map(|(result, n)| {
+                    (
+                        vec![("step", s.step.to_string()), ("result", result.to_string())],
+                        counter(n),
+                    )
+                })
+            }),
+        )?;
+        let t = &st.totals;
+        family(
+            &mut enc,
+            "regsync_blobs",
+            "Blobs made present in a target, by how (copied, mounted, skipped: already there, \
+             deduped: another image's copy of it was awaited).",
+            MetricType::Counter,
+            [
+                ("copied", t.blobs_copied),
+                ("mounted", t.blobs_mounted),
+                ("skipped", t.blobs_skipped),
+                ("deduped", t.blobs_deduped),
+            ]
+            .map(|(result, n)| (vec![("result", result.to_string())], counter(n))),
+        )?;
+        family(
+            &mut enc,
+            "regsync_copied_bytes",
+            "Blob bytes written to targets.",
+            MetricType::Counter,
+            [(Labels::new(), counter(t.bytes_copied))],
+        )?;
+        family(
+            &mut enc,
+            "regsync_images_in_flight",
+            "Images being synced now.",
+            MetricType::Gauge,
+            [(Labels::new(), gauge(st.images_in_flight as f64))],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::report::CountSnapshot;
+    use std::time::Duration;
+
+    fn state() -> SchedulerState {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        SchedulerState {
+            started: at,
+            serving: true,
+            initial_pass_done: true,
+            totals: CountSnapshot {
+                blobs_copied: 4,
+                blobs_mounted: 1,
+                bytes_copied: 1234,
+                ..Default::default()
+            },
+            images_in_flight: 2,
+            steps: vec![StepState {
+                step: 0,
+                kind: "repository".into(),
+                source: "src.example:5000/a\"b".into(),
+                target: "dst.example/a".into(),
+                runs: 3,
+                failed_runs: 1,
+                counts: CountSnapshot {
+                    images_copied: 5,
+                    images_matched: 7,
+                    ..Default::default()
+                },
+                last_end: Some(at),
+                last_success: Some(at - Duration::from_secs(60)),
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn exposition_names_labels_and_values() {
+        let text = render(&state(), "1.2.3");
+        for line in [
+            "# TYPE regsync_build_info gauge",
+            "regsync_build_info{version=\"1.2.3\"} 1.0",
+            "# TYPE regsync_step_runs_total counter",
+            "regsync_step_runs_total{step=\"0\",type=\"repository\",source=\"src.example:5000/a\\\"b\",target=\"dst.example/a\",result=\"ok\"} 2",
+            "regsync_step_runs_total{step=\"0\",type=\"repository\",source=\"src.example:5000/a\\\"b\",target=\"dst.example/a\",result=\"failed\"} 1",
+            "regsync_step_last_run_timestamp_seconds{step=\"0\"} 1700000000.0",
+            "regsync_step_last_success_timestamp_seconds{step=\"0\"} 1699999940.0",
+            "# TYPE regsync_step_next_run_timestamp_seconds gauge",
+            "regsync_images_total{step=\"0\",result=\"copied\"} 5",
+            "regsync_images_total{step=\"0\",result=\"matched\"} 7",
+            "regsync_images_total{step=\"0\",result=\"failed\"} 0",
+            "regsync_blobs_total{result=\"copied\"} 4",
+            "regsync_blobs_total{result=\"mounted\"} 1",
+            "regsync_copied_bytes_total 1234",
+            "regsync_images_in_flight 2.0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        // No sample for a time that never happened.
+        assert!(!text.contains("regsync_step_next_run_timestamp_seconds{"));
+        // The same state renders the same text.
+        assert_eq!(text, render(&state(), "1.2.3"));
+    }
+}
