@@ -295,19 +295,32 @@ fn context_str(e: &clap::Error, kind: ContextKind) -> Option<String> {
     }
 }
 
-/// Flags taking a value (their next argument is not a command).
-const VALUE_FLAGS: &[&str] = &[
-    "-v",
-    "--verbosity",
-    "--logopt",
-    "-c",
-    "--config",
-    "--format",
-    "--listen",
-];
+/// Flags whose value is the next word (`-c FILE`), read from the one clap definition of
+/// every command (flags written `--flag=value` only, like `--missing`, are not among them).
+fn value_flags() -> Vec<String> {
+    fn collect(cmd: &clap::Command, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            if arg.is_positional()
+                || arg.is_require_equals_set()
+                || !arg.get_action().takes_values()
+            {
+                continue;
+            }
+            out.extend(arg.get_long().map(|l| format!("--{l}")));
+            out.extend(arg.get_short().map(|c| format!("-{c}")));
+        }
+        for sub in cmd.get_subcommands() {
+            collect(sub, out);
+        }
+    }
+    let mut out = Vec::new();
+    collect(&Cli::command(), &mut out);
+    out
+}
 
 /// The non-flag arguments in order (skipping the program name and flag values).
 fn words(args: &[String]) -> Vec<&str> {
+    let value_flags = value_flags();
     let mut out = Vec::new();
     let mut i = 1;
     while i < args.len() {
@@ -317,7 +330,7 @@ fn words(args: &[String]) -> Vec<&str> {
             break;
         }
         if a.starts_with('-') && a.len() > 1 {
-            if VALUE_FLAGS.contains(&a) {
+            if value_flags.iter().any(|f| f == a) {
                 i += 1;
             }
         } else {
@@ -603,6 +616,25 @@ pub fn version_info() -> VersionInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_flag_value_is_skipped_when_looking_for_the_command() {
+        let args: Vec<String> = [
+            "regsync",
+            "--shutdown-timeout",
+            "5s",
+            "--listen",
+            ":9090",
+            "-c",
+            "f.yml",
+            "once",
+            "--missing=true",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(words(&args), ["once"]);
+    }
 
     fn fail(args: &[&str]) -> String {
         let mut v = vec!["regsync"];
