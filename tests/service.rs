@@ -157,6 +157,76 @@ fn metrics_count_the_copies_and_readyz_flips_after_the_initial_pass() {
         (now + 3000.0..=now + 3601.0).contains(&next),
         "{next} vs {now}"
     );
+    // Every request is counted by registry, method, endpoint and status: the manifest PUTs
+    // the target answered 201 are the manifests pushed, the source's blob GETs the blobs
+    // copied, and a request's duration is observed once per send.
+    let manifests_pushed: u64 = summaries
+        .iter()
+        .map(|s| s["manifests_pushed"].as_u64().unwrap())
+        .sum();
+    assert!(manifests_pushed >= images.len() as u64);
+    let req = |host: &str, method: &str, kind: &str, code: &str| {
+        metric(
+            &text,
+            "regsync_http_requests_total",
+            &format!("registry=\"{host}\",method=\"{method}\",kind=\"{kind}\",code=\"{code}\""),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(
+        req(&dst.host(), "PUT", "manifest", "201"),
+        manifests_pushed as f64,
+        "{text}"
+    );
+    assert_eq!(
+        req(&src.host(), "GET", "blob", "200"),
+        blobs_copied as f64,
+        "{text}"
+    );
+    // The missing image of step 1: one 404 on the source's manifest endpoint at least.
+    assert!(
+        req(&src.host(), "HEAD", "manifest", "404") + req(&src.host(), "GET", "manifest", "404")
+            >= 1.0,
+        "{text}"
+    );
+    let sent_to_src: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("regsync_http_requests_total{")
+                && l.contains(&format!("registry=\"{}\"", src.host()))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    let timed_at_src: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("regsync_http_request_duration_seconds_count{")
+                && l.contains(&format!("registry=\"{}\"", src.host()))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(sent_to_src > 0.0);
+    assert_eq!(sent_to_src, timed_at_src, "{text}");
+    for host in [src.host(), dst.host()] {
+        let r = format!("registry=\"{host}\"");
+        assert_eq!(m("regsync_http_retries_total", &r), 0.0);
+        assert_eq!(m("regsync_requests_in_flight", &r), 0.0);
+        assert_eq!(m("regsync_ratelimit_waits_total", &r), 0.0);
+        // A registry that reports no pull budget has no remaining sample.
+        assert!(
+            metric(&text, "regsync_ratelimit_remaining", &r).is_none(),
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("# TYPE regsync_ratelimit_remaining gauge"),
+        "{text}"
+    );
+    assert_eq!(
+        m("regsync_step_run_duration_seconds_count", "step=\"0\""),
+        1.0
+    );
+    assert!(m("regsync_step_run_duration_seconds_sum", "step=\"0\"") > 0.0);
     // No per-tag label anywhere.
     assert!(!text.contains("v0") && !text.contains("sha256"), "{text}");
 
@@ -194,6 +264,35 @@ fn metrics_count_the_copies_and_readyz_flips_after_the_initial_pass() {
     let err = b["last_error"].as_str().unwrap_or_else(|| panic!("{st}"));
     assert!(err.contains("sync[1]") && !err.contains('\n'), "{err}");
     assert_eq!(b["stale"], false, "{st}");
+    // Per registry: what was sent, and the blob bytes each way (manifests add to them).
+    let regs = st["registries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{st}"));
+    let reg = |host: String| {
+        regs.iter()
+            .find(|r| r["registry"] == host.as_str())
+            .unwrap_or_else(|| panic!("no registry {host} in {st}"))
+    };
+    let (rs, rd) = (reg(src.host()), reg(dst.host()));
+    assert_eq!(rs["requests"].as_f64().unwrap(), sent_to_src, "{st}");
+    assert!(
+        rs["bytes_read"].as_u64().unwrap() >= bytes_written as u64,
+        "{st}"
+    );
+    assert!(
+        rd["bytes_written"].as_u64().unwrap() >= bytes_written as u64,
+        "{st}"
+    );
+    assert_eq!(rs["retries"], 0, "{st}");
+    assert_eq!(rs["rate_limit_remaining"], Value::Null, "{st}");
+    assert!(
+        rd["requests_by_kind"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kind"] == "upload"),
+        "{st}"
+    );
 
     server.signal(libc::SIGTERM);
     let (st, _) = server.wait_exit(Duration::from_secs(15));

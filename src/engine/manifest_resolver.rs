@@ -390,10 +390,17 @@ impl ImageJob {
                 PullVerdict::Wait(sleep) => sleep,
             };
             drop(slot);
+            let waited = std::time::Instant::now();
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = cancel.cancelled() => return Err(CopyError::Canceled),
             }
+            // Docker Hub's budget made this image wait: a rate-limit wait of that host.
+            self.run()
+                .throttle
+                .stats()
+                .host(&host)
+                .rate_limit_wait(waited.elapsed());
             slot = tokio::select! {
                 p = self.parallel.clone().acquire_owned() => p.map_err(|e| CopyError::Invalid(format!("failed to reacquire throttle: {e}")))?,
                 _ = cancel.cancelled() => return Err(CopyError::Canceled),

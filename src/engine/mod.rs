@@ -4,6 +4,7 @@
 //! registry host owning its request limits. See `docs`-style overview in the README.
 
 pub mod blob_mover;
+pub mod host_stats;
 pub mod manifest_resolver;
 pub mod messages;
 pub mod rate_limit_watcher;

@@ -1,5 +1,6 @@
 //! Outcomes and counters of a run: what the summary lines and the exit code are made of.
 
+use super::host_stats::{Histogram, HostSnapshot, STEP_SECONDS};
 use super::{Mode, StepCtx};
 pub use crate::copy::counters::{CountSnapshot, Counter, Counters};
 use std::time::{Duration, SystemTime};
@@ -159,6 +160,18 @@ pub struct StepState {
     pub last_error: Option<String>,
     /// The end of the last run without an error.
     pub last_success: Option<SystemTime>,
+    /// How long its completed runs took.
+    pub run_seconds: StepDurations,
+}
+
+/// The durations of a step's runs ([`STEP_SECONDS`] buckets).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepDurations(pub Histogram);
+
+impl Default for StepDurations {
+    fn default() -> Self {
+        StepDurations(Histogram::new(STEP_SECONDS))
+    }
 }
 
 impl StepState {
@@ -174,6 +187,7 @@ impl StepState {
         self.last_end = Some(ended);
         self.last_ok = Some(ok);
         self.last_duration = Some(r.duration);
+        self.run_seconds.0.observe(r.duration.as_secs_f64());
         self.last_error = r
             .errors
             .first()
@@ -198,4 +212,6 @@ pub struct SchedulerState {
     pub images_in_flight: u64,
     /// By step index; empty until a run or `server` starts.
     pub steps: Vec<StepState>,
+    /// Every registry host contacted so far, by hostname.
+    pub registries: Vec<HostSnapshot>,
 }

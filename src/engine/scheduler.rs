@@ -154,6 +154,7 @@ impl Book {
             totals: run.counters.snapshot(),
             images_in_flight: run.counters.images_in_flight(),
             steps,
+            registries: run.throttle.stats().snapshot(),
         }
     }
 }

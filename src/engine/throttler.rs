@@ -13,13 +13,15 @@
 //! 30 s. A 429 always counts (the registry is limiting the account, not refusing an object).
 //! Rate-limit headers go on to the [`RateLimitWatcher`] (Docker Hub's pull budget).
 
+use super::host_stats::{HostStats, HostStatsTable, RequestKey};
 use super::messages::{
     AcquireSelfStream, AcquireSlot, HostObserved, HostPausedUntil, ResponseObserved,
 };
 use super::rate_limit_watcher::{self, RateLimitWatcher};
 use crate::gocompat::duration::{format_duration, GoDuration};
 use crate::registry::{
-    backoff, retry_after, HostConfig, HostEvent, Permit, RequestGate, BACKOFF_MAX, RETRY_STATUSES,
+    backoff, retry_after, HostConfig, HostEvent, Permit, RequestGate, RequestKind, TransferMeter,
+    BACKOFF_MAX, RETRY_STATUSES,
 };
 use actix::{Actor, Addr, ArbiterHandle, Context, Handler, MessageResult, ResponseFuture};
 use async_trait::async_trait;
@@ -27,7 +29,7 @@ use dashmap::DashMap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +44,8 @@ pub struct RegistryThrottler {
     self_streams: Arc<Semaphore>,
     pacing: Option<Arc<DefaultDirectRateLimiter>>,
     health: Arc<Mutex<HostHealth>>,
+    /// Where its pauses and the waits they impose are counted.
+    stats: Arc<HostStats>,
     log: slog::Logger,
 }
 
@@ -54,6 +58,9 @@ struct HostHealth {
     /// No slot is granted before this instant: the host's backoff or a registry-requested
     /// pause. A later pause extends, never shortens, the current one.
     paused_until: Option<Instant>,
+    /// The current pause is one the registry asked for (429 / `Retry-After`): waiting it out
+    /// is a rate-limit wait.
+    requested: bool,
 }
 
 /// Why a host was paused (for the log).
@@ -99,6 +106,7 @@ impl HostHealth {
                 return None;
             }
             self.pause(until);
+            self.requested = true;
             return Some(Pause::Requested(d.min(PAUSE_MAX)));
         }
         // A retry of a request that already failed says nothing new about the host; a 429
@@ -121,6 +129,7 @@ impl HostHealth {
         self.failures = (self.failures + 1).min(32);
         let d = backoff(self.failures - 1);
         self.pause(now + d);
+        self.requested = msg.status == Some(429);
         Some(if msg.status == Some(429) {
             Pause::Requested(d)
         } else {
@@ -130,7 +139,7 @@ impl HostHealth {
 }
 
 impl RegistryThrottler {
-    pub fn new(host: &HostConfig, log: slog::Logger) -> Self {
+    pub fn new(host: &HostConfig, stats: Arc<HostStats>, log: slog::Logger) -> Self {
         // reqPerSec is a minimum spacing between requests (spec §7.3): no bursts. Absurd
         // values (inf, 1e12, 1e-30) are clamped rather than allowed to panic.
         let pacing = (host.req_per_sec > 0.0 && host.req_per_sec.is_finite())
@@ -146,6 +155,7 @@ impl RegistryThrottler {
             self_streams: Arc::new(Semaphore::new(1)),
             pacing,
             health: Arc::new(Mutex::new(HostHealth::default())),
+            stats,
             log,
         }
     }
@@ -154,6 +164,12 @@ impl RegistryThrottler {
 /// The end of the current pause, if one is running.
 fn pause_end(health: &Mutex<HostHealth>) -> Option<Instant> {
     health.lock().unwrap().paused(Instant::now())
+}
+
+/// The end of the current pause and whether the registry asked for it.
+fn pause_of(health: &Mutex<HostHealth>) -> Option<(Instant, bool)> {
+    let h = health.lock().unwrap();
+    h.paused(Instant::now()).map(|until| (until, h.requested))
 }
 
 impl Actor for RegistryThrottler {
@@ -167,11 +183,16 @@ impl Handler<AcquireSlot> for RegistryThrottler {
         let slots = self.slots.clone();
         let pacing = self.pacing.clone();
         let health = self.health.clone();
+        let stats = self.stats.clone();
         let cancel = msg.cancel;
         let grant = async move {
             loop {
-                if let Some(until) = pause_end(&health) {
+                if let Some((until, requested)) = pause_of(&health) {
+                    let waited = Instant::now();
                     tokio::time::sleep_until(until.into()).await;
+                    if requested {
+                        stats.rate_limit_wait(waited.elapsed());
+                    }
                     continue;
                 }
                 // The semaphore is never closed, so acquiring cannot fail.
@@ -184,7 +205,7 @@ impl Handler<AcquireSlot> for RegistryThrottler {
                 if let Some(p) = &pacing {
                     p.until_ready().await;
                 }
-                return Box::new(permit) as Permit;
+                return Permit::new(permit);
             }
         };
         // A pause may last hours (`Retry-After`): the run's cancellation ends the wait.
@@ -205,7 +226,7 @@ impl Handler<AcquireSelfStream> for RegistryThrottler {
         Box::pin(async move {
             tokio::select! {
                 // Never closed: acquiring cannot fail.
-                turn = turns.acquire_owned() => Some(Box::new(turn.ok()) as Permit),
+                turn = turns.acquire_owned() => Some(Permit::new(turn.ok())),
                 _ = msg.cancel.cancelled() => None,
             }
         })
@@ -218,6 +239,9 @@ impl Handler<HostObserved> for RegistryThrottler {
     fn handle(&mut self, msg: HostObserved, _ctx: &mut Context<Self>) {
         let pause = self.health.lock().unwrap().record(&msg, Instant::now());
         let status = msg.status.map(i64::from).unwrap_or(-1);
+        if let Some(Pause::Requested(d) | Pause::Backoff(d)) = &pause {
+            self.stats.paused_until(SystemTime::now() + *d);
+        }
         match pause {
             Some(Pause::Requested(d)) => {
                 slog::warn!(self.log, "Registry asked to back off, pausing requests";
@@ -258,7 +282,36 @@ pub struct ThrottleGate {
     arbiter: ArbiterHandle,
     throttlers: DashMap<String, Addr<RegistryThrottler>>,
     watcher: Option<Addr<RateLimitWatcher>>,
+    /// What every host saw (requests, retries, pauses, bytes): this gate's and its
+    /// throttlers' record, read by the endpoints and the report.
+    stats: Arc<HostStatsTable>,
     log: slog::Logger,
+}
+
+/// A granted request slot as the registry layer holds it: counted in flight until dropped,
+/// and the meter its body bytes are counted on.
+struct InFlight(Arc<HostStats>);
+
+impl InFlight {
+    fn new(stats: Arc<HostStats>) -> Self {
+        stats.in_flight(1);
+        InFlight(stats)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight(-1);
+    }
+}
+
+impl TransferMeter for InFlight {
+    fn read(&self, n: u64) {
+        self.0.read(n);
+    }
+    fn written(&self, n: u64) {
+        self.0.written(n);
+    }
 }
 
 impl ThrottleGate {
@@ -268,8 +321,14 @@ impl ThrottleGate {
             arbiter: actix::Arbiter::current(),
             throttlers: DashMap::new(),
             watcher: None,
+            stats: Arc::default(),
             log,
         }
+    }
+
+    /// What every host saw so far.
+    pub fn stats(&self) -> &HostStatsTable {
+        &self.stats
     }
 
     /// Forward rate-limit headers to `watcher`.
@@ -322,8 +381,9 @@ impl ThrottleGate {
                     "host" => &host.hostname, "reqConcurrent" => host.concurrency(),
                     "reqPerSec" => host.req_per_sec);
                 let (h, log) = (host.clone(), self.log.clone());
+                let stats = self.stats.host(&host.hostname);
                 RegistryThrottler::start_in_arbiter(&self.arbiter, move |_| {
-                    RegistryThrottler::new(&h, log)
+                    RegistryThrottler::new(&h, stats, log)
                 })
             })
             .clone()
@@ -335,7 +395,7 @@ impl RequestGate for ThrottleGate {
     async fn acquire(&self, host: &HostConfig, cancel: &CancellationToken) -> Option<Permit> {
         let addr = self.throttler(host);
         let cancel = cancel.clone();
-        match addr
+        let permit = match addr
             .send(AcquireSlot {
                 cancel: cancel.clone(),
             })
@@ -343,8 +403,10 @@ impl RequestGate for ThrottleGate {
         {
             Ok(permit) => permit,
             // Only when the System is shutting down; let the request fail on its own.
-            Err(_) => (!cancel.is_cancelled()).then(|| Box::new(()) as Permit),
-        }
+            Err(_) => (!cancel.is_cancelled()).then(|| Permit::new(())),
+        }?;
+        let stats = self.stats.host(&host.hostname);
+        Some(permit.metered(Arc::new(InFlight::new(stats))))
     }
 
     /// Every send reaches the host's throttler (in order, before the response reaches its
@@ -354,11 +416,25 @@ impl RequestGate for ThrottleGate {
             HostEvent::Answered {
                 status,
                 headers,
-                attempt,
+                exchange,
             } => {
-                if let (Some(watcher), Some(rate_limit)) =
-                    (&self.watcher, rate_limit_watcher::parse_headers(headers))
-                {
+                let rate_limit = rate_limit_watcher::parse_headers(headers);
+                let stats = self.stats.host(&host.hostname);
+                stats.request(
+                    RequestKey {
+                        method: exchange.method.to_string(),
+                        kind: exchange.kind,
+                        code: Some(status),
+                    },
+                    exchange.elapsed,
+                    exchange.attempt,
+                );
+                // Docker Hub reports its pull budget on manifest answers (and nothing on
+                // blobs): a manifest answer without one means it is not reported any more.
+                if exchange.kind == RequestKind::Manifest && status < 400 {
+                    stats.rate_limit_remaining(rate_limit.as_ref().and_then(|r| r.remaining));
+                }
+                if let (Some(watcher), Some(rate_limit)) = (&self.watcher, rate_limit) {
                     watcher.do_send(ResponseObserved {
                         host: host.hostname.clone(),
                         rate_limit,
@@ -367,14 +443,25 @@ impl RequestGate for ThrottleGate {
                 HostObserved {
                     status: Some(status),
                     retry_after: retry_after(headers),
-                    attempt,
+                    attempt: exchange.attempt,
                 }
             }
-            HostEvent::Unreachable { attempt } => HostObserved {
-                status: None,
-                retry_after: None,
-                attempt,
-            },
+            HostEvent::Unreachable { exchange } => {
+                self.stats.host(&host.hostname).request(
+                    RequestKey {
+                        method: exchange.method.to_string(),
+                        kind: exchange.kind,
+                        code: None,
+                    },
+                    exchange.elapsed,
+                    exchange.attempt,
+                );
+                HostObserved {
+                    status: None,
+                    retry_after: None,
+                    attempt: exchange.attempt,
+                }
+            }
         };
         self.throttler(host).do_send(msg);
     }
@@ -403,7 +490,7 @@ mod tests {
     }
 
     fn throttler(concurrent: i64) -> Addr<RegistryThrottler> {
-        RegistryThrottler::new(&host(concurrent), log()).start()
+        RegistryThrottler::new(&host(concurrent), Arc::default(), log()).start()
     }
 
     fn slot() -> AcquireSlot {
@@ -577,7 +664,7 @@ mod tests {
         let answered = |status, attempt| HostEvent::Answered {
             status,
             headers: &headers,
-            attempt,
+            exchange: exchange(RequestKind::Blob, attempt),
         };
         // Every wait below is for a pause end read back from the throttler (`paused_until`
         // is a message: the throttler has handled every observe sent before it), never a
@@ -597,12 +684,95 @@ mod tests {
         // After that pause, the next distinct failure pauses the host twice as long.
         tokio::time::sleep_until((first + Duration::from_millis(10)).into()).await;
         let t = Instant::now();
-        gate.observe(&h, HostEvent::Unreachable { attempt: 0 });
+        gate.observe(
+            &h,
+            HostEvent::Unreachable {
+                exchange: exchange(RequestKind::Blob, 0),
+            },
+        );
         let second = gate.paused_until(&h).await.expect("paused again");
         assert!(second >= t + Duration::from_millis(400), "{t:?} {second:?}");
         // A slot is granted once the pause is over, not before.
         let cancel = CancellationToken::new();
         assert!(gate.acquire(&h, &cancel).await.is_some());
         assert!(Instant::now() >= second);
+    }
+
+    fn exchange(kind: RequestKind, attempt: u32) -> crate::registry::Exchange<'static> {
+        crate::registry::Exchange {
+            method: &reqwest::Method::GET,
+            kind,
+            elapsed: Duration::from_millis(2),
+            attempt,
+        }
+    }
+
+    #[actix::test]
+    async fn the_gate_counts_requests_retries_slots_bytes_and_rate_limit_waits() {
+        let gate = ThrottleGate::new(log());
+        let h = host(3);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("ratelimit-remaining", "42;w=21600".parse().unwrap());
+        headers.insert("ratelimit-limit", "100;w=21600".parse().unwrap());
+        let cancel = CancellationToken::new();
+        let permit = gate.acquire(&h, &cancel).await.expect("slot");
+        permit.read(100);
+        permit.written(7);
+        let snap = || gate.stats().snapshot().remove(0);
+        assert_eq!(snap().in_flight, 1);
+        gate.observe(
+            &h,
+            HostEvent::Answered {
+                status: 200,
+                headers: &headers,
+                exchange: exchange(RequestKind::Manifest, 0),
+            },
+        );
+        drop(permit);
+        let s = snap();
+        assert_eq!(s.in_flight, 0);
+        assert_eq!((s.bytes_read, s.bytes_written), (100, 7));
+        assert_eq!(s.rate_limit_remaining, Some(42));
+        assert_eq!(s.requests[0].0.kind, RequestKind::Manifest);
+        assert_eq!(s.requests[0].1, 1);
+        assert_eq!(s.retries, 0);
+        // A 429 asking for a second's pause: the next slot waits it out, counted as a
+        // rate-limit wait; its retry counts as one.
+        let mut slow = reqwest::header::HeaderMap::new();
+        slow.insert("retry-after", "1".parse().unwrap());
+        gate.observe(
+            &h,
+            HostEvent::Answered {
+                status: 429,
+                headers: &slow,
+                exchange: exchange(RequestKind::Manifest, 1),
+            },
+        );
+        assert!(gate.paused_until(&h).await.is_some());
+        assert!(snap().paused_until.is_some());
+        drop(
+            gate.acquire(&h, &cancel)
+                .await
+                .expect("slot after the pause"),
+        );
+        let s = snap();
+        assert_eq!(s.retries, 1);
+        assert_eq!(s.rate_limit_waits, 1);
+        assert!(
+            s.rate_limit_wait_seconds > 0.5,
+            "{}",
+            s.rate_limit_wait_seconds
+        );
+        assert_eq!(s.request_count(), 2);
+        // A manifest answer without the header: the budget is no longer reported.
+        gate.observe(
+            &h,
+            HostEvent::Answered {
+                status: 200,
+                headers: &reqwest::header::HeaderMap::new(),
+                exchange: exchange(RequestKind::Manifest, 0),
+            },
+        );
+        assert_eq!(snap().rate_limit_remaining, None);
     }
 }

@@ -12,6 +12,7 @@ use super::client::{Body, Client, Host, Response};
 use super::cred_helper::Creds;
 use super::header::Lexer;
 use super::origin;
+use super::RequestKind;
 use crate::store::StoreError;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -355,7 +356,14 @@ async fn fetch_token(
         );
         let mut body = Body::Bytes(Bytes::from(form));
         let resp = client
-            .execute(host, &Method::POST, &bearer.realm, headers, &mut body)
+            .execute(
+                host,
+                RequestKind::Token,
+                &Method::POST,
+                &bearer.realm,
+                headers,
+                &mut body,
+            )
             .await?;
         if resp.status() == 200 {
             return token_from(resp, bearer).await;
@@ -386,7 +394,14 @@ async fn fetch_token(
         headers.insert(AUTHORIZATION, basic);
     }
     let resp = client
-        .execute(host, &Method::GET, &url, headers, &mut Body::Empty)
+        .execute(
+            host,
+            RequestKind::Token,
+            &Method::GET,
+            &url,
+            headers,
+            &mut Body::Empty,
+        )
         .await?;
     match resp.status() {
         200 => token_from(resp, bearer).await,

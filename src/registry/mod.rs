@@ -130,10 +130,130 @@ pub enum Tls {
     Disabled,
 }
 
-/// A permit to have one request open to a host; released on drop.
-pub type Permit = Box<dyn Send + Sync>;
+/// A permit to have one request open to a host; released on drop. It carries the meter the
+/// request's body bytes are counted on (the gate's, per host), so a blob body streamed long
+/// after the request was sent is still counted where its permit came from.
+pub struct Permit {
+    _slot: Box<dyn Send + Sync>,
+    meter: Option<Arc<dyn TransferMeter>>,
+}
 
-/// What became of one send of a request, as the gate sees it. `attempt` counts the sends of
+impl Permit {
+    /// A permit holding `slot` (a semaphore permit, a guard, or `()`) until it is dropped.
+    pub fn new(slot: impl Send + Sync + 'static) -> Self {
+        Permit {
+            _slot: Box::new(slot),
+            meter: None,
+        }
+    }
+
+    /// The same permit, counting its request's bytes on `meter` (which it also holds).
+    pub fn metered(mut self, meter: Arc<dyn TransferMeter>) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
+    /// `n` response body bytes were read.
+    pub fn read(&self, n: u64) {
+        if let Some(m) = &self.meter {
+            m.read(n);
+        }
+    }
+
+    /// `n` request body bytes were sent.
+    pub fn written(&self, n: u64) {
+        if let Some(m) = &self.meter {
+            m.written(n);
+        }
+    }
+}
+
+/// Where a permit counts the body bytes of its request.
+pub trait TransferMeter: Send + Sync {
+    fn read(&self, n: u64);
+    fn written(&self, n: u64);
+}
+
+/// What a registry request is for, by the distribution API's endpoints (spec §7): the
+/// `kind` label of the request metrics, bounded by construction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RequestKind {
+    /// `GET /v2/`.
+    Ping,
+    /// A bearer token from the realm of a challenge.
+    Token,
+    Manifest,
+    /// A blob GET/HEAD (and a cross-repository mount's answer is an `Upload`).
+    Blob,
+    /// Upload sessions: `POST /blobs/uploads/`, their `PATCH`/`PUT`, and mounts.
+    Upload,
+    Tags,
+    Catalog,
+    Referrers,
+}
+
+impl RequestKind {
+    pub const ALL: [RequestKind; 8] = [
+        RequestKind::Ping,
+        RequestKind::Token,
+        RequestKind::Manifest,
+        RequestKind::Blob,
+        RequestKind::Upload,
+        RequestKind::Tags,
+        RequestKind::Catalog,
+        RequestKind::Referrers,
+    ];
+
+    /// The kind of a distribution API URL (token fetches are told apart by their caller: a
+    /// realm may live anywhere, Quay's under `/v2/auth`). The repository name may itself
+    /// contain `blobs` or `manifests`, so only the path's tail decides.
+    pub fn of(url: &url::Url) -> RequestKind {
+        let path = url.path().trim_end_matches('/');
+        if path.is_empty() || path == "/v2" {
+            return RequestKind::Ping;
+        }
+        let mut tail = path.rsplit('/');
+        let (last, second, third) = (tail.next(), tail.next(), tail.next());
+        match (third, second, last) {
+            (_, Some("v2"), Some("_catalog")) => RequestKind::Catalog,
+            (_, Some("tags"), Some("list")) => RequestKind::Tags,
+            (_, Some("blobs"), Some("uploads")) | (Some("blobs"), Some("uploads"), _) => {
+                RequestKind::Upload
+            }
+            (_, Some("blobs"), _) => RequestKind::Blob,
+            (_, Some("manifests"), _) => RequestKind::Manifest,
+            (_, Some("referrers"), _) => RequestKind::Referrers,
+            // An upload `Location` a registry made up (another path, another host).
+            _ => RequestKind::Upload,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Ping => "ping",
+            RequestKind::Token => "token",
+            RequestKind::Manifest => "manifest",
+            RequestKind::Blob => "blob",
+            RequestKind::Upload => "upload",
+            RequestKind::Tags => "tags",
+            RequestKind::Catalog => "catalog",
+            RequestKind::Referrers => "referrers",
+        }
+    }
+}
+
+/// One send of a request, as the gate is told of it.
+#[derive(Clone, Copy, Debug)]
+pub struct Exchange<'a> {
+    pub method: &'a reqwest::Method,
+    pub kind: RequestKind,
+    /// From the send to the response headers (or the failure).
+    pub elapsed: Duration,
+    /// The sends of this request before this one (0 = its first).
+    pub attempt: u32,
+}
+
+/// What became of one send of a request, as the gate sees it. `exchange.attempt` counts the sends of
 /// that request before this one (0 = its first): retries of one failing request back off on
 /// that request; only failures across distinct requests (or a 429 / `Retry-After`) say the
 /// host itself is unwell.
@@ -143,10 +263,10 @@ pub enum HostEvent<'a> {
     Answered {
         status: u16,
         headers: &'a HeaderMap,
-        attempt: u32,
+        exchange: Exchange<'a>,
     },
     /// No answer: connection error or timeout.
-    Unreachable { attempt: u32 },
+    Unreachable { exchange: Exchange<'a> },
 }
 
 /// The hook through which every HTTP request passes: the engine's per-host throttler decides
@@ -171,7 +291,7 @@ pub struct OpenGate;
 #[async_trait]
 impl RequestGate for OpenGate {
     async fn acquire(&self, _host: &HostConfig, cancel: &CancellationToken) -> Option<Permit> {
-        (!cancel.is_cancelled()).then(|| Box::new(()) as Permit)
+        (!cancel.is_cancelled()).then(|| Permit::new(()))
     }
 }
 
@@ -405,6 +525,36 @@ impl Store for RegistryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_kinds_come_from_the_path_tail_whatever_the_repository_or_tag() {
+        let kind =
+            |path: &str| RequestKind::of(&url::Url::parse(&format!("https://r{path}")).unwrap());
+        for (path, want) in [
+            ("/v2/", RequestKind::Ping),
+            ("/v2", RequestKind::Ping),
+            ("/v2/_catalog?n=100", RequestKind::Catalog),
+            ("/v2/a/b/tags/list?n=10", RequestKind::Tags),
+            // A tag named like the API version, a repository named like an endpoint.
+            ("/v2/alpha/manifests/v2", RequestKind::Manifest),
+            ("/v2/blobs/manifests/latest", RequestKind::Manifest),
+            ("/v2/x/manifests/sha256:ab", RequestKind::Manifest),
+            ("/v2/x/blobs/sha256:ab", RequestKind::Blob),
+            ("/v2/x/blobs/uploads/", RequestKind::Upload),
+            (
+                "/v2/x/blobs/uploads/?mount=sha256:ab&from=y",
+                RequestKind::Upload,
+            ),
+            (
+                "/v2/x/blobs/uploads/5e1a-uuid?_state=z",
+                RequestKind::Upload,
+            ),
+            ("/v2/x/referrers/sha256:ab", RequestKind::Referrers),
+            ("/upload/session/abc", RequestKind::Upload),
+        ] {
+            assert_eq!(kind(path), want, "{path}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

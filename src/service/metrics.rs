@@ -6,9 +6,10 @@
 //! the same state are byte for byte the same. Label values come from the config only (step
 //! index, type, source and target as written); never a tag or a digest.
 
+use crate::engine::host_stats::Histogram;
 use crate::engine::report::{SchedulerState, StepState};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -62,6 +63,30 @@ fn family<M: EncodeMetric>(
         m.encode(metric.encode_family(&labels)?)?;
     }
     Ok(())
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // The encoder wants a count per bucket, writes them cumulated and adds `+Inf` (the
+        // count of every observation) itself.
+        let buckets: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .copied()
+            .zip(self.counts.iter().copied())
+            .collect();
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.sum, self.count, &buckets, None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+fn registry_label(name: &str) -> Labels {
+    vec![("registry", name.to_string())]
 }
 
 fn counter(v: u64) -> ConstCounter<u64> {
@@ -134,6 +159,15 @@ impl Collector for Exposition {
         )?;
         family(
             &mut enc,
+            "regsync_step_run_duration_seconds",
+            "How long the completed runs of a sync step took.",
+            MetricType::Histogram,
+            steps
+                .iter()
+                .map(|s| (step_label(s), s.run_seconds.0.clone())),
+        )?;
+        family(
+            &mut enc,
             "regsync_images",
             "Images a sync step handled, by result (the run in progress included).",
             MetricType::Counter,
@@ -182,6 +216,92 @@ impl Collector for Exposition {
             MetricType::Gauge,
             [(Labels::new(), gauge(st.images_in_flight as f64))],
         )?;
+        let regs = &st.registries;
+        family(
+            &mut enc,
+            "regsync_http_requests",
+            "Registry HTTP requests sent (every retry and token fetch), by method, endpoint kind \
+             and status (code=\"error\": no answer).",
+            MetricType::Counter,
+            regs.iter().flat_map(|r| {
+                r.requests.iter().map(|(k, n)| {
+                    (
+                        vec![
+                            ("registry", r.registry.clone()),
+                            ("method", k.method.clone()),
+                            ("kind", k.kind.as_str().to_string()),
+                            ("code", k.code_label()),
+                        ],
+                        counter(*n),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut enc,
+            "regsync_http_request_duration_seconds",
+            "Time from sending a registry request to its response headers (or its failure).",
+            MetricType::Histogram,
+            regs.iter().flat_map(|r| {
+                r.durations.iter().map(|(kind, h)| {
+                    (
+                        vec![
+                            ("registry", r.registry.clone()),
+                            ("kind", kind.as_str().to_string()),
+                        ],
+                        h.clone(),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut enc,
+            "regsync_http_retries",
+            "Registry requests sent again after a network error or a 408/429/5xx.",
+            MetricType::Counter,
+            regs.iter()
+                .map(|r| (registry_label(&r.registry), counter(r.retries))),
+        )?;
+        family(
+            &mut enc,
+            "regsync_ratelimit_remaining",
+            "The pull budget the registry reports (RateLimit-Remaining), while it reports one.",
+            MetricType::Gauge,
+            regs.iter().filter_map(|r| {
+                Some((
+                    registry_label(&r.registry),
+                    gauge(r.rate_limit_remaining? as f64),
+                ))
+            }),
+        )?;
+        family(
+            &mut enc,
+            "regsync_ratelimit_waits",
+            "Waits imposed by a registry's rate limit (429 / Retry-After pauses, ratelimit.min).",
+            MetricType::Counter,
+            regs.iter()
+                .map(|r| (registry_label(&r.registry), counter(r.rate_limit_waits))),
+        )?;
+        family(
+            &mut enc,
+            "regsync_ratelimit_wait_seconds",
+            "Time spent in those waits.",
+            MetricType::Counter,
+            regs.iter().map(|r| {
+                (
+                    registry_label(&r.registry),
+                    ConstCounter::new(r.rate_limit_wait_seconds),
+                )
+            }),
+        )?;
+        family(
+            &mut enc,
+            "regsync_requests_in_flight",
+            "Registry requests holding a slot now (a blob body being read or sent included).",
+            MetricType::Gauge,
+            regs.iter()
+                .map(|r| (registry_label(&r.registry), gauge(r.in_flight as f64))),
+        )?;
         Ok(())
     }
 }
@@ -191,6 +311,42 @@ mod tests {
     use super::*;
     use crate::engine::report::CountSnapshot;
     use std::time::Duration;
+
+    fn registry() -> crate::engine::host_stats::HostSnapshot {
+        use crate::engine::host_stats::{RequestKey, REQUEST_SECONDS};
+        use crate::registry::RequestKind;
+        let mut h = Histogram::new(REQUEST_SECONDS);
+        h.observe(0.002);
+        h.observe(0.3);
+        crate::engine::host_stats::HostSnapshot {
+            registry: "r.example:5000".into(),
+            requests: vec![
+                (
+                    RequestKey {
+                        method: "HEAD".into(),
+                        kind: RequestKind::Manifest,
+                        code: Some(200),
+                    },
+                    2,
+                ),
+                (
+                    RequestKey {
+                        method: "GET".into(),
+                        kind: RequestKind::Blob,
+                        code: None,
+                    },
+                    1,
+                ),
+            ],
+            durations: vec![(RequestKind::Manifest, h)],
+            retries: 1,
+            in_flight: 3,
+            rate_limit_remaining: Some(9),
+            rate_limit_waits: 1,
+            rate_limit_wait_seconds: 1.5,
+            ..Default::default()
+        }
+    }
 
     fn state() -> SchedulerState {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -205,6 +361,7 @@ mod tests {
                 ..Default::default()
             },
             images_in_flight: 2,
+            registries: vec![registry()],
             steps: vec![StepState {
                 step: 0,
                 kind: "repository".into(),
@@ -243,6 +400,20 @@ mod tests {
             "regsync_blobs_total{result=\"mounted\"} 1",
             "regsync_copied_bytes_total 1234",
             "regsync_images_in_flight 2.0",
+            "# TYPE regsync_step_run_duration_seconds histogram",
+            "regsync_step_run_duration_seconds_count{step=\"0\"} 0",
+            "# TYPE regsync_http_requests_total counter",
+            "regsync_http_requests_total{registry=\"r.example:5000\",method=\"HEAD\",kind=\"manifest\",code=\"200\"} 2",
+            "regsync_http_requests_total{registry=\"r.example:5000\",method=\"GET\",kind=\"blob\",code=\"error\"} 1",
+            "# TYPE regsync_http_request_duration_seconds histogram",
+            "regsync_http_request_duration_seconds_bucket{registry=\"r.example:5000\",kind=\"manifest\",le=\"0.005\"} 1",
+            "regsync_http_request_duration_seconds_bucket{registry=\"r.example:5000\",kind=\"manifest\",le=\"+Inf\"} 2",
+            "regsync_http_request_duration_seconds_count{registry=\"r.example:5000\",kind=\"manifest\"} 2",
+            "regsync_http_retries_total{registry=\"r.example:5000\"} 1",
+            "regsync_ratelimit_remaining{registry=\"r.example:5000\"} 9.0",
+            "regsync_ratelimit_waits_total{registry=\"r.example:5000\"} 1",
+            "regsync_ratelimit_wait_seconds_total{registry=\"r.example:5000\"} 1.5",
+            "regsync_requests_in_flight{registry=\"r.example:5000\"} 3.0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

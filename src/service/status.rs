@@ -1,11 +1,12 @@
 //! `GET /status` (JSON) and the `/readyz` verdict, both read from one [`SchedulerState`].
 
+use crate::engine::host_stats::HostSnapshot;
 use crate::engine::report::{CountSnapshot, SchedulerState, StepState};
 use serde_json::{json, Value};
 use std::time::SystemTime;
 
 /// RFC 3339 in UTC, milliseconds.
-fn time(t: Option<SystemTime>) -> Value {
+pub fn time(t: Option<SystemTime>) -> Value {
     match t {
         Some(t) => Value::String(
             chrono::DateTime::<chrono::Utc>::from(t)
@@ -15,7 +16,37 @@ fn time(t: Option<SystemTime>) -> Value {
     }
 }
 
-fn counts(c: &CountSnapshot) -> Value {
+/// One registry host's numbers (`/status` and `--report` alike): requests by method, kind
+/// and status in a fixed order, so two documents of the same work diff line by line.
+pub fn registry(h: &HostSnapshot) -> Value {
+    let requests: Vec<Value> = h
+        .requests
+        .iter()
+        .map(|(k, n)| {
+            json!({
+                "method": k.method,
+                "kind": k.kind.as_str(),
+                "code": k.code_label(),
+                "count": n,
+            })
+        })
+        .collect();
+    json!({
+        "registry": h.registry,
+        "requests": h.request_count(),
+        "retries": h.retries,
+        "in_flight": h.in_flight,
+        "requests_by_kind": requests,
+        "rate_limit_remaining": h.rate_limit_remaining,
+        "rate_limit_waits": h.rate_limit_waits,
+        "rate_limit_wait_seconds": h.rate_limit_wait_seconds,
+        "paused_until": time(h.paused_until),
+        "bytes_read": h.bytes_read,
+        "bytes_written": h.bytes_written,
+    })
+}
+
+pub fn counts(c: &CountSnapshot) -> Value {
     json!({
         "images_checked": c.images_checked,
         "images_copied": c.images_copied,
@@ -101,6 +132,7 @@ pub fn document(state: &SchedulerState, version: &str, now: SystemTime) -> Value
         "images_in_flight": state.images_in_flight,
         "totals": counts(&state.totals),
         "steps": steps,
+        "registries": state.registries.iter().map(registry).collect::<Vec<_>>(),
     })
 }
 
@@ -119,6 +151,7 @@ mod tests {
             totals: CountSnapshot::default(),
             images_in_flight: 0,
             steps,
+            registries: Vec::new(),
         }
     }
 

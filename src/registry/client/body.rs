@@ -54,6 +54,9 @@ impl Body {
                 let stream = stream.map(move |item| {
                     let _sent = &sent;
                     seen.progress.touch();
+                    if let Ok(chunk) = &item {
+                        seen.progress.count(chunk.len());
+                    }
                     if let Err(e) = &item {
                         seen.error.lock().unwrap().get_or_insert_with(|| e.clone());
                     }
@@ -97,6 +100,8 @@ pub(super) struct Progress {
     /// Milliseconds after `start`.
     last: AtomicU64,
     finished: AtomicBool,
+    /// Body bytes taken by the HTTP client.
+    bytes: AtomicU64,
 }
 
 impl Progress {
@@ -105,6 +110,7 @@ impl Progress {
             start: tokio::time::Instant::now(),
             last: AtomicU64::new(0),
             finished: AtomicBool::new(false),
+            bytes: AtomicU64::new(0),
         }
     }
 
@@ -112,6 +118,15 @@ impl Progress {
         let ms = self.start.elapsed().as_millis();
         self.last
             .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn count(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Body bytes taken by the HTTP client so far.
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     pub(super) fn finish(&self) {

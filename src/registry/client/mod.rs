@@ -41,7 +41,7 @@ use super::cache::Cache;
 use super::cred_helper::HelperCache;
 use super::origin::{self, Reach};
 use super::tls::{self, TlsKey};
-use super::{HostConfig, RegistryError, RegistryOptions, RequestGate, BACKOFF_MAX};
+use super::{HostConfig, RegistryError, RegistryOptions, RequestGate, RequestKind, BACKOFF_MAX};
 use crate::store::StoreError;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::Method;
@@ -415,7 +415,15 @@ impl Client {
                 headers.insert(AUTHORIZATION, value.clone());
             }
             let resp = self
-                .execute_with(host, &method, &url, headers, &mut body, retries)
+                .execute_with(
+                    host,
+                    RequestKind::of(&url),
+                    &method,
+                    &url,
+                    headers,
+                    &mut body,
+                    retries,
+                )
                 .await?;
             let status = resp.status();
             if accept.contains(&status) {

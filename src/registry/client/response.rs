@@ -98,6 +98,7 @@ impl Response {
                     expected: limit as u64,
                 });
             }
+            self.permit.read(chunk.len() as u64);
             buf.extend_from_slice(&chunk);
         }
         drop(self.permit);
@@ -124,6 +125,9 @@ impl Response {
                 _ = cancel.cancelled() => Some((Err(StoreError::Canceled), None)),
                 item = body.next() => {
                     let item = item?.map_err(|e| network_error(&host, e));
+                    if let Ok(chunk) = &item {
+                        permit.read(chunk.len() as u64);
+                    }
                     Some((item, Some((body, permit, host, cancel))))
                 }
             }

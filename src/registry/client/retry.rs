@@ -3,7 +3,9 @@
 //! call, from the [`HostEvent`]s every attempt reports.
 
 use super::super::tls;
-use super::super::{backoff, retry_after, HostEvent, BACKOFF_MAX, RETRY_STATUSES};
+use super::super::{
+    backoff, retry_after, Exchange, HostEvent, RequestKind, BACKOFF_MAX, RETRY_STATUSES,
+};
 use super::body::Body;
 use super::host::Host;
 use super::response::{authority, error_chain, loggable, network_error, Response};
@@ -43,22 +45,26 @@ impl Client {
     }
 
     /// One request with gate, observation and retries; any status is returned as is.
+    /// `kind` is what the gate counts it as (token fetches enter here directly).
     pub async fn execute(
         &self,
         host: &Host,
+        kind: RequestKind,
         method: &Method,
         url: &Url,
         headers: HeaderMap,
         body: &mut Body,
     ) -> Result<Response, StoreError> {
-        self.execute_with(host, method, url, headers, body, MAX_RETRIES)
+        self.execute_with(host, kind, method, url, headers, body, MAX_RETRIES)
             .await
     }
 
     /// [`Client::execute`] with at most `max_retries` retries.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn execute_with(
         &self,
         host: &Host,
+        kind: RequestKind,
         method: &Method,
         url: &Url,
         headers: HeaderMap,
@@ -102,10 +108,23 @@ impl Client {
                     None => builder.send().await.map_err(Some),
                 }
             };
+            let sent_at = std::time::Instant::now();
             let sent = tokio::select! {
                 r = exchange => r,
                 _ = self.cancel.cancelled() => return Err(StoreError::Canceled),
             };
+            let seen = Exchange {
+                method,
+                kind,
+                elapsed: sent_at.elapsed(),
+                attempt,
+            };
+            // What went out (a streamed body counts what the HTTP client took of it).
+            permit.written(match (&watch, &*body) {
+                (Some(w), _) => w.progress.bytes(),
+                (None, Body::Bytes(b)) => b.len() as u64,
+                (None, _) => 0,
+            });
             let replayable = body.replayable();
             // A source that failed mid-upload is the real story, whatever the server said.
             let source_error = watch.as_ref().and_then(|w| w.error.lock().unwrap().take());
@@ -117,7 +136,7 @@ impl Client {
                         HostEvent::Answered {
                             status,
                             headers: resp.headers(),
-                            attempt,
+                            exchange: seen,
                         },
                     );
                     self.log_warnings(resp.headers());
@@ -177,7 +196,7 @@ impl Client {
                         return Err(err);
                     }
                     self.gate
-                        .observe(&host.config, HostEvent::Unreachable { attempt });
+                        .observe(&host.config, HostEvent::Unreachable { exchange: seen });
                     if !replayable || attempt >= max_retries {
                         return Err(err);
                     }

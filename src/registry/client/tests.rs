@@ -1,4 +1,4 @@
-use super::super::{HostEvent, Permit, Tls};
+use super::super::{HostEvent, Permit, RequestKind, Tls};
 use super::body::*;
 use super::host::*;
 use super::response::*;
@@ -70,14 +70,14 @@ impl RequestGate for TestGate {
         if self.closed {
             cancel.cancelled().await;
         }
-        (!cancel.is_cancelled()).then(|| Box::new(()) as Permit)
+        (!cancel.is_cancelled()).then(|| Permit::new(()))
     }
     fn observe(&self, host: &HostConfig, event: HostEvent<'_>) {
         let (status, attempt) = match event {
             HostEvent::Answered {
-                status, attempt, ..
-            } => (Some(status), attempt),
-            HostEvent::Unreachable { attempt } => (None, attempt),
+                status, exchange, ..
+            } => (Some(status), exchange.attempt),
+            HostEvent::Unreachable { exchange } => (None, exchange.attempt),
         };
         let e = (host.hostname.clone(), status, attempt);
         self.events.lock().unwrap().push(e);
@@ -227,7 +227,14 @@ async fn retries_503_and_other_transient_statuses() {
     let h = c.host(&addr);
     let url = h.repo_url("a", "x").unwrap();
     let resp = c
-        .execute(&h, &Method::GET, &url, HeaderMap::new(), &mut Body::Empty)
+        .execute(
+            &h,
+            RequestKind::of(&url),
+            &Method::GET,
+            &url,
+            HeaderMap::new(),
+            &mut Body::Empty,
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -255,7 +262,14 @@ async fn retries_end_after_five() {
     // Backoff 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s, then the last answer is returned.
     let url = h.repo_url("a", "x").unwrap();
     let resp = c
-        .execute(&h, &Method::GET, &url, HeaderMap::new(), &mut Body::Empty)
+        .execute(
+            &h,
+            RequestKind::of(&url),
+            &Method::GET,
+            &url,
+            HeaderMap::new(),
+            &mut Body::Empty,
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 500);
@@ -290,7 +304,14 @@ async fn a_cancelled_run_ends_gate_waits_and_retry_backoffs() {
     let started = std::time::Instant::now();
     // Waiting for a slot (a host paused for hours) ends with the run.
     let err = c
-        .execute(&h, &Method::GET, &url, HeaderMap::new(), &mut Body::Empty)
+        .execute(
+            &h,
+            RequestKind::of(&url),
+            &Method::GET,
+            &url,
+            HeaderMap::new(),
+            &mut Body::Empty,
+        )
         .await
         .err()
         .expect("cancelled");
@@ -312,7 +333,14 @@ async fn a_cancelled_run_ends_gate_waits_and_retry_backoffs() {
     });
     let started = std::time::Instant::now();
     let err = c
-        .execute(&h, &Method::GET, &url, HeaderMap::new(), &mut Body::Empty)
+        .execute(
+            &h,
+            RequestKind::of(&url),
+            &Method::GET,
+            &url,
+            HeaderMap::new(),
+            &mut Body::Empty,
+        )
         .await
         .err()
         .expect("cancelled");
@@ -359,7 +387,14 @@ async fn a_streamed_upload_must_be_answered_in_time() {
     let started = std::time::Instant::now();
     let mut body = Body::Stream(chunks(3, Duration::from_millis(10)));
     let err = c
-        .execute(&h, &Method::PUT, &url, HeaderMap::new(), &mut body)
+        .execute(
+            &h,
+            RequestKind::of(&url),
+            &Method::PUT,
+            &url,
+            HeaderMap::new(),
+            &mut body,
+        )
         .await
         .err()
         .expect("no answer must fail");
@@ -382,7 +417,14 @@ async fn a_slow_streamed_upload_is_not_cut_off() {
     let url = h.repo_url("a", "blobs/uploads/u").unwrap();
     let mut body = Body::Stream(chunks(6, Duration::from_millis(300)));
     let resp = c
-        .execute(&h, &Method::PUT, &url, HeaderMap::new(), &mut body)
+        .execute(
+            &h,
+            RequestKind::of(&url),
+            &Method::PUT,
+            &url,
+            HeaderMap::new(),
+            &mut body,
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
