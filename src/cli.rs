@@ -183,6 +183,10 @@ pub struct RunFlags {
     #[arg(long = "listen", env = "REGSYNC_LISTEN", value_name = "addr",
           value_parser = clap::value_parser!(crate::service::ListenAddr), hide_env_values = true)]
     pub listen: Option<crate::service::ListenAddr>,
+    /// once, check: write a JSON report of the run to this file at its end (- for stdout)
+    #[arg(long = "report", value_name = "file",
+          value_parser = clap::value_parser!(crate::service::report::ReportPath))]
+    pub report: Option<crate::service::report::ReportPath>,
     #[arg(hide = true)]
     pub args: Vec<String>,
 }

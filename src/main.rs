@@ -123,10 +123,20 @@ fn run_engine(
     job: Job,
     flags: &cli::RunFlags,
 ) -> Result<(), Vec<String>> {
+    let report_to = flags.report.clone();
+    if let Some(path) = &report_to {
+        if matches!(job, Job::Serve) {
+            return Err(vec![
+                "--report is for once and check (a server shows its runs on /status)".into(),
+            ]);
+        }
+        path.check().map_err(|e| vec![e])?;
+    }
     let (log, log_flush) = logger(verbosity, cli.json_logs());
     let config = load(cli)?;
     let shutdown_timeout = flags.shutdown_timeout;
     let listen = flags.listen.clone();
+    let start = std::time::SystemTime::now();
     let options = engine_options(&config, flags.abort_on_error, &log);
     let report = system().block_on(async move {
         // The port opens before any step runs: a bad address ends the command at once.
@@ -162,17 +172,35 @@ fn run_engine(
             _ = deadline => {
                 let counts = engine.run.counters.snapshot();
                 counts.log(&log, started.elapsed().as_secs_f64());
-                return Err(vec![format!(
+                let mut lines = vec![format!(
                     "shutdown timed out: work still running {} after the signal was abandoned \
                      (--shutdown-timeout)",
                     regsync::gocompat::duration::GoDuration::from_std(shutdown_timeout)
-                )]);
+                )];
+                if let (Some(path), Job::Once(mode)) = (&report_to, job) {
+                    let run = regsync::engine::report::RunReport {
+                        errors: lines.clone(),
+                        counts,
+                        steps: Vec::new(),
+                    };
+                    if let Err(e) = write_report(path, &config, &engine, mode, start, true, &run) {
+                        lines.push(e);
+                    }
+                }
+                return Err(lines);
             }
         };
         if let (Job::Once(_), Some(sig)) = (job, signalled.get()) {
             report
                 .errors
                 .push(format!("interrupted by {sig} before every step finished"));
+        }
+        if let (Some(path), Job::Once(mode)) = (&report_to, job) {
+            let interrupted = signalled.get().is_some();
+            if let Err(e) = write_report(path, &config, &engine, mode, start, interrupted, &report)
+            {
+                report.errors.push(e);
+            }
         }
         Ok::<_, Vec<String>>(report)
     });
@@ -187,6 +215,29 @@ fn run_engine(
         std::process::exit(if result.is_ok() { 0 } else { 1 });
     }
     result
+}
+
+/// `--report`: the run's document, written whole.
+fn write_report(
+    path: &regsync::service::report::ReportPath,
+    config: &Config,
+    engine: &Engine,
+    mode: Mode,
+    start: std::time::SystemTime,
+    interrupted: bool,
+    run: &regsync::engine::report::RunReport,
+) -> Result<(), String> {
+    use regsync::service::report::{document, RunInfo};
+    let info = RunInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        mode: if mode == Mode::Check { "check" } else { "once" },
+        missing: mode == Mode::Missing,
+        start,
+        end: std::time::SystemTime::now(),
+        interrupted,
+    };
+    let registries = engine.run.throttle.stats().snapshot();
+    path.write(&document(&info, config, run, &registries))
 }
 
 /// The first SIGINT or SIGTERM cancels the run and is remembered (its name is returned

@@ -168,7 +168,12 @@ impl ImageJob {
                     slog::error!(self.log(), "Failed to sync";
                         "target" => %target, "source" => %source, "error" => %e);
                 }
-                let line = format!("{} {source} -> {target}: {e}", self.step.name());
+                let line = super::report::image_error_line(
+                    &self.step.name(),
+                    &source.to_string(),
+                    &target.to_string(),
+                    &e.to_string(),
+                );
                 // Only the run's cancellation makes an image cancelled rather than failed.
                 if e.is_canceled() && self.run().cancel.is_cancelled() {
                     ImageOutcome::Canceled(line)

@@ -263,6 +263,7 @@ impl Engine {
             Err(e) => RunReport {
                 errors: vec![format!("internal error: scheduler stopped: {e}")],
                 counts: self.run.counters.snapshot(),
+                steps: Vec::new(),
             },
         }
     }
@@ -279,6 +280,7 @@ impl Engine {
             Err(e) => RunReport {
                 errors: vec![format!("internal error: scheduler stopped: {e}")],
                 counts: self.run.counters.snapshot(),
+                steps: Vec::new(),
             },
         }
     }

@@ -42,6 +42,25 @@ pub struct StepResult {
 pub struct RunReport {
     pub errors: Vec<String>,
     pub counts: CountSnapshot,
+    /// Each step's run, in file order (`once`/`check`; `server` keeps them in its state).
+    pub steps: Vec<StepRunReport>,
+}
+
+/// The error line of one image: `sync[N] SOURCE -> TARGET: cause`. Made here and read back
+/// here ([`image_of_error_line`]), so the report can name the image of each failure.
+pub fn image_error_line(step: &str, source: &str, target: &str, cause: &str) -> String {
+    format!("{step} {source} -> {target}: {cause}")
+}
+
+/// The source and target an [`image_error_line`] names; `None` for a step's own errors (a
+/// listing that failed, a bad reference). References hold no spaces, so the first `" -> "`
+/// and the first `": "` after it end them.
+pub fn image_of_error_line(line: &str) -> Option<(&str, &str)> {
+    let rest = line.strip_prefix("sync[")?;
+    let (_, rest) = rest.split_once("] ")?;
+    let (source, rest) = rest.split_once(" -> ")?;
+    let (target, _) = rest.split_once(": ")?;
+    (!source.contains(' ') && !target.contains(' ')).then_some((source, target))
 }
 
 impl Counters {
@@ -214,4 +233,28 @@ pub struct SchedulerState {
     pub steps: Vec<StepState>,
     /// Every registry host contacted so far, by hostname.
     pub registries: Vec<HostSnapshot>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_error_line_names_its_image_and_a_step_error_none() {
+        let line = image_error_line(
+            "sync[3]",
+            "127.0.0.1:5000/a:v1",
+            "ocidir://out/x:v1",
+            "failed to push manifest: 400: DIGEST_INVALID",
+        );
+        assert_eq!(
+            image_of_error_line(&line),
+            Some(("127.0.0.1:5000/a:v1", "ocidir://out/x:v1"))
+        );
+        assert_eq!(
+            image_of_error_line("sync[0] failed to list tags of r/x: http 500"),
+            None
+        );
+        assert_eq!(image_of_error_line("internal error: resolver: gone"), None);
+    }
 }

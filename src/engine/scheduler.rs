@@ -209,21 +209,25 @@ impl Handler<RunSteps> for Scheduler {
                         duration: step_started.elapsed(),
                     };
                     lock(&stats).end(&report);
-                    errors
+                    (errors, report)
                 }
             };
             let mut errors = Vec::new();
+            let mut steps = Vec::new();
             // Steps run in file order when `parallel` ≤ 0 and always for `check` (spec §13).
             if run.parallel.sequential_steps || msg.mode == Mode::Check {
                 for step in msg.steps {
                     if run.cancel.is_cancelled() {
                         break;
                     }
-                    errors.extend(list(step).await);
+                    let (e, report) = list(step).await;
+                    errors.extend(e);
+                    steps.push(report);
                 }
             } else {
-                for e in join_all(msg.steps.into_iter().map(list)).await {
+                for (e, report) in join_all(msg.steps.into_iter().map(list)).await {
                     errors.extend(e);
+                    steps.push(report);
                 }
             }
             // After a signal (or `--abort-on-error`) the copies it stopped are not errors of
@@ -234,7 +238,11 @@ impl Handler<RunSteps> for Scheduler {
             lock(&stats).initial_pass_done = true;
             let counts = run.counters.snapshot();
             counts.log(&run.log, started.elapsed().as_secs_f64());
-            RunReport { errors, counts }
+            RunReport {
+                errors,
+                counts,
+                steps,
+            }
         })
     }
 }
@@ -423,7 +431,11 @@ impl Server {
         let counts = run.counters.snapshot();
         counts.log(&run.log, started.elapsed().as_secs_f64());
         let errors = self.errors().lines();
-        RunReport { errors, counts }
+        RunReport {
+            errors,
+            counts,
+            steps: Vec::new(),
+        }
     }
 
     /// Fires `step` on `schedule` until the server stops.

@@ -7,6 +7,7 @@
 //! a health check that times out.
 
 pub mod metrics;
+pub mod report;
 pub mod status;
 
 use crate::engine::messages::GetSchedulerState;
