@@ -1065,6 +1065,30 @@ fn family_of(series: &str, declared: &BTreeMap<String, String>) -> Option<String
     None
 }
 
+/// The comparison itself, on prometheus-client's text format: a counter's family is declared
+/// with its `_total`, a histogram's series are its `_bucket`, `_sum` and `_count`.
+#[test]
+fn families_are_read_from_type_lines() {
+    let text = "# HELP a_total A.\n# TYPE a_total counter\na_total 1\n\
+                # TYPE h_seconds histogram\nh_seconds_bucket{le=\"1.0\"} 0\n\
+                # TYPE g gauge\n# TYPE om counter\n# EOF\n";
+    let d = declared_families(text);
+    for (series, family) in [
+        ("a_total", Some("a_total")),
+        ("h_seconds_bucket", Some("h_seconds")),
+        ("h_seconds_sum", Some("h_seconds")),
+        ("h_seconds_count", Some("h_seconds")),
+        ("g", Some("g")),
+        ("om_total", Some("om_total")),
+        ("a", None),
+        ("g_bucket", None),
+        ("h_seconds", Some("h_seconds")),
+        ("nothere", None),
+    ] {
+        assert_eq!(family_of(series, &d).as_deref(), family, "{series}");
+    }
+}
+
 /// The dashboard's panels query the metrics of the operations issue, with the data source
 /// chosen by a variable; every series it names is a family that a running server's /metrics
 /// declares (histogram series through their family).
