@@ -7,6 +7,7 @@ pub mod cron;
 pub mod engine;
 pub mod filter;
 pub mod gocompat;
+pub mod hooks;
 pub mod log;
 pub mod oci;
 pub mod ocidir;

@@ -190,7 +190,7 @@ sync:
       semverRange: [">=1.0.0"]
     hooks:
       post:
-        type: exec
+        type: cmd
         params: [echo]
 "#;
 
@@ -348,7 +348,7 @@ sync:
   hooks:
     pre: null
     post:
-      type: exec
+      type: cmd
       params:
       - echo
     unchanged: null

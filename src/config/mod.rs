@@ -18,7 +18,7 @@ pub use defaults::merge_defaults;
 pub use hosts::merge_hosts;
 pub use print::config_yaml;
 pub use schema::*;
-pub use template::{expand_templates, render_backup};
+pub use template::{check_template, expand_templates, render_backup};
 pub use validate::{check_step, validate};
 
 use crate::gocompat::gotext::os_error_text;

@@ -89,7 +89,9 @@ pub struct RateLimit {
     pub retry: String,
 }
 
-/// A hook (`{type, params[]}`): parsed and inherited, never executed (spec §16.4).
+/// A hook (`{type, params[]}`): `type` is `cmd` or `http` (checked at load by
+/// `config::validate`), run per image by `crate::hooks` (README "Hooks"; regsync parses hooks
+/// but never runs them, spec §16.4).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Hook {

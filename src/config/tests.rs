@@ -429,12 +429,12 @@ fn parse_yaml_is_raw() {
 #[test]
 fn hooks_inherited() {
     let c = load(
-        "defaults:\n  hooks:\n    pre: {type: exec, params: [a, 1]}\nsync:\n  - source: a\n  - source: b\n    hooks:\n      pre: {type: other}\n",
+        "defaults:\n  hooks:\n    pre: {type: cmd, params: [a, 1]}\nsync:\n  - source: a\n  - source: b\n    hooks:\n      pre: {type: http, params: [GET, 'http://h/']}\n",
     );
     let pre = c.sync[0].hooks.pre.as_ref().unwrap();
-    assert_eq!(pre.kind, "exec");
+    assert_eq!(pre.kind, "cmd");
     assert_eq!(pre.params, strings(&["a", "1"]));
-    assert_eq!(c.sync[1].hooks.pre.as_ref().unwrap().kind, "other");
+    assert_eq!(c.sync[1].hooks.pre.as_ref().unwrap().kind, "http");
     assert_eq!(c.sync[1].hooks.post, None);
 }
 

@@ -2,7 +2,9 @@
 //! the copy to the copy algorithm ([`crate::copy::Copier`], spec §6), whose blobs go through
 //! the BlobMover. It owns `defaults.parallel`: the number of image copies in flight (lookups,
 //! HEADs, happen outside that limit, as in regsync), and the indexes read to resolve
-//! `platform`.
+//! `platform`. It also decides when the step's hooks run ([`crate::hooks`]): `pre` once a copy
+//! will happen, `post` after it succeeded, `unchanged` for a matching image; never in
+//! `check`. Each holds a `parallel` slot while it runs.
 
 use super::blob_mover::{BlobMover, MoverSink};
 use super::messages::{MayPull, PullVerdict, RateLimitQuery, SyncImage};
@@ -10,6 +12,7 @@ use super::rate_limit_watcher::RateLimitWatcher;
 use super::report::{Counter, ImageOutcome};
 use super::{on_pool, CopyError, Mode, RunCtx, StepCtx};
 use crate::copy::{head_or_get, pinned, Copier, CopyEnv, CopyOpts};
+use crate::hooks::{HookError, HookEvent, HookVars};
 use crate::oci::{media, Descriptor, Manifest};
 use crate::platform::{self, Platform};
 use crate::reference::{Reference, Scheme};
@@ -119,6 +122,14 @@ struct ImageJob {
     platform_indexes: Arc<PlatformIndexes>,
 }
 
+/// The manifests of one image as its hooks see them: `.Digest` (the source manifest copied or
+/// matched) and `.TargetDigest` (the target's before the copy, empty when absent).
+#[derive(Default)]
+struct ImageDigests {
+    source: String,
+    target: String,
+}
+
 /// Where the rate-limit check of one image stands: the source's registry host, and the
 /// watcher's mark taken just before the source lookup (spec §5.5 step 2), so that only headers
 /// of that HEAD or later count.
@@ -161,7 +172,17 @@ impl ImageJob {
 
     /// Spec §5.5 (`processRef`).
     async fn sync(&self, source: Reference, target: Reference, mode: Mode) -> ImageOutcome {
-        match self.decide_and_copy(&source, &target, mode).await {
+        let mut digests = ImageDigests::default();
+        match self
+            .decide_and_copy(&source, &target, mode, &mut digests)
+            .await
+        {
+            Ok(ImageOutcome::Matched) => {
+                if mode != Mode::Check {
+                    self.unchanged_hook(&source, &target, &digests).await;
+                }
+                ImageOutcome::Matched
+            }
             Ok(outcome) => outcome,
             Err(e) => {
                 if !e.is_canceled() {
@@ -189,6 +210,7 @@ impl ImageJob {
         source: &Reference,
         target: &Reference,
         mode: Mode,
+        digests: &mut ImageDigests,
     ) -> Result<ImageOutcome, CopyError> {
         let step = &self.step.step;
         let stores = &self.run().stores;
@@ -220,6 +242,11 @@ impl ImageJob {
                 None
             }
         };
+        digests.source = src_desc.digest.as_str().to_string();
+        digests.target = tgt_desc
+            .as_ref()
+            .map(|t| t.digest.as_str().to_string())
+            .unwrap_or_default();
         let mut matches = tgt_desc
             .as_ref()
             .is_some_and(|t| t.digest == src_desc.digest);
@@ -247,6 +274,7 @@ impl ImageJob {
         if !step.platform.is_empty() && media::is_index(&src_desc.media_type) {
             let child = self.platform_child(source, &src_desc).await?;
             src_copy = pinned(source, &child.digest);
+            digests.source = child.digest.as_str().to_string();
             if tgt_desc.as_ref().is_some_and(|t| t.digest == child.digest) {
                 matches = true;
             }
@@ -282,6 +310,14 @@ impl ImageJob {
         if cancel.is_cancelled() {
             return Err(CopyError::Canceled);
         }
+        // The pre hook, now that a copy will happen: its failure fails the image before
+        // anything is written.
+        if let Err(e) = self.hook(HookEvent::Pre, source, target, digests).await {
+            return Err(match e {
+                HookError::Canceled => CopyError::Canceled,
+                e => CopyError::Invalid(format!("pre hook: {e}")),
+            });
+        }
         let tgt_store = stores.for_ref(target);
         tgt_store.open(target).await;
         // 13. backup of the image about to be overwritten
@@ -305,7 +341,11 @@ impl ImageJob {
             slog::error!(self.log(), "Error closing ref"; "ref" => %target, "error" => %e);
         }
         match result {
-            Ok(()) => Ok(ImageOutcome::Copied),
+            Ok(()) => {
+                self.hook_warn(HookEvent::Post, source, target, digests)
+                    .await;
+                Ok(ImageOutcome::Copied)
+            }
             Err(e) => {
                 if !e.is_canceled() {
                     slog::error!(self.log(), "Failed to copy image";
@@ -314,6 +354,69 @@ impl ImageJob {
                 Err(e)
             }
         }
+    }
+
+    /// Runs the step's `event` hook for this image, when the step has one.
+    async fn hook(
+        &self,
+        event: HookEvent,
+        source: &Reference,
+        target: &Reference,
+        digests: &ImageDigests,
+    ) -> Result<(), HookError> {
+        let hooks = &self.step.step.hooks;
+        let hook = match event {
+            HookEvent::Pre => &hooks.pre,
+            HookEvent::Post => &hooks.post,
+            HookEvent::Unchanged => &hooks.unchanged,
+        };
+        let Some(hook) = hook else {
+            return Ok(());
+        };
+        let vars = HookVars {
+            hook: event.name(),
+            step: &self.step.step,
+            source,
+            target,
+            digest: &digests.source,
+            target_digest: &digests.target,
+        };
+        self.run()
+            .hooks
+            .run(event, hook, &vars, &self.run().cancel)
+            .await
+    }
+
+    /// `post` and `unchanged`: a failure is one warning; the image keeps its outcome.
+    async fn hook_warn(
+        &self,
+        event: HookEvent,
+        source: &Reference,
+        target: &Reference,
+        digests: &ImageDigests,
+    ) {
+        match self.hook(event, source, target, digests).await {
+            Ok(()) | Err(HookError::Canceled) => {}
+            Err(e) => slog::warn!(self.log(), "Hook failed"; "hook" => event.name(),
+                "source" => %source, "target" => %target, "error" => %e),
+        }
+    }
+
+    /// The `unchanged` hook of a matching image, in a `parallel` slot like every hook.
+    async fn unchanged_hook(&self, source: &Reference, target: &Reference, digests: &ImageDigests) {
+        if self.step.step.hooks.unchanged.is_none() {
+            return;
+        }
+        let cancel = self.run().cancel.clone();
+        let _slot = tokio::select! {
+            p = self.parallel.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = cancel.cancelled() => return,
+        };
+        self.hook_warn(HookEvent::Unchanged, source, target, digests)
+            .await;
     }
 
     /// Spec §5.6 is active only for registry sources of steps with `ratelimit.min > 0`; then

@@ -41,6 +41,9 @@ pub enum Mode {
 pub enum EngineError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The HTTP client of `http` hooks could not be built.
+    #[error("failed to set up the HTTP client for hooks: {0}")]
+    HookClient(String),
 }
 
 /// Both storage schemes; the copy algorithm asks for the one a reference names.
@@ -79,6 +82,8 @@ pub struct RunCtx {
     /// Manifest writes in flight, one per target repository and digest, whatever run they
     /// belong to (see [`run_scope`]).
     pub manifest_writes: run_scope::WriteLocks,
+    /// Runs the steps' `hooks` (README "Hooks").
+    pub hooks: crate::hooks::HookRunner,
 }
 
 impl RunCtx {
@@ -204,6 +209,8 @@ impl Engine {
         };
         // The run's cancellation reaches every request, retry wait and host pause.
         let cancel = CancellationToken::new();
+        let hook_http = crate::registry::plain_client(&user_agent, &log)
+            .map_err(|e| EngineError::HookClient(crate::registry::error_chain(&e)))?;
         let registry = RegistryStore::new(
             hosts,
             throttle.clone(),
@@ -224,6 +231,7 @@ impl Engine {
             abort_on_error: opts.abort_on_error,
             parallel: Parallel::from_config(config.defaults.parallel),
             manifest_writes: run_scope::WriteLocks::default(),
+            hooks: crate::hooks::HookRunner::new(hook_http, log.clone()),
         });
         let blob_mover = blob_mover::BlobMover::new(run.clone()).start();
         let resolver = manifest_resolver::ManifestResolver::new(run.clone(), blob_mover.clone())

@@ -14,7 +14,9 @@ mod origin;
 mod referrers;
 mod tls;
 
+pub(crate) use client::{error_chain, loggable};
 pub use docker_config::docker_config_hosts;
+pub(crate) use tls::plain_client;
 
 use crate::oci::{Descriptor, Digest, Manifest};
 use crate::reference::Reference;

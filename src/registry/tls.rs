@@ -256,6 +256,22 @@ fn builder(user_agent: &str) -> reqwest::ClientBuilder {
         .http2_adaptive_window(true)
 }
 
+/// A client for URLs that are not registries (`http` hooks): the same trusted roots as the
+/// registry clients, and nothing of any registry's settings: no credentials, no client
+/// certificate, no redirects followed, no `Referer`.
+pub(crate) fn plain_client(user_agent: &str, log: &Logger) -> reqwest::Result<reqwest::Client> {
+    let system = system_roots(log);
+    let mut b = reqwest::Client::builder()
+        .user_agent(user_agent)
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
+        .connect_timeout(CONNECT_TIMEOUT);
+    if !system.is_empty() {
+        b = b.tls_built_in_root_certs(false).tap_roots(system);
+    }
+    b.build()
+}
+
 /// The HTTP client for one TLS key. `name` only labels warnings and errors.
 pub(crate) fn build_http(
     key: &TlsKey,

@@ -5,7 +5,8 @@
 //!   `referrerTarget` in that order with `{ .Sync = <merged step> }` (Go field names). `target`
 //!   sees the expanded `Source`/`ReferrerSrc` but `referrerTarget` still sees the unexpanded
 //!   `Target` (regsync quirk, kept). A string without `{{` is left as is.
-//! * Copy time ([`render_backup`]): `backup` with `{ .Ref, .Step, .Sync }`, trimmed.
+//! * Copy time ([`render_backup`]): `backup` with `{ .Ref, .Step, .Sync }`, trimmed; hook
+//!   params ([`render_hook_param`] with [`HookVars`]), parsed at load ([`check_template`]).
 //! * `version --format` ([`render_version`]).
 //!
 //! Functions: the 12 of regsync (`default env file join json jsonPretty printPretty lower upper
@@ -136,6 +137,63 @@ fn render(text: &str, data: Value) -> Result<String, String> {
         .map_err(|e| one_line(&parse_error_text(&e, text)))?;
     tmpl.render(&Context::from(data))
         .map_err(|e| one_line(&exec_error_text(&e)))
+}
+
+/// Parses `text` as a template without rendering it (hook params are rendered per image, but
+/// a template that cannot parse fails the load).
+pub fn check_template(text: &str) -> Result<(), String> {
+    if !text.contains("{{") {
+        return Ok(());
+    }
+    let rewritten = preprocess(text).map_err(|e| {
+        format!(
+            "template: out:{}: {}",
+            line_of(text, e.offset),
+            one_line(&e.message)
+        )
+    })?;
+    let mut tmpl = Template::with_name("out");
+    tmpl.add_funcs(FUNCS);
+    tmpl.parse(rewritten)
+        .map_err(|e| one_line(&parse_error_text(&e, text)))
+}
+
+/// What a hook's templates see (README "Hooks"): the step (`.Sync`, `.Step`), the image
+/// (`.Source`, `.Target`, and `.Ref` = the target, as for `backup`), the hook (`.Hook`:
+/// `pre`, `post` or `unchanged`), the source manifest's digest (`.Digest`, the one copied:
+/// with `platform`, the selected platform's) and the target's digest before the copy
+/// (`.TargetDigest`, `""` when the target was absent).
+pub struct HookVars<'a> {
+    pub hook: &'a str,
+    pub step: &'a SyncStep,
+    pub source: &'a Reference,
+    pub target: &'a Reference,
+    pub digest: &'a str,
+    pub target_digest: &'a str,
+}
+
+impl HookVars<'_> {
+    /// The data object, built once per hook run and rendered for each param.
+    pub fn value(&self) -> Value {
+        let sync = sync_value(self.step);
+        let target = ref_value(self.target);
+        let mut top = HashMap::new();
+        top.insert("Hook".to_string(), Value::from(self.hook));
+        top.insert("Source".to_string(), ref_value(self.source));
+        top.insert("Target".to_string(), target.clone());
+        top.insert("Ref".to_string(), target);
+        top.insert("Digest".to_string(), Value::from(self.digest));
+        top.insert("TargetDigest".to_string(), Value::from(self.target_digest));
+        top.insert("Step".to_string(), sync.clone());
+        top.insert("Sync".to_string(), sync);
+        Value::Object(top)
+    }
+}
+
+/// Renders one hook param with `data` (from [`HookVars::value`]); output as is (not trimmed:
+/// it is an argv element or a body).
+pub fn render_hook_param(text: &str, data: &Value) -> Result<String, String> {
+    render(text, data.clone())
 }
 
 fn template_error(context: String, field: &str, message: String) -> ConfigError {
