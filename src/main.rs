@@ -156,6 +156,12 @@ fn run_engine(
         let cancel = engine.run.cancel.clone();
         let signalled = watch_signals(cancel.clone(), log.clone())
             .map_err(|e| vec![format!("failed to install signal handlers: {e}")])?;
+        let engine = std::rc::Rc::new(engine);
+        if let Job::Serve = job {
+            let path = cli.config_path().map_err(|e| vec![e])?.to_string();
+            reload_on_sighup(engine.clone(), config.clone(), path, log.clone())
+                .map_err(|e| vec![format!("failed to install signal handlers: {e}")])?;
+        }
         let started = std::time::Instant::now();
         let work = async {
             match job {
@@ -215,6 +221,61 @@ fn run_engine(
         std::process::exit(if result.is_ok() { 0 } else { 1 });
     }
     result
+}
+
+/// SIGHUP in `server`: read the config file again and hand its steps to the engine. A file
+/// that does not load keeps the running config (one error line naming the problem). Settings
+/// outside the steps (`creds`, global `defaults` like `parallel`) are read once at start-up:
+/// a change to them is named in a warning and waits for a restart.
+fn reload_on_sighup(
+    engine: std::rc::Rc<Engine>,
+    mut running: Config,
+    path: String,
+    log: slog::Logger,
+) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    let cancel = engine.run.cancel.clone();
+    // The engine's actors live on this thread's arbiter: a local task, not a pool one.
+    actix::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {}
+                _ = cancel.cancelled() => return,
+            }
+            if path == "-" {
+                slog::error!(log, "Config reload failed, keeping the running config";
+                    "err" => "the config was read from stdin: nothing to read again");
+                continue;
+            }
+            let config = match Config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    slog::error!(log, "Config reload failed, keeping the running config";
+                        "err" => e.to_string().lines().next().unwrap_or_default().to_string());
+                    continue;
+                }
+            };
+            let restart = running.settings_needing_restart(&config);
+            if !restart.is_empty() {
+                slog::warn!(log, "Config reload: these settings apply after a restart";
+                    "settings" => restart.join(", "));
+            }
+            match engine.reload(&config).await {
+                Ok(sum) => {
+                    slog::info!(log, "Config reloaded";
+                        "file" => &path, "unchanged" => sum.unchanged, "changed" => sum.changed,
+                        "added" => sum.added, "removed" => sum.removed);
+                    running.sync = config.sync;
+                }
+                Err(e) => {
+                    slog::error!(log, "Config reload failed, keeping the running config";
+                        "err" => e);
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// `--report`: the run's document, written whole.

@@ -196,6 +196,28 @@ fn normalize(config: &mut Config) {
 }
 
 impl Config {
+    /// The settings of `new` that differ from this config's and that a running engine reads
+    /// only once (its host table and global defaults); a reload names them and keeps the
+    /// old values until a restart. Everything else lives in the steps (defaults are merged
+    /// into them at load).
+    pub fn settings_needing_restart(&self, new: &Config) -> Vec<&'static str> {
+        let (a, b) = (&self.defaults, &new.defaults);
+        [
+            ("creds", self.creds != new.creds),
+            ("defaults.parallel", a.parallel != b.parallel),
+            ("defaults.userAgent", a.user_agent != b.user_agent),
+            ("defaults.cacheCount", a.cache_count != b.cache_count),
+            ("defaults.cacheTime", a.cache_time != b.cache_time),
+            (
+                "defaults.skipDockerConfig",
+                a.skip_docker_config != b.skip_docker_config,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+    }
+
     /// Reads and loads a config file; `-` reads stdin (empty input = empty config), `""` is
     /// `required input missing`.
     pub fn load(path: &str) -> Result<Config, ConfigError> {

@@ -30,6 +30,25 @@ pub struct Serve {
     pub clock: crate::cron::Clock,
 }
 
+/// Scheduler ← `regsync server` on SIGHUP: the steps of the config file read again. Steps are
+/// known by their position in the file: an unchanged step keeps its schedule and history, a
+/// changed or added one starts on its schedule, a removed one fires no more; runs in progress
+/// finish. `Err` when no server is running.
+#[derive(Message)]
+#[rtype(result = "Result<ReloadSummary, String>")]
+pub struct Reload {
+    pub steps: Vec<Arc<StepCtx>>,
+}
+
+/// How many steps a [`Reload`] left alone, changed, added and removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub unchanged: usize,
+    pub changed: usize,
+    pub added: usize,
+    pub removed: usize,
+}
+
 /// Scheduler ← the service endpoints (`--listen`): what every step has done so far, and
 /// where the run stands. Answered at once from the scheduler's own bookkeeping.
 #[derive(Message)]

@@ -276,6 +276,16 @@ impl Engine {
         }
     }
 
+    /// `regsync server` on SIGHUP: the steps of `config` replace those in force (see
+    /// [`messages::Reload`]).
+    pub async fn reload(&self, config: &Config) -> Result<messages::ReloadSummary, String> {
+        let steps = self.step_ctxs(config);
+        self.scheduler
+            .send(messages::Reload { steps })
+            .await
+            .map_err(|e| format!("internal error: scheduler stopped: {e}"))?
+    }
+
     /// Run every step of `config` once (`once`, `check`).
     pub async fn run_once(&self, config: &Config, mode: Mode) -> RunReport {
         let steps = self.step_ctxs(config);

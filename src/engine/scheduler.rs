@@ -9,7 +9,7 @@
 //! `--abort-on-error`): timers stop, running steps see the cancellation (image copies are
 //! dropped before their tag is pushed) and are waited for.
 
-use super::messages::{GetSchedulerState, ListStep, RunSteps, Serve};
+use super::messages::{GetSchedulerState, ListStep, Reload, ReloadSummary, RunSteps, Serve};
 use super::report::{Counters, RunReport, SchedulerState, StepRunReport, StepState};
 use super::tag_lister::TagLister;
 use super::{CopyError, Mode, RunCtx, StepCtx};
@@ -30,6 +30,8 @@ pub struct Scheduler {
     lister: Addr<TagLister>,
     stats: Stats,
     started: SystemTime,
+    /// The running `server`, once [`Serve`] started it (what [`Reload`] changes).
+    server: Option<Arc<Server>>,
 }
 
 impl Scheduler {
@@ -39,6 +41,7 @@ impl Scheduler {
             lister,
             stats: Stats::default(),
             started: SystemTime::now(),
+            server: None,
         }
     }
 }
@@ -93,6 +96,17 @@ impl Book {
         let period = parsed
             .as_ref()
             .and_then(|p| period_of(p, chrono::Utc::now()));
+        // A step changed by a reload keeps its history (runs, counts, last success): its
+        // counters stay monotonic and a stale mirror stays stale.
+        if let Some(b) = self.steps.get_mut(&step.index) {
+            b.state.kind = s.kind.clone();
+            b.state.source = s.source.clone();
+            b.state.target = s.target.clone();
+            b.state.schedule = schedule;
+            b.state.period = period;
+            b.schedule = parsed;
+            return;
+        }
         self.steps.insert(
             step.index,
             StepBook {
@@ -120,7 +134,10 @@ impl Book {
     }
 
     fn end(&mut self, report: &StepRunReport) {
-        let b = self.steps.entry(report.step).or_default();
+        // A step removed by a reload while it ran is not brought back by its last run.
+        let Some(b) = self.steps.get_mut(&report.step) else {
+            return;
+        };
         // One lock: the run's counts leave `running` and enter the totals together, so a
         // scrape never sees them twice or not at all.
         b.running = None;
@@ -256,8 +273,21 @@ impl Handler<Serve> for Scheduler {
             lister: self.lister.clone(),
             stats: self.stats.clone(),
             errors: Mutex::default(),
+            loops: Mutex::default(),
         });
+        self.server = Some(server.clone());
         Box::pin(server.serve(msg.steps, msg.clock))
+    }
+}
+
+impl Handler<Reload> for Scheduler {
+    type Result = MessageResult<Reload>;
+
+    fn handle(&mut self, msg: Reload, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(match &self.server {
+            Some(server) => Ok(server.reload(msg.steps)),
+            None => Err("no server is running".into()),
+        })
     }
 }
 
@@ -276,6 +306,23 @@ struct Server {
     stats: Stats,
     /// The errors of each step's last run, and counts (decide the exit status).
     errors: Mutex<ServerErrors>,
+    /// The steps in force and their fire loops.
+    loops: Mutex<Loops>,
+}
+
+/// The steps of the config in force (the start-up one, then each reload's), by index, and
+/// once the schedules run, each step's fire loop.
+#[derive(Default)]
+struct Loops {
+    steps: BTreeMap<usize, Arc<StepCtx>>,
+    /// Set when the initial pass has ended: steps registered from then on start firing at
+    /// once.
+    firing: Option<Clock>,
+    /// Stops a step's loop (a child of the run's cancellation): it fires no more, and its
+    /// run in progress finishes.
+    stops: BTreeMap<usize, CancellationToken>,
+    /// Every loop started, stopped ones included: the server waits for all of them.
+    handles: Vec<JoinHandle<()>>,
 }
 
 /// Error lines of one step run kept for the final report; the rest are counted.
@@ -297,6 +344,12 @@ struct ServerErrors {
 impl ServerErrors {
     fn setup(&mut self, line: String) {
         self.setup.push(line);
+    }
+
+    /// A step removed by a reload: its errors no longer decide the exit status.
+    fn forget(&mut self, step: usize) {
+        self.last.remove(&step);
+        self.earlier.remove(&step);
     }
 
     /// Step `step` finished a run with `errors`; it replaces the step's previous run.
@@ -342,63 +395,85 @@ impl Server {
         self.errors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn loops(&self) -> std::sync::MutexGuard<'_, Loops> {
+        self.loops.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The schedule of `step`: `Ok(None)` when it has none (logged, the step never fires),
+    /// `Err` when it does not parse or never fires (logged and kept as an error line).
+    fn schedule_of(&self, step: &StepCtx) -> Result<Option<Schedule>, ()> {
+        let s = &step.step;
+        let Some(sched) = cron::step_schedule(&s.schedule, &s.interval) else {
+            slog::error!(self.log(), "No schedule or interval found, ignoring";
+                "source" => &s.source, "target" => &s.target, "type" => &s.kind);
+            return Ok(None);
+        };
+        slog::debug!(self.log(), "Scheduled task";
+            "source" => &s.source, "target" => &s.target, "type" => &s.kind,
+            "sched" => &sched);
+        // A spec that parses but never fires (`0 0 30 2 *`) is an error too, not a step
+        // that silently never runs.
+        let parsed =
+            cron::parse(&sched).and_then(|schedule| match schedule.next(chrono::Utc::now()) {
+                Some(_) => Ok(schedule),
+                None => Err(cron::CronError("the schedule never fires".into())),
+            });
+        parsed.map(Some).map_err(|e| {
+            slog::error!(self.log(), "Failed to schedule cron";
+                "source" => &s.source, "target" => &s.target, "sched" => &sched,
+                "err" => %e);
+            self.errors().setup(format!(
+                "{} source {:?} target {:?}: failed to schedule cron {sched:?}: {e}",
+                step.name(),
+                s.source,
+                s.target
+            ));
+        })
+    }
+
+    /// Tells `/status` about `step` (a new one, or a changed one keeping its history).
+    fn register(&self, step: &StepCtx) {
+        let s = &step.step;
+        let text = cron::step_schedule(&s.schedule, &s.interval);
+        let parsed = text.as_deref().and_then(|t| cron::parse(t).ok());
+        lock(&self.stats).register(step, text, parsed);
+    }
+
+    /// Starts the fire loop of `step` (the loops table is locked by the caller).
+    fn start_loop(self: &Arc<Self>, loops: &mut Loops, step: Arc<StepCtx>, schedule: Schedule) {
+        let Some(clock) = loops.firing.clone() else {
+            return;
+        };
+        let stop = self.run.cancel.child_token();
+        loops.stops.insert(step.index, stop.clone());
+        // Every firing is a run of its own (see `step_loop`).
+        let step = Arc::new(step.new_run());
+        loops.handles.push(tokio::spawn(
+            self.clone().step_loop(step, schedule, clock, stop),
+        ));
+    }
+
     async fn serve(self: Arc<Self>, steps: Vec<Arc<StepCtx>>, clock: Clock) -> RunReport {
         let run = self.run.clone();
         let started = std::time::Instant::now();
         let sequential = run.parallel.sequential_steps;
-        let mut scheduled: Vec<(Arc<StepCtx>, Schedule)> = Vec::new();
         let mut initial: Vec<BoxFuture<'static, ()>> = Vec::new();
-        {
-            let mut book = lock(&self.stats);
-            book.serving = true;
-            // Every step is known to `/status` from the start, with or without a schedule.
-            for step in &steps {
-                let s = &step.step;
-                let text = cron::step_schedule(&s.schedule, &s.interval);
-                let parsed = text.as_deref().and_then(|t| cron::parse(t).ok());
-                book.register(step, text, parsed);
-            }
+        lock(&self.stats).serving = true;
+        // Every step is known to `/status` from the start, with or without a schedule.
+        for step in &steps {
+            self.register(step);
+            self.loops().steps.insert(step.index, step.clone());
         }
         for step in steps {
             if run.cancel.is_cancelled() {
                 break;
             }
-            let s = &step.step;
-            let Some(sched) = cron::step_schedule(&s.schedule, &s.interval) else {
-                slog::error!(self.log(), "No schedule or interval found, ignoring";
-                    "source" => &s.source, "target" => &s.target, "type" => &s.kind);
-                continue;
-            };
-            slog::debug!(self.log(), "Scheduled task";
-                "source" => &s.source, "target" => &s.target, "type" => &s.kind,
-                "sched" => &sched);
-            // A spec that parses but never fires (`0 0 30 2 *`) is an error too, not a step
-            // that silently never runs.
-            let parsed =
-                cron::parse(&sched).and_then(|schedule| match schedule.next(chrono::Utc::now()) {
-                    Some(_) => Ok(schedule),
-                    None => Err(cron::CronError("the schedule never fires".into())),
-                });
-            match parsed {
-                // Every firing is a run of its own (see `step_loop`).
-                Ok(schedule) => scheduled.push((Arc::new(step.new_run()), schedule)),
-                Err(e) => {
-                    slog::error!(self.log(), "Failed to schedule cron";
-                        "source" => &s.source, "target" => &s.target, "sched" => &sched,
-                        "err" => %e);
-                    self.errors().setup(format!(
-                        "{} source {:?} target {:?}: failed to schedule cron {sched:?}: {e}",
-                        step.name(),
-                        s.source,
-                        s.target
-                    ));
-                    if run.abort_on_error {
-                        run.cancel.cancel();
-                        break;
-                    }
-                    // regsync still gives this step its initial pass (spec §16 quirk 7).
-                }
+            if self.schedule_of(&step).is_err() && run.abort_on_error {
+                run.cancel.cancel();
+                break;
             }
+            // regsync still gives a step whose schedule is invalid its initial pass (spec
+            // §16 quirk 7).
             let me = self.clone();
             let pass = async move {
                 let index = step.index;
@@ -415,17 +490,26 @@ impl Server {
         lock(&self.stats).initial_pass_done = true;
         if !run.cancel.is_cancelled() {
             lock(&self.stats).firing = Some(clock.clone());
-            // Only now: a long initial pass delays every schedule.
-            let loops: Vec<JoinHandle<()>> = scheduled
-                .into_iter()
-                .map(|(step, schedule)| {
-                    tokio::spawn(self.clone().step_loop(step, schedule, clock.clone()))
-                })
-                .collect();
+            // Only now: a long initial pass delays every schedule. The steps are those in
+            // force now (a reload during the initial pass counts).
+            let mut loops = self.loops();
+            loops.firing = Some(clock.clone());
+            let steps: Vec<Arc<StepCtx>> = loops.steps.values().cloned().collect();
+            for step in steps {
+                let s = &step.step;
+                let schedule = cron::step_schedule(&s.schedule, &s.interval)
+                    .and_then(|t| cron::parse(&t).ok())
+                    .filter(|p| p.next(chrono::Utc::now()).is_some());
+                if let Some(schedule) = schedule {
+                    self.start_loop(&mut loops, step, schedule);
+                }
+            }
+            drop(loops);
             run.cancel.cancelled().await;
             slog::info!(self.log(), "Stopping server");
             slog::debug!(self.log(), "Waiting on running tasks");
-            join_all(loops).await;
+            let handles = std::mem::take(&mut self.loops().handles);
+            join_all(handles).await;
         }
         // The whole lifetime, like the one line that closes `once`.
         let counts = run.counters.snapshot();
@@ -438,18 +522,61 @@ impl Server {
         }
     }
 
+    /// SIGHUP: `steps` replace the steps in force (see [`Reload`]).
+    fn reload(self: &Arc<Self>, steps: Vec<Arc<StepCtx>>) -> ReloadSummary {
+        let mut sum = ReloadSummary::default();
+        let mut loops = self.loops();
+        let old = std::mem::take(&mut loops.steps);
+        let kept: std::collections::BTreeSet<usize> = steps.iter().map(|s| s.index).collect();
+        for index in old.keys().filter(|i| !kept.contains(i)) {
+            sum.removed += 1;
+            if let Some(stop) = loops.stops.remove(index) {
+                stop.cancel();
+            }
+            lock(&self.stats).steps.remove(index);
+            self.errors().forget(*index);
+        }
+        for step in steps {
+            match old.get(&step.index) {
+                Some(was) if was.step == step.step => {
+                    sum.unchanged += 1;
+                    loops.steps.insert(step.index, was.clone());
+                    continue;
+                }
+                Some(_) => {
+                    sum.changed += 1;
+                    if let Some(stop) = loops.stops.remove(&step.index) {
+                        stop.cancel();
+                    }
+                }
+                None => sum.added += 1,
+            }
+            self.register(&step);
+            loops.steps.insert(step.index, step.clone());
+            if let Ok(Some(schedule)) = self.schedule_of(&step) {
+                self.start_loop(&mut loops, step, schedule);
+            }
+        }
+        sum
+    }
+
     /// Fires `step` on `schedule` until the server stops.
-    async fn step_loop(self: Arc<Self>, step: Arc<StepCtx>, schedule: Schedule, clock: Clock) {
+    async fn step_loop(
+        self: Arc<Self>,
+        step: Arc<StepCtx>,
+        schedule: Schedule,
+        clock: Clock,
+        stop: CancellationToken,
+    ) {
         let s = &step.step;
         let (source, target, kind) = (s.source.clone(), s.target.clone(), s.kind.clone());
         let log = self.run.log.clone();
         let stats = self.stats.clone();
         let index = step.index;
-        let cancel = self.run.cancel.clone();
         fire_loop(
             &schedule,
             &clock,
-            &cancel,
+            &stop,
             || {
                 slog::debug!(log, "Running task";
                     "source" => &source, "target" => &target, "type" => &kind);

@@ -73,6 +73,11 @@ impl Server {
         }
     }
 
+    /// The config file the process was started with (rewrite it, then SIGHUP).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("regsync.yml")
+    }
+
     pub fn stderr(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }

@@ -1,0 +1,149 @@
+//! SIGHUP in `server` (operations issue): the config file is read again; a broken file keeps
+//! the running config with one error line naming the problem; changed, added and removed
+//! steps take effect from their next run; an unchanged step keeps its schedule and history.
+
+mod common;
+
+use common::server::{http_get, Server};
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+fn status(addr: &str) -> Value {
+    let (code, body) = http_get(addr, "/status");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn step_sources(st: &Value) -> Vec<String> {
+    st["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["source"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Step summaries of `step` logged after log line number `after`.
+fn summaries_of(server: &Server, step: &str, after: usize) -> usize {
+    server
+        .logs()
+        .iter()
+        .skip(after)
+        .filter(|v| v["msg"] == "Step summary" && v["step"] == step)
+        .count()
+}
+
+#[test]
+fn sighup_applies_changed_added_and_removed_steps_and_keeps_the_config_when_the_file_is_broken() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    for (i, repo) in ["alpha", "beta", "gamma", "delta"].iter().enumerate() {
+        push(&src, repo, "v1", &oci_image(9500 + i as u64));
+    }
+    let step = |repo: &str| {
+        image_step(&src.r(&format!("{repo}:v1")), &dst.r(&format!("{repo}:v1"))) + "interval: 1s\n"
+    };
+    let first = config(&[&src, &dst], 2, &[step("alpha"), step("beta")]);
+    let mut server = Server::start(&first, &["--listen", "127.0.0.1:0"]);
+    let addr = server.listen_addr();
+    server.wait_logs("Step summary", 2, Duration::from_secs(30));
+    let runs_of_0 = status(&addr)["steps"][0]["runs"].as_u64().unwrap();
+
+    // A broken file: one error line naming it, the server keeps running the old steps.
+    let path = server.config_path();
+    std::fs::write(&path, "version: 1\nsync:\n  - source: [unclosed\n").unwrap();
+    server.signal(libc::SIGHUP);
+    let failed = server.wait_log(
+        "Config reload failed, keeping the running config",
+        Duration::from_secs(10),
+        |_| true,
+    );
+    assert_eq!(failed["level"], "ERROR", "{failed}");
+    let err = failed["err"].as_str().unwrap_or_else(|| panic!("{failed}"));
+    assert!(err.contains("regsync.yml") && !err.contains('\n'), "{err}");
+    assert!(server.running(), "{}", server.stderr());
+    assert_eq!(
+        step_sources(&status(&addr)),
+        [src.r("alpha:v1"), src.r("beta:v1")]
+    );
+
+    // Step 0 unchanged, step 1 changed (beta → gamma), step 2 added (delta).
+    // `parallel` changes too: read once at start-up, it is named in a warning.
+    let second = config(
+        &[&src, &dst],
+        3,
+        &[step("alpha"), step("gamma"), step("delta")],
+    );
+    std::fs::write(&path, &second).unwrap();
+    let mark = server.logs().len();
+    server.signal(libc::SIGHUP);
+    let done = server.wait_log("Config reloaded", Duration::from_secs(10), |_| true);
+    assert_eq!(
+        (
+            &done["unchanged"],
+            &done["changed"],
+            &done["added"],
+            &done["removed"]
+        ),
+        (
+            &Value::from(1),
+            &Value::from(1),
+            &Value::from(1),
+            &Value::from(0)
+        ),
+        "{done}"
+    );
+    let warned = server.wait_log(
+        "Config reload: these settings apply after a restart",
+        Duration::from_secs(5),
+        |_| true,
+    );
+    assert_eq!(warned["settings"], "defaults.parallel", "{warned}");
+    server.wait_until("gamma and delta copied", Duration::from_secs(30), |_| {
+        tags(&dst, "gamma").contains(&"v1".to_string())
+            && tags(&dst, "delta").contains(&"v1".to_string())
+    });
+    let st = status(&addr);
+    assert_eq!(
+        step_sources(&st),
+        [src.r("alpha:v1"), src.r("gamma:v1"), src.r("delta:v1")]
+    );
+    // The unchanged step kept its history (its run count goes on from before the reload).
+    assert!(
+        st["steps"][0]["runs"].as_u64().unwrap() >= runs_of_0,
+        "{st}"
+    );
+
+    // Only step 0 is left: steps 1 and 2 leave /status and fire no more.
+    std::fs::write(&path, config(&[&src, &dst], 2, &[step("alpha")])).unwrap();
+    server.signal(libc::SIGHUP);
+    let done = server.wait_log("Config reloaded", Duration::from_secs(10), |v| {
+        v["removed"] == 2
+    });
+    assert_eq!(done["unchanged"], 1, "{done}");
+    assert_eq!(step_sources(&status(&addr)), [src.r("alpha:v1")]);
+    let after = server.logs().len();
+    let zero_before = summaries_of(&server, "sync[0]", after);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        summaries_of(&server, "sync[1]", after),
+        0,
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(
+        summaries_of(&server, "sync[2]", after),
+        0,
+        "{}",
+        server.stderr()
+    );
+    assert!(
+        summaries_of(&server, "sync[0]", after) > zero_before,
+        "step 0 stopped firing"
+    );
+    assert!(summaries_of(&server, "sync[1]", mark) > 0);
+
+    server.signal(libc::SIGTERM);
+    let (st, _) = server.wait_exit(Duration::from_secs(15));
+    assert_eq!(st.code(), Some(0), "{}", server.stderr());
+}
