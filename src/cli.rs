@@ -434,7 +434,7 @@ fn map_error(e: clap::Error, args: &[String]) -> Parsed {
         {
             let flag = context_str(&e, ContextKind::InvalidArg).unwrap_or_default();
             let long = flag
-                .split([' ', '='])
+                .split([' ', '=', '['])
                 .find(|p| p.starts_with("--"))
                 .unwrap_or(&flag)
                 .to_string();
@@ -450,7 +450,7 @@ fn map_error(e: clap::Error, args: &[String]) -> Parsed {
         ErrorKind::ValueValidation | ErrorKind::InvalidValue => {
             let flag = context_str(&e, ContextKind::InvalidArg).unwrap_or_default();
             let long = flag
-                .split([' ', '='])
+                .split([' ', '=', '['])
                 .find(|p| p.starts_with("--"))
                 .unwrap_or(&flag)
                 .to_string();
@@ -681,6 +681,11 @@ mod tests {
             "unknown command \"nosuchshell\" for \"regsync completion\""
         );
         assert_eq!(fail(&["once", "-c"]), "flag needs an argument: 'c' in -c");
+        // pflag names a `--flag=value`-only flag without clap's `[=<bool>]`
+        assert_eq!(
+            fail(&["once", "--missing=maybe", "-c", "f"]),
+            "invalid argument \"maybe\" for \"--missing\" flag: strconv.ParseBool: parsing \"maybe\": invalid syntax"
+        );
         assert_eq!(
             fail(&["once", "--config"]),
             "flag needs an argument: --config"
