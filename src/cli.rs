@@ -183,6 +183,13 @@ pub struct RunFlags {
     #[arg(long = "listen", env = "REGSYNC_LISTEN", value_name = "addr",
           value_parser = clap::value_parser!(crate::service::ListenAddr), hide_env_values = true)]
     pub listen: Option<crate::service::ListenAddr>,
+    /// Live progress while stderr is a terminal (default true; once and check, never with
+    /// --logopt json)
+    #[arg(long = "progress", env = "REGSYNC_PROGRESS", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "true", value_parser = parse_bool,
+          value_name = "bool", hide_default_value = true, hide_possible_values = true,
+          hide_env_values = true)]
+    pub progress: bool,
     #[arg(hide = true)]
     pub args: Vec<String>,
 }
@@ -727,6 +734,21 @@ mod tests {
                 ..
             }))
         ));
+        for (args, want) in [
+            (&["once", "-c", "f"][..], true),
+            (&["once", "--progress=false", "-c", "f"][..], false),
+            (&["check", "--progress", "-c", "f"][..], true),
+            (&["check", "--progress=0", "-c", "f"][..], false),
+        ] {
+            let progress = match run(args).command {
+                Some(Command::Once(f)) => f.run.progress,
+                Some(Command::Check(f)) => f.progress,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(progress, want, "{args:?}");
+        }
+        assert!(fail(&["once", "--progress=maybe", "-c", "f"])
+            .starts_with("invalid argument \"maybe\" for \"--progress\" flag: strconv.ParseBool"));
         let t = run(&["-v", "trace", "config", "-c", "x"]);
         assert_eq!(t.check().unwrap(), Some(Verbosity(Verbosity::TRACE)));
         let o = run(&["-v", "info+2", "version", "--format", "{{.VCSTag}}"]);
