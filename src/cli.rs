@@ -187,6 +187,13 @@ pub struct RunFlags {
     #[arg(long = "report", value_name = "file",
           value_parser = clap::value_parser!(crate::service::report::ReportPath))]
     pub report: Option<crate::service::report::ReportPath>,
+    /// Live progress while stderr is a terminal (default true; once and check, never with
+    /// --logopt json)
+    #[arg(long = "progress", env = "REGSYNC_PROGRESS", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "true", value_parser = parse_bool,
+          value_name = "bool", hide_default_value = true, hide_possible_values = true,
+          hide_env_values = true)]
+    pub progress: bool,
     #[arg(hide = true)]
     pub args: Vec<String>,
 }
@@ -438,7 +445,7 @@ fn map_error(e: clap::Error, args: &[String]) -> Parsed {
         {
             let flag = context_str(&e, ContextKind::InvalidArg).unwrap_or_default();
             let long = flag
-                .split([' ', '='])
+                .split([' ', '=', '['])
                 .find(|p| p.starts_with("--"))
                 .unwrap_or(&flag)
                 .to_string();
@@ -454,7 +461,7 @@ fn map_error(e: clap::Error, args: &[String]) -> Parsed {
         ErrorKind::ValueValidation | ErrorKind::InvalidValue => {
             let flag = context_str(&e, ContextKind::InvalidArg).unwrap_or_default();
             let long = flag
-                .split([' ', '='])
+                .split([' ', '=', '['])
                 .find(|p| p.starts_with("--"))
                 .unwrap_or(&flag)
                 .to_string();
@@ -685,6 +692,11 @@ mod tests {
             "unknown command \"nosuchshell\" for \"regsync completion\""
         );
         assert_eq!(fail(&["once", "-c"]), "flag needs an argument: 'c' in -c");
+        // pflag names a `--flag=value`-only flag without clap's `[=<bool>]`
+        assert_eq!(
+            fail(&["once", "--missing=maybe", "-c", "f"]),
+            "invalid argument \"maybe\" for \"--missing\" flag: strconv.ParseBool: parsing \"maybe\": invalid syntax"
+        );
         assert_eq!(
             fail(&["once", "--config"]),
             "flag needs an argument: --config"
@@ -726,6 +738,21 @@ mod tests {
                 ..
             }))
         ));
+        for (args, want) in [
+            (&["once", "-c", "f"][..], true),
+            (&["once", "--progress=false", "-c", "f"][..], false),
+            (&["check", "--progress", "-c", "f"][..], true),
+            (&["check", "--progress=0", "-c", "f"][..], false),
+        ] {
+            let progress = match run(args).command {
+                Some(Command::Once(f)) => f.run.progress,
+                Some(Command::Check(f)) => f.progress,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(progress, want, "{args:?}");
+        }
+        assert!(fail(&["once", "--progress=maybe", "-c", "f"])
+            .starts_with("invalid argument \"maybe\" for \"--progress\" flag: strconv.ParseBool"));
         let t = run(&["-v", "trace", "config", "-c", "x"]);
         assert_eq!(t.check().unwrap(), Some(Verbosity(Verbosity::TRACE)));
         let o = run(&["-v", "info+2", "version", "--format", "{{.VCSTag}}"]);

@@ -12,6 +12,7 @@ pub mod log;
 pub mod oci;
 pub mod ocidir;
 pub mod platform;
+pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod service;

@@ -101,6 +101,10 @@ struct Queue {
 
 struct Shared {
     queue: Mutex<Queue>,
+    /// What else draws on the same terminal (the progress display): lines are written while
+    /// it is put aside. (Only the writer thread calls it: slog's unwind-safety bound on the
+    /// drain does not concern it.)
+    overlay: Option<std::panic::AssertUnwindSafe<Arc<dyn Overlay>>>,
     /// Lines (or a drop count) to write, or closing.
     ready: Condvar,
     /// The queue became empty and nothing is being written.
@@ -184,7 +188,7 @@ impl Drop for RegsyncDrain {
 /// Writes queued lines until the queue is closed and empty.
 fn write_lines<W: std::io::Write>(shared: &Shared, mut out: W) {
     loop {
-        let batch = {
+        let mut batch = {
             let mut q = shared.lock();
             loop {
                 if !q.lines.is_empty() || q.dropped > 0 {
@@ -203,11 +207,17 @@ fn write_lines<W: std::io::Write>(shared: &Shared, mut out: W) {
             q.writing = true;
             batch
         };
-        for line in batch {
-            let _ = writeln!(out, "{line}");
-            shared.written.fetch_add(1, Ordering::Relaxed);
+        let mut write = || {
+            for line in batch.drain(..) {
+                let _ = writeln!(out, "{line}");
+                shared.written.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = out.flush();
+        };
+        match &shared.overlay {
+            Some(overlay) => overlay.suspend(&mut write),
+            None => write(),
         }
-        let _ = out.flush();
         let mut q = shared.lock();
         q.writing = false;
         if q.lines.is_empty() && q.dropped == 0 {
@@ -294,6 +304,14 @@ fn quote(v: &str) -> String {
     }
 }
 
+/// Something else drawn on the terminal the log goes to (the progress display, which owns the
+/// lines below the log). The log writer thread hands it each batch of lines to write:
+/// it takes itself off the screen, calls `write`, and draws itself again below.
+pub trait Overlay: Send + Sync {
+    /// Runs `write` (once) with the terminal free of the overlay.
+    fn suspend(&self, write: &mut dyn FnMut());
+}
+
 /// The process logger: stderr, text or JSON; keep the [`LogFlush`] until the end.
 pub fn logger(verbosity: Verbosity, json: bool) -> (slog::Logger, LogFlush) {
     logger_to(std::io::stderr(), verbosity, json)
@@ -306,8 +324,29 @@ pub fn logger_to<W: std::io::Write + Send + 'static>(
     verbosity: Verbosity,
     json: bool,
 ) -> (slog::Logger, LogFlush) {
+    logger_with(w, verbosity, json, None)
+}
+
+/// Like [`logger_to`], each batch of lines written inside `overlay`'s
+/// [`suspend`](Overlay::suspend), on the writer thread: a blocked `w` still blocks only it.
+pub fn logger_over<W: std::io::Write + Send + 'static>(
+    w: W,
+    verbosity: Verbosity,
+    json: bool,
+    overlay: Arc<dyn Overlay>,
+) -> (slog::Logger, LogFlush) {
+    logger_with(w, verbosity, json, Some(overlay))
+}
+
+fn logger_with<W: std::io::Write + Send + 'static>(
+    w: W,
+    verbosity: Verbosity,
+    json: bool,
+    overlay: Option<Arc<dyn Overlay>>,
+) -> (slog::Logger, LogFlush) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue::default()),
+        overlay: overlay.map(std::panic::AssertUnwindSafe),
         ready: Condvar::new(),
         idle: Condvar::new(),
         json,
@@ -380,6 +419,46 @@ mod tests {
         assert_eq!(v["images_copied"], 3);
         assert_eq!(v["x"], "007");
         assert_eq!(v["level"], "DEBUG");
+    }
+
+    /// Records what the output held when each suspension began and ended.
+    struct Marks {
+        buf: Buf,
+        marks: Mutex<Vec<(usize, usize)>>,
+    }
+    impl Overlay for Marks {
+        fn suspend(&self, write: &mut dyn FnMut()) {
+            let before = self.buf.0.lock().unwrap().len();
+            write();
+            let after = self.buf.0.lock().unwrap().len();
+            self.marks.lock().unwrap().push((before, after));
+        }
+    }
+
+    #[test]
+    fn with_an_overlay_every_line_is_written_inside_its_suspension() {
+        let buf = Buf::default();
+        let marks = Arc::new(Marks {
+            buf: buf.clone(),
+            marks: Mutex::default(),
+        });
+        let (log, flush) = logger_over(buf.clone(), Verbosity(0), false, marks.clone());
+        for i in 0..50 {
+            slog::info!(log, "line"; "i" => i);
+        }
+        assert!(flush.flush());
+        let out = buf.0.lock().unwrap().clone();
+        assert_eq!(String::from_utf8_lossy(&out).lines().count(), 50);
+        let marks = marks.marks.lock().unwrap().clone();
+        assert!(!marks.is_empty());
+        // The suspensions cover the output end to end, one after the other: no byte was
+        // written outside one.
+        let mut at = 0;
+        for (before, after) in marks {
+            assert_eq!(before, at, "bytes written between two suspensions");
+            at = after;
+        }
+        assert_eq!(at, out.len());
     }
 
     /// A writer that blocks until the gate opens (a full pipe nobody reads).

@@ -5,7 +5,8 @@ use regsync::cli::{self, Cli, Command, Parsed};
 use regsync::config::{config_yaml, template, Config};
 use regsync::cron::Clock;
 use regsync::engine::{Engine, EngineOptions, Mode};
-use regsync::log::{logger, Verbosity};
+use regsync::log::{logger, logger_over, Verbosity};
+use regsync::progress::{self, Progress, StepSource};
 use std::io::Write;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -132,12 +133,21 @@ fn run_engine(
         }
         path.check().map_err(|e| vec![e])?;
     }
-    let (log, log_flush) = logger(verbosity, cli.json_logs());
+    let json = cli.json_logs();
+    // Live progress (`once`/`check` on a terminal): log lines are written above its lines.
+    let mut progress = progress::wanted(flags.progress, json, matches!(job, Job::Serve))
+        .then(Progress::stderr)
+        .flatten();
+    let (log, log_flush) = match &progress {
+        Some(p) => logger_over(std::io::stderr(), verbosity, json, p.overlay()),
+        None => logger(verbosity, json),
+    };
     let config = load(cli)?;
     let shutdown_timeout = flags.shutdown_timeout;
     let listen = flags.listen.clone();
     let start = std::time::SystemTime::now();
     let options = engine_options(&config, flags.abort_on_error, &log);
+    let display = &mut progress;
     let report = system().block_on(async move {
         // The port opens before any step runs: a bad address ends the command at once.
         let listener = match &listen {
@@ -165,7 +175,21 @@ fn run_engine(
         let started = std::time::Instant::now();
         let work = async {
             match job {
-                Job::Once(mode) => engine.run_once(&config, mode).await,
+                Job::Once(mode) => {
+                    let steps = engine.step_ctxs(&config);
+                    if let Some(p) = display {
+                        let shown = steps.iter().map(|s| {
+                            StepSource::new(
+                                s.index,
+                                &s.step.source,
+                                &s.step.target,
+                                s.counters.clone(),
+                            )
+                        });
+                        p.watch(engine.run.counters.clone(), shown.collect());
+                    }
+                    engine.run_steps(steps, mode).await
+                }
                 Job::Serve => engine.serve(&config, Clock::System).await,
             }
         };
@@ -210,6 +234,10 @@ fn run_engine(
         }
         Ok::<_, Vec<String>>(report)
     });
+    // Down before the error lines below (it normally went before the `Sync summary`).
+    if let Some(mut p) = progress.take() {
+        p.finish();
+    }
     let result = match report {
         Ok(r) if r.errors.is_empty() => Ok(()),
         Ok(r) => Err(r.errors),

@@ -27,9 +27,18 @@ pub enum Counter {
     /// ([`ImagesChecked`](Counter::ImagesChecked) counts those), so the difference is the
     /// images in flight without a gauge of its own.
     ImagesStarted,
+    /// Images a step's listing selected (after filters and `--missing`): each one is handed
+    /// to the copy algorithm, so `ImagesChecked` reaches it once the step ends.
+    ImagesSelected,
+    /// Step runs begun, listings finished (every selected image is counted in
+    /// `ImagesSelected`), and step runs ended. In one step run's counters each is 0 or 1: what
+    /// the progress display reads to tell a step waiting, listing, copying or done.
+    StepsStarted,
+    StepsListed,
+    StepsEnded,
 }
 
-const COUNTERS: usize = 13;
+const COUNTERS: usize = 17;
 
 /// Counters of one step run, or of a whole run (the parent of its step runs).
 #[derive(Debug, Default)]
@@ -54,6 +63,10 @@ pub struct CountSnapshot {
     pub manifests_pushed: u64,
     pub bytes_copied: u64,
     pub images_started: u64,
+    pub images_selected: u64,
+    pub steps_started: u64,
+    pub steps_listed: u64,
+    pub steps_ended: u64,
 }
 
 impl Counters {
@@ -97,6 +110,10 @@ impl Counters {
             manifests_pushed: g(ManifestsPushed),
             bytes_copied: g(BytesCopied),
             images_started: g(ImagesStarted),
+            images_selected: g(ImagesSelected),
+            steps_started: g(StepsStarted),
+            steps_listed: g(StepsListed),
+            steps_ended: g(StepsEnded),
         }
     }
 
@@ -124,6 +141,10 @@ impl CountSnapshot {
         self.manifests_pushed += other.manifests_pushed;
         self.bytes_copied += other.bytes_copied;
         self.images_started += other.images_started;
+        self.images_selected += other.images_selected;
+        self.steps_started += other.steps_started;
+        self.steps_listed += other.steps_listed;
+        self.steps_ended += other.steps_ended;
     }
 }
 
@@ -155,6 +176,28 @@ mod tests {
         assert_eq!(a.snapshot().bytes_copied, 11);
         a.bump(Counter::ImagesStarted);
         assert_eq!(a.snapshot().images_started, 1);
+        for (c, n) in [
+            (Counter::ImagesSelected, 2),
+            (Counter::StepsStarted, 3),
+            (Counter::StepsListed, 4),
+            (Counter::StepsEnded, 5),
+        ] {
+            b.add(c, n);
+        }
+        let s = b.snapshot();
+        assert_eq!(
+            (
+                s.images_selected,
+                s.steps_started,
+                s.steps_listed,
+                s.steps_ended
+            ),
+            (2, 3, 4, 5)
+        );
+        let mut sum = s.clone();
+        sum.add(&s);
+        assert_eq!(sum.steps_ended, 10);
+        assert_eq!(total.snapshot().steps_listed, 4);
     }
 
     #[test]

@@ -242,8 +242,9 @@ impl Engine {
         Ok(Engine { run, scheduler })
     }
 
-    /// Every step of `config`, numbered as in the file, bound to one new run.
-    fn step_ctxs(&self, config: &Config) -> Vec<Arc<StepCtx>> {
+    /// Every step of `config`, numbered as in the file, bound to one new run (hand them to
+    /// [`Engine::run_steps`]; their counters are what the progress display reads).
+    pub fn step_ctxs(&self, config: &Config) -> Vec<Arc<StepCtx>> {
         let scope = run_scope::RunScope::new();
         config
             .sync
@@ -288,7 +289,11 @@ impl Engine {
 
     /// Run every step of `config` once (`once`, `check`).
     pub async fn run_once(&self, config: &Config, mode: Mode) -> RunReport {
-        let steps = self.step_ctxs(config);
+        self.run_steps(self.step_ctxs(config), mode).await
+    }
+
+    /// Run `steps` (from [`Engine::step_ctxs`]) once.
+    pub async fn run_steps(&self, steps: Vec<Arc<StepCtx>>, mode: Mode) -> RunReport {
         match self
             .scheduler
             .send(messages::RunSteps { steps, mode })

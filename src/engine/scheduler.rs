@@ -492,19 +492,20 @@ impl Server {
             lock(&self.stats).firing = Some(clock.clone());
             // Only now: a long initial pass delays every schedule. The steps are those in
             // force now (a reload during the initial pass counts).
-            let mut loops = self.loops();
-            loops.firing = Some(clock.clone());
-            let steps: Vec<Arc<StepCtx>> = loops.steps.values().cloned().collect();
-            for step in steps {
-                let s = &step.step;
-                let schedule = cron::step_schedule(&s.schedule, &s.interval)
-                    .and_then(|t| cron::parse(&t).ok())
-                    .filter(|p| p.next(chrono::Utc::now()).is_some());
-                if let Some(schedule) = schedule {
-                    self.start_loop(&mut loops, step, schedule);
+            {
+                let mut loops = self.loops();
+                loops.firing = Some(clock.clone());
+                let steps: Vec<Arc<StepCtx>> = loops.steps.values().cloned().collect();
+                for step in steps {
+                    let s = &step.step;
+                    let schedule = cron::step_schedule(&s.schedule, &s.interval)
+                        .and_then(|t| cron::parse(&t).ok())
+                        .filter(|p| p.next(chrono::Utc::now()).is_some());
+                    if let Some(schedule) = schedule {
+                        self.start_loop(&mut loops, step, schedule);
+                    }
                 }
             }
-            drop(loops);
             run.cancel.cancelled().await;
             slog::info!(self.log(), "Stopping server");
             slog::debug!(self.log(), "Waiting on running tasks");

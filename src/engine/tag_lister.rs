@@ -4,7 +4,7 @@
 
 use super::manifest_resolver::ManifestResolver;
 use super::messages::{ListStep, SyncImage};
-use super::report::{ImageOutcome, StepResult};
+use super::report::{Counter, ImageOutcome, StepResult};
 use super::{on_pool, Mode, StepCtx};
 use crate::filter::{filter_repos, filter_tags};
 use crate::reference::{Reference, Scheme};
@@ -108,7 +108,17 @@ impl StepLister {
         &self.step.run.log
     }
 
+    /// Lists the step and waits for its images. Counts for the progress display: the step run
+    /// starts, its listing is done (every selected image counted), it ends.
     async fn run(self) -> StepResult {
+        let counters = self.step.counters.clone();
+        counters.bump(Counter::StepsStarted);
+        let result = self.list_and_copy().await;
+        counters.bump(Counter::StepsEnded);
+        result
+    }
+
+    async fn list_and_copy(&self) -> StepResult {
         let step = &self.step.step;
         // `check` is always sequential (spec §13.3); otherwise look ahead far enough to keep
         // `parallel` copies busy while lookups of later images run.
@@ -138,6 +148,7 @@ impl StepLister {
                 ))
             }
         };
+        self.step.counters.bump(Counter::StepsListed);
         if result.is_err() {
             // With --abort-on-error, stop the images still queued before waiting for them.
             self.step.run.failed();
@@ -150,11 +161,13 @@ impl StepLister {
         StepResult { errors }
     }
 
+    /// One selected image, handed to the ManifestResolver.
     fn dispatch(
         &self,
         source: Reference,
         target: Reference,
     ) -> futures::future::BoxFuture<'static, ImageOutcome> {
+        self.step.counters.bump(Counter::ImagesSelected);
         let msg = SyncImage {
             step: self.step.clone(),
             source,
