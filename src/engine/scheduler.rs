@@ -468,12 +468,17 @@ impl Server {
             if run.cancel.is_cancelled() {
                 break;
             }
-            if self.schedule_of(&step).is_err() && run.abort_on_error {
-                run.cancel.cancel();
-                break;
+            match self.schedule_of(&step) {
+                // Without a schedule a step never runs, not even in the initial pass.
+                Ok(None) => continue,
+                Err(()) if run.abort_on_error => {
+                    run.cancel.cancel();
+                    break;
+                }
+                // regsync still gives a step whose schedule is invalid its initial pass
+                // (spec §16 quirk 7).
+                Ok(Some(_)) | Err(()) => {}
             }
-            // regsync still gives a step whose schedule is invalid its initial pass (spec
-            // §16 quirk 7).
             let me = self.clone();
             let pass = async move {
                 let index = step.index;
