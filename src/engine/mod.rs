@@ -79,6 +79,10 @@ pub struct RunCtx {
     pub abort_on_error: bool,
     /// `defaults.parallel`, read once (see [`Parallel`]).
     pub parallel: Parallel,
+    /// Images dispatched and not finished, across every step of the run
+    /// ([`Parallel::look_ahead`] permits): what keeps memory flat when a config has one step
+    /// per repository and the steps run at once.
+    pub image_slots: Arc<tokio::sync::Semaphore>,
     /// Manifest writes in flight, one per target repository and digest, whatever run they
     /// belong to (see [`run_scope`]).
     pub manifest_writes: run_scope::WriteLocks,
@@ -113,8 +117,8 @@ impl Parallel {
         }
     }
 
-    /// Images a step lists ahead of its copies: enough to keep `copies` busy while the
-    /// lookups of later images run.
+    /// Images listed ahead of the copies, for the whole run: enough to keep `copies` busy
+    /// while the lookups (HEADs) of later images run.
     pub fn look_ahead(&self) -> usize {
         self.copies * 4
     }
@@ -230,6 +234,9 @@ impl Engine {
             throttle,
             abort_on_error: opts.abort_on_error,
             parallel: Parallel::from_config(config.defaults.parallel),
+            image_slots: Arc::new(tokio::sync::Semaphore::new(
+                Parallel::from_config(config.defaults.parallel).look_ahead(),
+            )),
             manifest_writes: run_scope::WriteLocks::default(),
             hooks: crate::hooks::HookRunner::new(hook_http, log.clone()),
         });

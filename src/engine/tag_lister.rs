@@ -42,10 +42,12 @@ impl Handler<ListStep> for TagLister {
 }
 
 /// Image jobs of one step that are waiting for their outcome, bounded so a catalog of
-/// thousands of tags keeps memory flat.
+/// thousands of tags keeps memory flat: by `limit` for the step, and by one of the run's
+/// `slots` each (every step of the run shares them), held until the image's outcome.
 struct Pending {
     futs: FuturesUnordered<futures::future::BoxFuture<'static, ImageOutcome>>,
     limit: usize,
+    slots: Arc<tokio::sync::Semaphore>,
     errors: Vec<String>,
 }
 
@@ -54,7 +56,18 @@ impl Pending {
         while self.futs.len() >= self.limit {
             self.next().await;
         }
-        self.futs.push(f);
+        let slot = loop {
+            // Our own images free slots too: wait for either.
+            tokio::select! {
+                slot = self.slots.clone().acquire_owned() => break slot.ok(),
+                _ = self.next(), if !self.futs.is_empty() => {}
+            }
+        };
+        self.futs.push(Box::pin(async move {
+            let outcome = f.await;
+            drop(slot);
+            outcome
+        }));
     }
 
     async fn next(&mut self) {
@@ -130,6 +143,7 @@ impl StepLister {
         let mut pending = Pending {
             futs: FuturesUnordered::new(),
             limit,
+            slots: self.step.run.image_slots.clone(),
             errors: Vec::new(),
         };
         let result = match step.kind.as_str() {
