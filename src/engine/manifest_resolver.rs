@@ -97,10 +97,11 @@ impl Handler<SyncImage> for ManifestResolver {
             platform_indexes: self.platform_indexes.clone(),
         };
         let (source, target, mode) = (msg.source, msg.target, msg.mode);
+        let listed_absent = msg.target_listed_absent;
         let run = self.run.clone();
         Box::pin(async move {
             let outcome = on_pool(
-                async move { job.sync(source, target, mode).await },
+                async move { job.sync(source, target, mode, listed_absent).await },
                 ImageOutcome::Failed,
             )
             .await;
@@ -171,10 +172,16 @@ impl ImageJob {
     }
 
     /// Spec §5.5 (`processRef`).
-    async fn sync(&self, source: Reference, target: Reference, mode: Mode) -> ImageOutcome {
+    async fn sync(
+        &self,
+        source: Reference,
+        target: Reference,
+        mode: Mode,
+        listed_absent: bool,
+    ) -> ImageOutcome {
         let mut digests = ImageDigests::default();
         match self
-            .decide_and_copy(&source, &target, mode, &mut digests)
+            .decide_and_copy(&source, &target, mode, listed_absent, &mut digests)
             .await
         {
             Ok(ImageOutcome::Matched) => {
@@ -210,6 +217,7 @@ impl ImageJob {
         source: &Reference,
         target: &Reference,
         mode: Mode,
+        listed_absent: bool,
         digests: &mut ImageDigests,
     ) -> Result<ImageOutcome, CopyError> {
         let step = &self.step.step;
@@ -231,7 +239,12 @@ impl ImageJob {
         };
         // A failure to read the target means "absent" (spec §5.5 step 3), except when the
         // target cannot be reached at all: then nothing can be copied (spec §6.2 step 2).
-        let tgt_desc = match stores.for_ref(target).manifest_head(target).await {
+        // Absent from the target's tag listing of this run: nothing to ask.
+        let head = match listed_absent {
+            true => Ok(None),
+            false => stores.for_ref(target).manifest_head(target).await,
+        };
+        let tgt_desc = match head {
             Ok(d) => d,
             Err(e @ StoreError::Network { .. }) if mode != Mode::Check => {
                 return Err(CopyError::store("failed to access target registry", e))

@@ -72,6 +72,9 @@ pub struct SyncImage {
     pub source: Reference,
     pub target: Reference,
     pub mode: Mode,
+    /// The target repository's tag listing, read at the start of this step run, does not
+    /// name the target tag: it is absent, and its manifest HEAD can be skipped.
+    pub target_listed_absent: bool,
 }
 
 /// BlobMover ← ManifestResolver: make `desc` present in `target`'s repository. Answers once

@@ -11,8 +11,13 @@ use crate::reference::{Reference, Scheme};
 use crate::store::{tag_list_all, StoreError};
 use actix::{Actor, Addr, Context, Handler, ResponseFuture};
 use futures::stream::{FuturesUnordered, StreamExt};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::mpsc;
+
+/// A target tag listing longer than this is not kept to skip HEADs (the manifest HEADs are
+/// sent as usual): memory stays bounded whatever one repository holds.
+const LISTED_TAGS_KEPT: usize = 10_000;
 
 pub struct TagLister {
     resolver: Addr<ManifestResolver>,
@@ -180,6 +185,7 @@ impl StepLister {
         &self,
         source: Reference,
         target: Reference,
+        target_listed_absent: bool,
     ) -> futures::future::BoxFuture<'static, ImageOutcome> {
         self.step.counters.bump(Counter::ImagesSelected);
         let msg = SyncImage {
@@ -187,6 +193,7 @@ impl StepLister {
             source,
             target,
             mode: self.mode,
+            target_listed_absent,
         };
         let resolver = self.resolver.clone();
         Box::pin(async move {
@@ -211,7 +218,7 @@ impl StepLister {
     async fn image(&self, source: &str, target: &str, pending: &mut Pending) -> Result<(), String> {
         let src = self.parse("source", source)?;
         let tgt = self.parse("target", target)?;
-        pending.push(self.dispatch(src, tgt)).await;
+        pending.push(self.dispatch(src, tgt, false)).await;
         Ok(())
     }
 
@@ -225,8 +232,12 @@ impl StepLister {
         let src = self.parse("source", source)?;
         let tgt = self.parse("target", target)?;
         let step = &self.step.step;
-        // Missing mode needs the target's tags first and processes in sorted order; a copy
-        // into a registry repository that has no tags yet can skip its blob HEADs.
+        // The source listing runs on its own task while the target's is read.
+        let mut pages = self.spawn_listing(src.repo_only(), Listing::Tags);
+        // Missing mode needs the target's tags first and processes in sorted order. A copy
+        // into a registry repository learns from them which tags are absent (no manifest
+        // HEAD for those) and whether it has no tags yet (no blob HEADs either).
+        let mut listed_tags: Option<HashSet<String>> = None;
         let existing = match self.mode {
             Mode::Missing => {
                 let listed = self.target_tags(&tgt).await;
@@ -240,11 +251,15 @@ impl StepLister {
             Mode::Copy if tgt.scheme == Scheme::Reg => {
                 let listed = self.target_tags(&tgt).await;
                 self.note_if_empty(&tgt, &listed);
+                // A failed listing proves nothing: every tag is asked about.
+                listed_tags = listed
+                    .ok()
+                    .filter(|t| t.len() <= LISTED_TAGS_KEPT)
+                    .map(|t| t.into_iter().collect());
                 None
             }
             _ => None,
         };
-        let mut pages = self.spawn_listing(src.repo_only(), Listing::Tags);
         let mut available: Vec<String> = Vec::new();
         let mut selected_any = false;
         let mut missing: Vec<String> = Vec::new();
@@ -271,7 +286,9 @@ impl StepLister {
                 ),
                 None => {
                     for tag in selected {
-                        self.dispatch_tag(source, target, &tag, pending).await;
+                        let absent = listed_tags.as_ref().is_some_and(|l| !l.contains(&tag));
+                        self.dispatch_tag(source, target, &tag, absent, pending)
+                            .await;
                     }
                 }
             }
@@ -303,7 +320,8 @@ impl StepLister {
         missing.sort();
         missing.dedup();
         for tag in &missing {
-            self.dispatch_tag(source, target, tag, pending).await;
+            // Not in the (sorted) listing: absent when that listing succeeded.
+            self.dispatch_tag(source, target, tag, false, pending).await;
         }
         Ok(())
     }
@@ -326,7 +344,14 @@ impl StepLister {
     /// One image job for `tag`. A tag no reference can name (a registry listing something
     /// distribution would refuse) fails alone, with its one error line: the repository's
     /// other tags still copy.
-    async fn dispatch_tag(&self, source: &str, target: &str, tag: &str, pending: &mut Pending) {
+    async fn dispatch_tag(
+        &self,
+        source: &str,
+        target: &str,
+        tag: &str,
+        target_listed_absent: bool,
+        pending: &mut Pending,
+    ) {
         if self.step.run.cancel.is_cancelled() {
             return;
         }
@@ -334,7 +359,11 @@ impl StepLister {
             .parse("source", &format!("{source}:{tag}"))
             .and_then(|src| Ok((src, self.parse("target", &format!("{target}:{tag}"))?)));
         match refs {
-            Ok((src, tgt)) => pending.push(self.dispatch(src, tgt)).await,
+            Ok((src, tgt)) => {
+                pending
+                    .push(self.dispatch(src, tgt, target_listed_absent))
+                    .await
+            }
             Err(e) => {
                 self.step.run.failed();
                 pending.errors.push(e);

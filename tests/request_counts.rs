@@ -1,0 +1,58 @@
+//! How many requests a run sends (performance issue), counted in the registries' own access
+//! logs: a no-op run sends at most two manifest HEADs per tag plus the listings and no
+//! manifest GET; a copy asks the target about a tag only when the target's tag listing
+//! has it.
+
+mod common;
+
+use common::registry::count_lines;
+use common::*;
+
+/// A repository of four tags, one of which the target already holds: the copy sends one
+/// manifest HEAD to the target (the tag its listing names), not four. The second run is a
+/// no-op: per registry at most one HEAD per tag plus one tag listing, and no manifest GET.
+#[test]
+fn the_target_is_asked_only_about_listed_tags_and_a_no_op_stays_at_two_heads_per_tag() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let images: Vec<_> = (0..4).map(|i| oci_image(9700 + i)).collect();
+    for (i, img) in images.iter().enumerate() {
+        push(&src, "app", &format!("v{i}"), img);
+    }
+    push(&dst, "app", "v0", &images[0]);
+    let cfg = config(
+        &[&src, &dst],
+        2,
+        &[repo_step(&src.r("app"), &dst.r("app"), &[], &[])],
+    );
+
+    let mark = dst.mark();
+    let out = regsync(&["once"], &cfg);
+    out.assert_ok();
+    assert_summary(&out, &[("images_copied", 3), ("images_matched", 1)]);
+    let seen = dst.access_since(mark);
+    assert_eq!(
+        count_lines(&seen, "HEAD", "/manifests/"),
+        1,
+        "target manifest HEADs: {seen:?}"
+    );
+    for i in 0..4 {
+        assert_same_image(&src, &dst, "app", &format!("v{i}"));
+    }
+
+    let (src_mark, dst_mark) = (src.mark(), dst.mark());
+    let out = regsync(&["once"], &cfg);
+    out.assert_ok();
+    assert_summary(&out, &[("images_matched", 4), ("images_copied", 0)]);
+    for (reg, mark) in [(&src, src_mark), (&dst, dst_mark)] {
+        let seen = reg.access_since(mark);
+        let heads = count_lines(&seen, "HEAD", "/manifests/");
+        let gets = count_lines(&seen, "GET", "/manifests/");
+        let lists = count_lines(&seen, "GET", "/tags/list");
+        let pings = seen.iter().filter(|l| l.path == "/v2/").count();
+        let other = seen.len() - heads - gets - lists - pings;
+        assert!(heads <= 4, "{} manifest HEADs: {seen:?}", heads);
+        assert_eq!(gets, 0, "manifest GETs in a no-op: {seen:?}");
+        assert!(lists <= 1, "{lists} tag listings: {seen:?}");
+        assert_eq!(other, 0, "other requests: {seen:?}");
+    }
+}
