@@ -38,15 +38,75 @@ const PAUSE_MAX: Duration = Duration::from_secs(6 * 3600);
 
 pub struct RegistryThrottler {
     hostname: String,
-    slots: Arc<Semaphore>,
+    limits: Arc<HostLimits>,
     /// A blob stream from this host into itself needs two of its slots; one such stream at a
     /// time keeps every slot from being held by uploads waiting for their downloads.
     self_streams: Arc<Semaphore>,
+    log: slog::Logger,
+}
+
+/// A host's request slots as its throttler set them up: `reqConcurrent` permits, `reqPerSec`
+/// pacing, and the health (pauses, backoff) only the throttler changes. A request takes its
+/// slot on its own task through [`HostLimits::grant`] (no mailbox hop per request); what
+/// became of it goes to the throttler, which decides about the host.
+pub struct HostLimits {
+    slots: Arc<Semaphore>,
     pacing: Option<Arc<DefaultDirectRateLimiter>>,
     health: Arc<Mutex<HostHealth>>,
     /// Where its pauses and the waits they impose are counted.
     stats: Arc<HostStats>,
-    log: slog::Logger,
+}
+
+impl HostLimits {
+    pub fn new(host: &HostConfig, stats: Arc<HostStats>) -> Self {
+        // reqPerSec is a minimum spacing between requests (spec §7.3): no bursts. Absurd
+        // values (inf, 1e12, 1e-30) are clamped rather than allowed to panic.
+        let pacing = (host.req_per_sec > 0.0 && host.req_per_sec.is_finite())
+            .then(|| {
+                let secs = (1.0 / host.req_per_sec).clamp(1e-9, 86_400.0);
+                Quota::with_period(Duration::from_secs_f64(secs))
+            })
+            .flatten()
+            .map(|q| Arc::new(RateLimiter::direct(q.allow_burst(NonZeroU32::MIN))));
+        HostLimits {
+            slots: Arc::new(Semaphore::new(host.concurrency())),
+            pacing,
+            health: Arc::new(Mutex::new(HostHealth::default())),
+            stats,
+        }
+    }
+
+    /// A request slot: after any pause of the host, one of its permits, then its pacing;
+    /// `None` once `cancel` fires (a pause may last hours: `Retry-After`).
+    pub async fn grant(&self, cancel: &CancellationToken) -> Option<Permit> {
+        let grant = async {
+            loop {
+                if let Some((until, requested)) = pause_of(&self.health) {
+                    let waited = Instant::now();
+                    tokio::time::sleep_until(until.into()).await;
+                    if requested {
+                        self.stats.rate_limit_wait(waited.elapsed());
+                    }
+                    continue;
+                }
+                // The semaphore is never closed, so acquiring cannot fail.
+                let permit = self.slots.clone().acquire_owned().await.ok();
+                // A pause may have begun while we queued: give the slot back and wait it out.
+                if pause_end(&self.health).is_some() {
+                    drop(permit);
+                    continue;
+                }
+                if let Some(p) = &self.pacing {
+                    p.until_ready().await;
+                }
+                return Permit::new(permit);
+            }
+        };
+        tokio::select! {
+            permit = grant => Some(permit),
+            _ = cancel.cancelled() => None,
+        }
+    }
 }
 
 /// Whether the host is unwell, from what became of the requests sent to it.
@@ -139,23 +199,11 @@ impl HostHealth {
 }
 
 impl RegistryThrottler {
-    pub fn new(host: &HostConfig, stats: Arc<HostStats>, log: slog::Logger) -> Self {
-        // reqPerSec is a minimum spacing between requests (spec §7.3): no bursts. Absurd
-        // values (inf, 1e12, 1e-30) are clamped rather than allowed to panic.
-        let pacing = (host.req_per_sec > 0.0 && host.req_per_sec.is_finite())
-            .then(|| {
-                let secs = (1.0 / host.req_per_sec).clamp(1e-9, 86_400.0);
-                Quota::with_period(Duration::from_secs_f64(secs))
-            })
-            .flatten()
-            .map(|q| Arc::new(RateLimiter::direct(q.allow_burst(NonZeroU32::MIN))));
+    pub fn new(host: &HostConfig, limits: Arc<HostLimits>, log: slog::Logger) -> Self {
         RegistryThrottler {
             hostname: host.hostname.clone(),
-            slots: Arc::new(Semaphore::new(host.concurrency())),
+            limits,
             self_streams: Arc::new(Semaphore::new(1)),
-            pacing,
-            health: Arc::new(Mutex::new(HostHealth::default())),
-            stats,
             log,
         }
     }
@@ -180,41 +228,8 @@ impl Handler<AcquireSlot> for RegistryThrottler {
     type Result = ResponseFuture<Option<Permit>>;
 
     fn handle(&mut self, msg: AcquireSlot, _ctx: &mut Context<Self>) -> Self::Result {
-        let slots = self.slots.clone();
-        let pacing = self.pacing.clone();
-        let health = self.health.clone();
-        let stats = self.stats.clone();
-        let cancel = msg.cancel;
-        let grant = async move {
-            loop {
-                if let Some((until, requested)) = pause_of(&health) {
-                    let waited = Instant::now();
-                    tokio::time::sleep_until(until.into()).await;
-                    if requested {
-                        stats.rate_limit_wait(waited.elapsed());
-                    }
-                    continue;
-                }
-                // The semaphore is never closed, so acquiring cannot fail.
-                let permit = slots.clone().acquire_owned().await.ok();
-                // A pause may have begun while we queued: give the slot back and wait it out.
-                if pause_end(&health).is_some() {
-                    drop(permit);
-                    continue;
-                }
-                if let Some(p) = &pacing {
-                    p.until_ready().await;
-                }
-                return Permit::new(permit);
-            }
-        };
-        // A pause may last hours (`Retry-After`): the run's cancellation ends the wait.
-        Box::pin(async move {
-            tokio::select! {
-                permit = grant => Some(permit),
-                _ = cancel.cancelled() => None,
-            }
-        })
+        let limits = self.limits.clone();
+        Box::pin(async move { limits.grant(&msg.cancel).await })
     }
 }
 
@@ -237,10 +252,15 @@ impl Handler<HostObserved> for RegistryThrottler {
     type Result = ();
 
     fn handle(&mut self, msg: HostObserved, _ctx: &mut Context<Self>) {
-        let pause = self.health.lock().unwrap().record(&msg, Instant::now());
+        let pause = self
+            .limits
+            .health
+            .lock()
+            .unwrap()
+            .record(&msg, Instant::now());
         let status = msg.status.map(i64::from).unwrap_or(-1);
         if let Some(Pause::Requested(d) | Pause::Backoff(d)) = &pause {
-            self.stats.paused_until(SystemTime::now() + *d);
+            self.limits.stats.paused_until(SystemTime::now() + *d);
         }
         match pause {
             Some(Pause::Requested(d)) => {
@@ -262,7 +282,7 @@ impl Handler<HostPausedUntil> for RegistryThrottler {
     type Result = MessageResult<HostPausedUntil>;
 
     fn handle(&mut self, _msg: HostPausedUntil, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(pause_end(&self.health))
+        MessageResult(pause_end(&self.limits.health))
     }
 }
 
@@ -280,12 +300,20 @@ pub struct StreamSlots {
 /// started on first use, and forwarding rate-limit headers to the [`RateLimitWatcher`].
 pub struct ThrottleGate {
     arbiter: ArbiterHandle,
-    throttlers: DashMap<String, Addr<RegistryThrottler>>,
+    throttlers: DashMap<String, HostThrottle>,
     watcher: Option<Addr<RateLimitWatcher>>,
     /// What every host saw (requests, retries, pauses, bytes): this gate's and its
     /// throttlers' record, read by the endpoints and the report.
     stats: Arc<HostStatsTable>,
     log: slog::Logger,
+}
+
+/// One host's throttler, the limits it set up, and its stats.
+#[derive(Clone)]
+struct HostThrottle {
+    addr: Addr<RegistryThrottler>,
+    limits: Arc<HostLimits>,
+    stats: Arc<HostStats>,
 }
 
 /// A granted request slot as the registry layer holds it: counted in flight until dropped,
@@ -374,17 +402,31 @@ impl ThrottleGate {
     }
 
     fn throttler(&self, host: &HostConfig) -> Addr<RegistryThrottler> {
+        self.host(host).addr
+    }
+
+    /// The host's throttler and its limits, started on first use.
+    fn host(&self, host: &HostConfig) -> HostThrottle {
+        if let Some(t) = self.throttlers.get(&host.hostname) {
+            return t.clone();
+        }
         self.throttlers
             .entry(host.hostname.clone())
             .or_insert_with(|| {
                 slog::debug!(self.log, "Starting registry throttler";
                     "host" => &host.hostname, "reqConcurrent" => host.concurrency(),
                     "reqPerSec" => host.req_per_sec);
-                let (h, log) = (host.clone(), self.log.clone());
                 let stats = self.stats.host(&host.hostname);
-                RegistryThrottler::start_in_arbiter(&self.arbiter, move |_| {
-                    RegistryThrottler::new(&h, stats, log)
-                })
+                let limits = Arc::new(HostLimits::new(host, stats.clone()));
+                let (h, l, log) = (host.clone(), limits.clone(), self.log.clone());
+                let addr = RegistryThrottler::start_in_arbiter(&self.arbiter, move |_| {
+                    RegistryThrottler::new(&h, l, log)
+                });
+                HostThrottle {
+                    addr,
+                    limits,
+                    stats,
+                }
             })
             .clone()
     }
@@ -392,21 +434,12 @@ impl ThrottleGate {
 
 #[async_trait]
 impl RequestGate for ThrottleGate {
+    /// The slot is taken on the caller's task, from the limits the host's throttler set up
+    /// (a mailbox round trip per request cost a no-op check about a sixth of its slots).
     async fn acquire(&self, host: &HostConfig, cancel: &CancellationToken) -> Option<Permit> {
-        let addr = self.throttler(host);
-        let cancel = cancel.clone();
-        let permit = match addr
-            .send(AcquireSlot {
-                cancel: cancel.clone(),
-            })
-            .await
-        {
-            Ok(permit) => permit,
-            // Only when the System is shutting down; let the request fail on its own.
-            Err(_) => (!cancel.is_cancelled()).then(|| Permit::new(())),
-        }?;
-        let stats = self.stats.host(&host.hostname);
-        Some(permit.metered(Arc::new(InFlight::new(stats))))
+        let h = self.host(host);
+        let permit = h.limits.grant(cancel).await?;
+        Some(permit.metered(Arc::new(InFlight::new(h.stats))))
     }
 
     /// Every send reaches the host's throttler (in order, before the response reaches its
@@ -490,7 +523,9 @@ mod tests {
     }
 
     fn throttler(concurrent: i64) -> Addr<RegistryThrottler> {
-        RegistryThrottler::new(&host(concurrent), Arc::default(), log()).start()
+        let h = host(concurrent);
+        let limits = Arc::new(HostLimits::new(&h, Arc::default()));
+        RegistryThrottler::new(&h, limits, log()).start()
     }
 
     fn slot() -> AcquireSlot {
