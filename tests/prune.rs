@@ -99,13 +99,16 @@ fn a_tag_removed_upstream_is_pruned_and_a_third_party_tag_is_kept() {
     first.assert_ok();
     assert_eq!(pruned(&first), 0);
     assert_eq!(recorded(&state, &target), ["v1", "v2", "v3", "v4"]);
-    // somebody else pushes into the mirror
-    push(&dst, DST_REPO, "mine", &oci_image(9999));
+    // somebody else tags the mirror's v4 image as their own: deleting v4 must keep it
+    let v4 = manifest_digest(&dst, DST_REPO, "v4").unwrap();
+    push(&dst, DST_REPO, "mine", &oci_image(9100 + 3));
+    assert_eq!(manifest_digest(&dst, DST_REPO, "mine").as_deref(), Some(v4.as_str()));
     delete_tag(&src, SRC_REPO, "v4");
 
     let second = once(&cfg, &state);
     second.assert_ok();
     assert_eq!(tags(&dst, DST_REPO), ["mine", "v1", "v2", "v3"]);
+    assert_eq!(manifest_digest(&dst, DST_REPO, "mine"), Some(v4));
     assert_eq!(pruned(&second), 1, "{}", second.dump());
     assert!(
         log_mentions(&second, "Tag pruned", "target", &format!("{target}:v4")),

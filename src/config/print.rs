@@ -61,6 +61,20 @@ fn duration(v: &str) -> Node {
     Node::Str(duration_of(v).to_string())
 }
 
+fn opt_list(v: &Option<Vec<String>>) -> Node {
+    match v {
+        Some(v) => list(v),
+        None => Node::Plain("null".into()),
+    }
+}
+
+fn opt_int(v: Option<i64>) -> Node {
+    match v {
+        Some(n) => int(n),
+        None => Node::Plain("null".into()),
+    }
+}
+
 fn list(v: &[String]) -> Node {
     Node::Seq(v.iter().map(|x| s(x)).collect())
 }
@@ -202,6 +216,9 @@ fn defaults(d: &Defaults) -> Node {
         ("cacheTime", duration(&d.cache_time)),
         ("skipDockerConfig", boolean(d.skip_docker_config)),
         ("userAgent", s(&d.user_agent)),
+        ("cleanupTags", opt_bool(d.cleanup_tags)),
+        ("cleanupTagsExclude", opt_list(&d.cleanup_tags_exclude)),
+        ("cleanupTagsMaxPercent", opt_int(d.cleanup_tags_max_percent)),
     ])
 }
 
@@ -231,6 +248,9 @@ fn step(st: &SyncStep) -> Node {
         ("ratelimit", ratelimit(&st.ratelimit)),
         ("mediaTypes", list(&st.media_types)),
         ("hooks", hooks(&st.hooks)),
+        ("cleanupTags", opt_bool(st.cleanup_tags)),
+        ("cleanupTagsExclude", opt_list(&st.cleanup_tags_exclude)),
+        ("cleanupTagsMaxPercent", opt_int(st.cleanup_tags_max_percent)),
     ])
 }
 

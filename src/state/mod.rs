@@ -17,6 +17,7 @@
 //! Opening checks the file at once (schema version, migrations, a write transaction), so a
 //! corrupt, foreign, newer or locked file is one [`StateError`] naming it before any request.
 
+pub mod command;
 mod db;
 
 pub use db::{Db, Deletion, StepRun, TagRecord, SCHEMA_VERSION};
