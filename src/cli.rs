@@ -205,7 +205,12 @@ pub struct RunFlags {
     pub progress: bool,
     /// State database file: remembers the tags regsync-rs wrote (needed by cleanupTags) and
     /// the steps' last runs
-    #[arg(long = "state", env = "REGSYNC_STATE", value_name = "file", hide_env_values = true)]
+    #[arg(
+        long = "state",
+        env = "REGSYNC_STATE",
+        value_name = "file",
+        hide_env_values = true
+    )]
     pub state: Option<std::path::PathBuf>,
     #[arg(hide = true)]
     pub args: Vec<String>,
@@ -221,7 +226,12 @@ pub struct StateFlags {
 #[derive(Args, Debug, Default, Clone)]
 pub struct StatePath {
     /// State database file (an SQLite file; see README "Pruning")
-    #[arg(long = "state", env = "REGSYNC_STATE", value_name = "file", hide_env_values = true)]
+    #[arg(
+        long = "state",
+        env = "REGSYNC_STATE",
+        value_name = "file",
+        hide_env_values = true
+    )]
     pub state: Option<std::path::PathBuf>,
 }
 

@@ -102,7 +102,10 @@ fn a_tag_removed_upstream_is_pruned_and_a_third_party_tag_is_kept() {
     // somebody else tags the mirror's v4 image as their own: deleting v4 must keep it
     let v4 = manifest_digest(&dst, DST_REPO, "v4").unwrap();
     push(&dst, DST_REPO, "mine", &oci_image(9100 + 3));
-    assert_eq!(manifest_digest(&dst, DST_REPO, "mine").as_deref(), Some(v4.as_str()));
+    assert_eq!(
+        manifest_digest(&dst, DST_REPO, "mine").as_deref(),
+        Some(v4.as_str())
+    );
     delete_tag(&src, SRC_REPO, "v4");
 
     let second = once(&cfg, &state);
@@ -130,10 +133,22 @@ fn a_tag_removed_upstream_is_pruned_and_a_third_party_tag_is_kept() {
         out.stdout
     );
     // show one record, forget it: that tag is then unmanaged and never pruned
-    let show = regsync_raw(&["state", "show", &format!("{target}:v3"), "--state", state.arg()]);
+    let show = regsync_raw(&[
+        "state",
+        "show",
+        &format!("{target}:v3"),
+        "--state",
+        state.arg(),
+    ]);
     assert!(show.success(), "{}", show.dump());
     assert!(show.stdout.contains("source_digest"), "{}", show.stdout);
-    let forget = regsync_raw(&["state", "forget", &format!("{target}:v3"), "--state", state.arg()]);
+    let forget = regsync_raw(&[
+        "state",
+        "forget",
+        &format!("{target}:v3"),
+        "--state",
+        state.arg(),
+    ]);
     assert!(forget.success(), "{}", forget.dump());
     assert_eq!(recorded(&state, &target), ["v1", "v2"]);
     delete_tag(&src, SRC_REPO, "v3");
@@ -167,7 +182,12 @@ fn a_changed_filter_prunes_and_an_exclude_pattern_keeps() {
     assert_eq!(tags(&dst, DST_REPO), ["v1", "v3", "v4", "v5", "v5.sig"]);
     assert_eq!(pruned(&out), 1);
     assert!(
-        log_mentions(&out, "Tag pruned", "reason", "excluded by the step's filters"),
+        log_mentions(
+            &out,
+            "Tag pruned",
+            "reason",
+            "excluded by the step's filters"
+        ),
         "{}",
         out.dump()
     );
@@ -216,7 +236,12 @@ fn an_empty_or_failing_source_listing_deletes_nothing() {
     let failed = once(&cfg, &state);
     failed.assert_fail();
     assert_eq!(tags(&dst, DST_REPO), ["v1", "v2"]);
-    assert_eq!(failed.logs("Tag prune skipped").len(), 1, "{}", failed.dump());
+    assert_eq!(
+        failed.logs("Tag prune skipped").len(),
+        1,
+        "{}",
+        failed.dump()
+    );
     assert!(
         log_mentions(&failed, "Tag prune skipped", "reason", "listing failed"),
         "{}",
@@ -242,7 +267,11 @@ fn more_than_the_percentage_deletes_nothing() {
     let skipped = out.logs("Tag prune skipped");
     assert_eq!(skipped.len(), 1, "{}", out.dump());
     assert_eq!(skipped[0]["level"], "WARN");
-    assert!(skipped[0]["reason"].as_str().unwrap().contains("25"), "{}", skipped[0]);
+    assert!(
+        skipped[0]["reason"].as_str().unwrap().contains("25"),
+        "{}",
+        skipped[0]
+    );
 }
 
 #[test]
@@ -401,14 +430,22 @@ fn a_corrupt_state_file_is_one_line_and_exit_1() {
     let cfg = config(
         &[&src],
         1,
-        &[repo_step(&format!("{}/{SRC_REPO}", src.host()), &format!("{}/x", src.host()), &[], &[])],
+        &[repo_step(
+            &format!("{}/{SRC_REPO}", src.host()),
+            &format!("{}/x", src.host()),
+            &[],
+            &[],
+        )],
     );
     let mark = src.access_log().len();
     let out = regsync(&["once", "--state", bad.to_str().unwrap()], &cfg);
     out.assert_fail();
     out.assert_no_panic();
     out.assert_one_error_line(&[bad.to_str().unwrap(), "corrupt"]);
-    assert!(src.access_since(mark).is_empty(), "requests before the check");
+    assert!(
+        src.access_since(mark).is_empty(),
+        "requests before the check"
+    );
     // the same through the environment, and for `state list`
     let out = regsync_env(&["once"], &cfg, &[("REGSYNC_STATE", bad.to_str().unwrap())]);
     out.assert_fail();
@@ -427,7 +464,12 @@ fn cleanup_tags_without_state_is_a_config_error() {
     out.assert_no_panic();
     out.assert_one_error_line(&["sync[0]", "cleanupTags", "--state"]);
     // a bad exclude pattern names the field
-    let bad = prune_config(&src, &format!("{}/x", src.host()), "cleanupTagsExclude: ['(']\n", &[&src]);
+    let bad = prune_config(
+        &src,
+        &format!("{}/x", src.host()),
+        "cleanupTagsExclude: ['(']\n",
+        &[&src],
+    );
     let state = StateFile::new();
     let out = once(&bad, &state);
     out.assert_fail();
@@ -436,8 +478,16 @@ fn cleanup_tags_without_state_is_a_config_error() {
     let plain = config(
         &[&src],
         1,
-        &[repo_step(&format!("{}/{SRC_REPO}", src.host()), &format!("{}/x", src.host()), &[], &[])],
+        &[repo_step(
+            &format!("{}/{SRC_REPO}", src.host()),
+            &format!("{}/x", src.host()),
+            &[],
+            &[],
+        )],
     );
     let out = regsync(&["once"], &plain);
-    assert!(out.json_logs.iter().all(|l| l["msg"] != "Tag prune skipped"));
+    assert!(out
+        .json_logs
+        .iter()
+        .all(|l| l["msg"] != "Tag prune skipped"));
 }

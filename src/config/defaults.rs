@@ -103,8 +103,10 @@ pub fn merge_step(s: &mut SyncStep, d: &Defaults) {
         }));
     }
     if s.cleanup_tags_max_percent.is_none() {
-        s.cleanup_tags_max_percent =
-            Some(d.cleanup_tags_max_percent.unwrap_or(DEFAULT_CLEANUP_MAX_PERCENT));
+        s.cleanup_tags_max_percent = Some(
+            d.cleanup_tags_max_percent
+                .unwrap_or(DEFAULT_CLEANUP_MAX_PERCENT),
+        );
     }
 }
 

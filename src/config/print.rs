@@ -250,7 +250,10 @@ fn step(st: &SyncStep) -> Node {
         ("hooks", hooks(&st.hooks)),
         ("cleanupTags", opt_bool(st.cleanup_tags)),
         ("cleanupTagsExclude", opt_list(&st.cleanup_tags_exclude)),
-        ("cleanupTagsMaxPercent", opt_int(st.cleanup_tags_max_percent)),
+        (
+            "cleanupTagsMaxPercent",
+            opt_int(st.cleanup_tags_max_percent),
+        ),
     ])
 }
 
@@ -614,7 +617,19 @@ mod tests {
         assert!(text.contains("  referrerFilters: []\n"));
         assert!(text.contains("  hooks:\n    pre: null\n    post: null\n    unchanged: null\n"));
         assert!(text.contains("  ratelimit:\n    min: 0\n    retry: 5m0s\n"));
-        assert!(text.ends_with("  userAgent: \"\"\nsync: []\n"));
+        assert!(text.ends_with(
+            "  userAgent: \"\"\n  cleanupTags: null\n  cleanupTagsExclude: null\n  cleanupTagsMaxPercent: null\nsync: []\n"
+        ));
+        // a step prints its merged pruning fields
+        let c = Config::from_yaml(
+            "sync:\n  - source: a\n    target: b\n    type: repository\n",
+            "c.yml",
+        )
+        .unwrap();
+        let text = config_yaml(&c);
+        assert!(text.contains(
+            "  cleanupTags: false\n  cleanupTagsExclude:\n  - \".*\\\\.sig$\"\n  - \".*\\\\.att$\"\n  - \".*\\\\.sbom$\"\n  cleanupTagsMaxPercent: 25\n"
+        ), "{text}");
     }
 
     #[test]

@@ -221,9 +221,8 @@ pub async fn prune_repository(
 ) -> Vec<String> {
     let log = ctx.log;
     let key = target_key(target);
-    let excludes = match Excludes::new(
-        ctx.step.cleanup_tags_exclude.as_deref().unwrap_or_default(),
-    ) {
+    let excludes = match Excludes::new(ctx.step.cleanup_tags_exclude.as_deref().unwrap_or_default())
+    {
         Ok(e) => e,
         Err(e) => return vec![format!("{} target {key:?}: {e}", ctx.name)],
     };
@@ -341,7 +340,11 @@ pub async fn prune_repository(
             digest,
             reason: reason.text().to_string(),
         };
-        if let Err(e) = ctx.state.call(move |db| db.record_deletion(&deletion)).await {
+        if let Err(e) = ctx
+            .state
+            .call(move |db| db.record_deletion(&deletion))
+            .await
+        {
             errors.push(format!("{} {}: {e}", ctx.name, tagged.common_name()));
         }
     }
@@ -452,7 +455,12 @@ mod tests {
         let plan = run(
             &["v1"],
             &["v1"],
-            &["v1", "v2.sig", "v3.sbom", "sha256-0000000000000000000000000000000000000000000000000000000000000000.att"],
+            &[
+                "v1",
+                "v2.sig",
+                "v3.sbom",
+                "sha256-0000000000000000000000000000000000000000000000000000000000000000.att",
+            ],
             &["v1", "v2.sig", "v3.sbom", "gone"],
             100,
         )
@@ -467,15 +475,27 @@ mod tests {
     fn the_percentage_counts_managed_tags_present() {
         // 1 of 4 = 25%: allowed at 25
         assert_eq!(
-            run(&["a", "b", "c"], &["a", "b", "c"], &["a", "b", "c", "d"], &["a", "b", "c", "d"], 25)
-                .unwrap()
-                .delete
-                .len(),
+            run(
+                &["a", "b", "c"],
+                &["a", "b", "c"],
+                &["a", "b", "c", "d"],
+                &["a", "b", "c", "d"],
+                25
+            )
+            .unwrap()
+            .delete
+            .len(),
             1
         );
         // 2 of 4 = 50%: stopped
         assert_eq!(
-            run(&["a", "b"], &["a", "b"], &["a", "b", "c", "d"], &["a", "b", "c", "d"], 25),
+            run(
+                &["a", "b"],
+                &["a", "b"],
+                &["a", "b", "c", "d"],
+                &["a", "b", "c", "d"],
+                25
+            ),
             Err(Stop::TooMany {
                 would: 2,
                 managed: 4,
@@ -516,7 +536,10 @@ mod tests {
             ),
             Err(Stop::NoSourceTags)
         );
-        assert_eq!(run(&["b"], &[], &["a"], &["a"], 100), Err(Stop::NothingSelected));
+        assert_eq!(
+            run(&["b"], &[], &["a"], &["a"], 100),
+            Err(Stop::NothingSelected)
+        );
         let (a, s) = (set(&["b"]), set(&["b"]));
         assert!(matches!(
             decide(

@@ -183,10 +183,9 @@ impl ImageJob {
         // The target confirmed the tag (pushed, or HEAD found the source's digest): only now
         // does the state database learn of it.
         let decided = match decided {
-            Ok(o @ (ImageOutcome::Matched | ImageOutcome::Copied)) if mode != Mode::Check => self
-                .record(&source, &target, &digests)
-                .await
-                .map(|()| o),
+            Ok(o @ (ImageOutcome::Matched | ImageOutcome::Copied)) if mode != Mode::Check => {
+                self.record(&source, &target, &digests).await.map(|()| o)
+            }
             other => other,
         };
         match decided {
@@ -394,10 +393,13 @@ impl ImageJob {
             first_written: now,
             last_confirmed: now,
         };
-        state.call(move |db| db.confirm_tag(&rec)).await.map_err(|e| {
-            slog::error!(self.log(), "State database write failed"; "err" => e.to_string());
-            CopyError::Invalid(e.to_string())
-        })
+        state
+            .call(move |db| db.confirm_tag(&rec))
+            .await
+            .map_err(|e| {
+                slog::error!(self.log(), "State database write failed"; "err" => e.to_string());
+                CopyError::Invalid(e.to_string())
+            })
     }
 
     /// Runs the step's `event` hook for this image, when the step has one.

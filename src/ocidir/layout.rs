@@ -649,9 +649,9 @@ impl Store for OciDirStore {
         let _guard = self.lock_layout(&dir).await;
         let mut index = read_index(&dir).await?;
         let before = index.manifests.len();
-        index.manifests.retain(|d| {
-            ref_name(d).is_none_or(|n| n != tag && n.rsplit(':').next() != Some(tag))
-        });
+        index
+            .manifests
+            .retain(|d| ref_name(d).is_none_or(|n| n != tag && n.rsplit(':').next() != Some(tag)));
         if index.manifests.len() != before {
             write_index(&self.gc, &dir, &index).await?;
             slog::debug!(self.log, "ocidir tag deleted"; "layout" => &r.path, "tag" => tag);

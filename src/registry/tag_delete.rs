@@ -56,8 +56,11 @@ pub(super) async fn tag_delete(client: &Arc<Client>, r: &Reference) -> Result<()
     }
     // 2. does it delete by digest at all?
     let nobody = Digest::sha256_of(
-        format!("regsync-rs delete probe {} {tag}", chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0))
-            .as_bytes(),
+        format!(
+            "regsync-rs delete probe {} {tag}",
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+        )
+        .as_bytes(),
     );
     match delete(client, r, nobody.as_str()).await {
         Ok(()) | Err(StoreError::NotFound(_)) => {}
@@ -76,15 +79,22 @@ pub(super) async fn tag_delete(client: &Arc<Client>, r: &Reference) -> Result<()
         "config": {"Labels": {"delete-tag": tag, "delete-date": now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)}},
         "rootfs": {"type": "layers", "diff_ids": []},
     });
-    let config = Bytes::from(serde_json::to_vec(&config).map_err(|e| StoreError::Invalid(e.to_string()))?);
+    let config =
+        Bytes::from(serde_json::to_vec(&config).map_err(|e| StoreError::Invalid(e.to_string()))?);
     let oci = matches!(
         current.media_type.as_str(),
         media::OCI_MANIFEST | media::OCI_INDEX | media::OCI_ARTIFACT
     );
     let (manifest_type, config_type) = if oci {
-        (media::OCI_MANIFEST, "application/vnd.oci.image.config.v1+json")
+        (
+            media::OCI_MANIFEST,
+            "application/vnd.oci.image.config.v1+json",
+        )
     } else {
-        (media::DOCKER_V2, "application/vnd.docker.container.image.v1+json")
+        (
+            media::DOCKER_V2,
+            "application/vnd.docker.container.image.v1+json",
+        )
     };
     let config_desc = Descriptor::new(config_type, Digest::sha256_of(&config), config.len() as i64);
     let body = serde_json::json!({
@@ -93,7 +103,8 @@ pub(super) async fn tag_delete(client: &Arc<Client>, r: &Reference) -> Result<()
         "config": {"mediaType": config_type, "digest": config_desc.digest.as_str(), "size": config.len()},
         "layers": [],
     });
-    let body = Bytes::from(serde_json::to_vec(&body).map_err(|e| StoreError::Invalid(e.to_string()))?);
+    let body =
+        Bytes::from(serde_json::to_vec(&body).map_err(|e| StoreError::Invalid(e.to_string()))?);
     let throwaway = Manifest::from_bytes(body, Some(manifest_type));
     let repo = r.repo_only();
     let stream = futures::stream::once(futures::future::ready(Ok(config))).boxed();
@@ -101,8 +112,10 @@ pub(super) async fn tag_delete(client: &Arc<Client>, r: &Reference) -> Result<()
     manifest::put(client, &r.with_tag(tag), &throwaway).await?;
     delete(client, r, throwaway.digest.as_str())
         .await
-        .map_err(|e| StoreError::Invalid(format!(
-            "the tag now points at the throw-away manifest {}, whose delete failed: {e}",
-            throwaway.digest
-        )))
+        .map_err(|e| {
+            StoreError::Invalid(format!(
+                "the tag now points at the throw-away manifest {}, whose delete failed: {e}",
+                throwaway.digest
+            ))
+        })
 }

@@ -265,10 +265,7 @@ impl Db {
 
     /// Every record, by target and tag.
     pub fn all_tags(&self) -> Result<Vec<TagRecord>, StateError> {
-        self.tag_rows(
-            &format!("{} ORDER BY target, tag", Self::TAG_COLUMNS),
-            [],
-        )
+        self.tag_rows(&format!("{} ORDER BY target, tag", Self::TAG_COLUMNS), [])
     }
 
     /// The records of one target repository (`tag` None) or one tag.

@@ -36,7 +36,11 @@ pub enum StateError {
     #[error("state database {path}: locked by another process (one writer at a time): {detail}")]
     Locked { path: String, detail: String },
     #[error("state database {path}: schema version {found} is newer than this regsync-rs knows ({known}); use a newer release")]
-    TooNew { path: String, found: i64, known: i64 },
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("state database {path}: {detail}")]
     Query { path: String, detail: String },
     #[error("state database {path}: the database thread stopped")]
@@ -122,7 +126,11 @@ impl StateHandle {
 
     /// Queues `f` without waiting (step-run bookkeeping from synchronous code); a failure is
     /// logged.
-    pub fn send(&self, log: slog::Logger, f: impl FnOnce(&mut Db) -> Result<(), StateError> + Send + 'static) {
+    pub fn send(
+        &self,
+        log: slog::Logger,
+        f: impl FnOnce(&mut Db) -> Result<(), StateError> + Send + 'static,
+    ) {
         let inner = log.clone();
         let job: Job = Box::new(move |db| {
             if let Err(e) = f(db) {

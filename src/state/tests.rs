@@ -37,7 +37,11 @@ fn a_new_file_gets_the_schema_and_records_survive_a_reopen() {
     let mut db = Db::open(&path).unwrap();
     let got = db.tag("b", "v1").unwrap().unwrap();
     assert_eq!(
-        (got.first_written, got.last_confirmed, got.target_digest.as_str()),
+        (
+            got.first_written,
+            got.last_confirmed,
+            got.target_digest.as_str()
+        ),
         (10, 20, "sha256:2")
     );
     let runs = db.step_runs().unwrap();
