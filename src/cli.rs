@@ -143,6 +143,15 @@ pub enum Command {
         help_template = SUB_HELP
     )]
     Completion(CompletionFlags),
+    /// Read and edit the state database (--state)
+    #[command(
+        before_help = "Read and edit the state database of --state: the target tags regsync-rs wrote, the\nsteps' last runs and the tags pruning deleted.",
+        override_usage = "regsync state [command]",
+        subcommand_value_name = "command",
+        disable_help_subcommand = true,
+        help_template = SUB_HELP
+    )]
+    State(StateFlags),
     /// Help about any command
     #[command(
         before_help = "Help provides help for any command in the application.\nSimply type regsync help [path to command] for full details.",
@@ -194,8 +203,68 @@ pub struct RunFlags {
           value_name = "bool", hide_default_value = true, hide_possible_values = true,
           hide_env_values = true)]
     pub progress: bool,
+    /// State database file: remembers the tags regsync-rs wrote (needed by cleanupTags) and
+    /// the steps' last runs
+    #[arg(
+        long = "state",
+        env = "REGSYNC_STATE",
+        value_name = "file",
+        hide_env_values = true
+    )]
+    pub state: Option<std::path::PathBuf>,
     #[arg(hide = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct StateFlags {
+    #[command(subcommand)]
+    pub verb: Option<StateVerb>,
+}
+
+/// The state database file of `regsync state`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct StatePath {
+    /// State database file (an SQLite file; see README "Pruning")
+    #[arg(
+        long = "state",
+        env = "REGSYNC_STATE",
+        value_name = "file",
+        hide_env_values = true
+    )]
+    pub state: Option<std::path::PathBuf>,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum StateVerb {
+    /// List records: tags (default), runs or deletions
+    #[command(override_usage = "regsync state list [tags|runs|deletions] [flags]", help_template = CMD_HELP)]
+    List {
+        /// tags, runs or deletions
+        #[arg(value_name = "what", default_value = "tags", hide_default_value = true)]
+        what: String,
+        #[command(flatten)]
+        path: StatePath,
+    },
+    /// Show every record of a target tag (or repository)
+    #[command(override_usage = "regsync state show <target>[:tag] [flags]", help_template = CMD_HELP)]
+    Show {
+        /// Target reference as the records name it, e.g. registry.example.org/hub/alpine:3.21
+        #[arg(value_name = "target")]
+        target: String,
+        #[command(flatten)]
+        path: StatePath,
+    },
+    /// Forget the record of a target tag (or of every tag of a repository): the tag is then
+    /// unmanaged and never pruned
+    #[command(override_usage = "regsync state forget <target>[:tag] [flags]", help_template = CMD_HELP)]
+    Forget {
+        /// Target reference as the records name it
+        #[arg(value_name = "target")]
+        target: String,
+        #[command(flatten)]
+        path: StatePath,
+    },
 }
 
 #[derive(Args, Debug, Default)]
@@ -520,6 +589,12 @@ impl Cli {
                 (0, false)
             }
             Command::Help(_) => return Ok(None),
+            Command::State(f) => {
+                if f.verb.is_none() {
+                    return Ok(None);
+                }
+                (0, false)
+            }
         };
         if extra > 0 {
             return Err(format!("accepts between 0 and 0 arg(s), received {extra}"));
@@ -562,6 +637,15 @@ pub fn completion_help() -> String {
     let mut cmd = Cli::command();
     cmd.build();
     cmd.find_subcommand_mut("completion")
+        .map(|c| c.render_help().to_string())
+        .unwrap_or_default()
+}
+
+/// The help text of `regsync state`.
+pub fn state_help() -> String {
+    let mut cmd = Cli::command();
+    cmd.build();
+    cmd.find_subcommand_mut("state")
         .map(|c| c.render_help().to_string())
         .unwrap_or_default()
 }

@@ -49,6 +49,7 @@ fn run(cli: Cli) -> Result<(), Vec<String>> {
             // no command (or `completion` without a shell): help on stdout, exit 0
             let help = match &cli.command {
                 Some(Command::Completion(_)) => cli::completion_help(),
+                Some(Command::State(_)) => cli::state_help(),
                 Some(Command::Help(h)) => cli::help_for(&h.command),
                 _ => cli::root_help(),
             };
@@ -89,6 +90,12 @@ fn run(cli: Cli) -> Result<(), Vec<String>> {
         }
         Command::Check(flags) => run_engine(&cli, verbosity, Job::Once(Mode::Check), flags),
         Command::Help(_) => Ok(()),
+        Command::State(flags) => {
+            if let Some(verb) = &flags.verb {
+                print_out(&regsync::state::command::run(verb).map_err(one)?);
+            }
+            Ok(())
+        }
         Command::Server(flags) => run_engine(&cli, verbosity, Job::Serve, flags),
     }
 }
@@ -143,10 +150,36 @@ fn run_engine(
         None => logger(verbosity, json),
     };
     let config = load(cli)?;
+    // `cleanupTags` needs to know which tags regsync-rs wrote.
+    if flags.state.is_none() {
+        if let Some((i, st)) = config
+            .sync
+            .iter()
+            .enumerate()
+            .find(|(_, st)| st.cleanup_tags == Some(true) && st.kind != "image")
+        {
+            return Err(vec![format!(
+                "{}: cleanupTags: needs --state (or REGSYNC_STATE): only the state database \
+                 knows which target tags regsync-rs wrote, and no other tag is ever deleted",
+                regsync::config::validate::step_context(i, st)
+            )]);
+        }
+    }
+    // Opened and checked before anything runs: a corrupt or locked file is one line.
+    let (state, restored_runs) = match &flags.state {
+        Some(path) => {
+            let db = regsync::state::Db::open(path).map_err(|e| vec![e.to_string()])?;
+            let runs = db.step_runs().map_err(|e| vec![e.to_string()])?;
+            (Some(regsync::state::StateHandle::spawn(db)), runs)
+        }
+        None => (None, Vec::new()),
+    };
     let shutdown_timeout = flags.shutdown_timeout;
     let listen = flags.listen.clone();
     let start = std::time::SystemTime::now();
-    let options = engine_options(&config, flags.abort_on_error, &log);
+    let mut options = engine_options(&config, flags.abort_on_error, &log);
+    options.state = state.clone();
+    options.restored_runs = restored_runs;
     let display = &mut progress;
     let report = system().block_on(async move {
         // The port opens before any step runs: a bad address ends the command at once.
@@ -220,6 +253,10 @@ fn run_engine(
                 return Err(lines);
             }
         };
+        // Every queued state write is done before the process ends.
+        if let Some(state) = &state {
+            state.flush().await;
+        }
         if let (Job::Once(_), Some(sig)) = (job, signalled.get()) {
             report
                 .errors
@@ -366,6 +403,8 @@ fn engine_options(config: &Config, abort_on_error: bool, log: &slog::Logger) -> 
     EngineOptions {
         abort_on_error,
         docker_hosts: regsync::engine::docker_hosts(config, log),
+        state: None,
+        restored_runs: Vec::new(),
     }
 }
 

@@ -152,6 +152,10 @@ pub trait Store: Send + Sync {
     ) -> Result<bool, StoreError> {
         fallback_add(self, repo, subject, entry).await
     }
+    /// Delete the tag of `r` without deleting an image other tags still use (registries:
+    /// `registry::tag_delete`; layouts: the `index.json` entry). A store that refuses deletes
+    /// answers [`StoreError::Unsupported`].
+    async fn tag_delete(&self, r: &Reference) -> Result<(), StoreError>;
     /// The locks this store's fallback-index writes take ([`fallback_add`], [`fallback_merge`]).
     fn fallback_locks(&self) -> &FallbackLocks;
 }

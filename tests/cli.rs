@@ -271,6 +271,9 @@ defaults:
   cacheTime: 0s
   skipDockerConfig: false
   userAgent: ""
+  cleanupTags: null
+  cleanupTagsExclude: null
+  cleanupTagsMaxPercent: null
 sync:
 - source: alpine:3
   target: registry:5000/hub/alpine:3
@@ -308,6 +311,12 @@ sync:
     pre: null
     post: null
     unchanged: null
+  cleanupTags: false
+  cleanupTagsExclude:
+  - ".*\\.sig$"
+  - ".*\\.att$"
+  - ".*\\.sbom$"
+  cleanupTagsMaxPercent: 25
 - source: gcr.io/example/repo
   target: registry:5000/gcr/example/repo
   type: repository
@@ -352,6 +361,12 @@ sync:
       params:
       - echo
     unchanged: null
+  cleanupTags: false
+  cleanupTagsExclude:
+  - ".*\\.sig$"
+  - ".*\\.att$"
+  - ".*\\.sbom$"
+  cleanupTagsMaxPercent: 25
 "#;
 
 #[test]

@@ -133,6 +133,16 @@ impl<'de> Visitor<'de> for StringMapVisitor {
     }
 }
 
+/// An optional list of strings (absent: `None`; present, null included: like [`string_vec`]).
+pub fn opt_string_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    string_vec(d).map(Some)
+}
+
+/// An optional integer (absent: `None`; present: like [`int`]).
+pub fn opt_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    int(d).map(Some)
+}
+
 /// A string→string map; keys and values converted like [`string`]; null is an empty map.
 pub fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
     d.deserialize_any(StringMapVisitor)

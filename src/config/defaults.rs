@@ -1,6 +1,8 @@
 //! Merging `defaults` into each sync step (spec §3.6), applied at load before templates.
 
-use super::schema::{Config, Defaults, SyncStep};
+use super::schema::{
+    Config, Defaults, SyncStep, DEFAULT_CLEANUP_EXCLUDE, DEFAULT_CLEANUP_MAX_PERCENT,
+};
 use crate::gocompat::duration::{duration_of, GoDuration};
 use crate::oci::media::DEFAULT_MEDIA_TYPES;
 
@@ -89,6 +91,22 @@ pub fn merge_step(s: &mut SyncStep, d: &Defaults) {
     }
     if s.hooks.unchanged.is_none() {
         s.hooks.unchanged = d.hooks.unchanged.clone();
+    }
+    // 10. pruning (README "Pruning"): the step's, else the defaults', else the built-in
+    merge_flag(&mut s.cleanup_tags, d.cleanup_tags);
+    if s.cleanup_tags_exclude.is_none() {
+        s.cleanup_tags_exclude = Some(d.cleanup_tags_exclude.clone().unwrap_or_else(|| {
+            DEFAULT_CLEANUP_EXCLUDE
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        }));
+    }
+    if s.cleanup_tags_max_percent.is_none() {
+        s.cleanup_tags_max_percent = Some(
+            d.cleanup_tags_max_percent
+                .unwrap_or(DEFAULT_CLEANUP_MAX_PERCENT),
+        );
     }
 }
 

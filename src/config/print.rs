@@ -61,6 +61,20 @@ fn duration(v: &str) -> Node {
     Node::Str(duration_of(v).to_string())
 }
 
+fn opt_list(v: &Option<Vec<String>>) -> Node {
+    match v {
+        Some(v) => list(v),
+        None => Node::Plain("null".into()),
+    }
+}
+
+fn opt_int(v: Option<i64>) -> Node {
+    match v {
+        Some(n) => int(n),
+        None => Node::Plain("null".into()),
+    }
+}
+
 fn list(v: &[String]) -> Node {
     Node::Seq(v.iter().map(|x| s(x)).collect())
 }
@@ -202,6 +216,9 @@ fn defaults(d: &Defaults) -> Node {
         ("cacheTime", duration(&d.cache_time)),
         ("skipDockerConfig", boolean(d.skip_docker_config)),
         ("userAgent", s(&d.user_agent)),
+        ("cleanupTags", opt_bool(d.cleanup_tags)),
+        ("cleanupTagsExclude", opt_list(&d.cleanup_tags_exclude)),
+        ("cleanupTagsMaxPercent", opt_int(d.cleanup_tags_max_percent)),
     ])
 }
 
@@ -231,6 +248,12 @@ fn step(st: &SyncStep) -> Node {
         ("ratelimit", ratelimit(&st.ratelimit)),
         ("mediaTypes", list(&st.media_types)),
         ("hooks", hooks(&st.hooks)),
+        ("cleanupTags", opt_bool(st.cleanup_tags)),
+        ("cleanupTagsExclude", opt_list(&st.cleanup_tags_exclude)),
+        (
+            "cleanupTagsMaxPercent",
+            opt_int(st.cleanup_tags_max_percent),
+        ),
     ])
 }
 
@@ -594,7 +617,19 @@ mod tests {
         assert!(text.contains("  referrerFilters: []\n"));
         assert!(text.contains("  hooks:\n    pre: null\n    post: null\n    unchanged: null\n"));
         assert!(text.contains("  ratelimit:\n    min: 0\n    retry: 5m0s\n"));
-        assert!(text.ends_with("  userAgent: \"\"\nsync: []\n"));
+        assert!(text.ends_with(
+            "  userAgent: \"\"\n  cleanupTags: null\n  cleanupTagsExclude: null\n  cleanupTagsMaxPercent: null\nsync: []\n"
+        ));
+        // a step prints its merged pruning fields
+        let c = Config::from_yaml(
+            "sync:\n  - source: a\n    target: b\n    type: repository\n",
+            "c.yml",
+        )
+        .unwrap();
+        let text = config_yaml(&c);
+        assert!(text.contains(
+            "  cleanupTags: false\n  cleanupTagsExclude:\n  - \".*\\\\.sig$\"\n  - \".*\\\\.att$\"\n  - \".*\\\\.sbom$\"\n  cleanupTagsMaxPercent: 25\n"
+        ), "{text}");
     }
 
     #[test]

@@ -147,6 +147,12 @@ pub struct Defaults {
     pub skip_docker_config: bool,
     #[serde(deserialize_with = "de::string")]
     pub user_agent: String,
+    /// Pruning (README "Pruning"): the names of regclient PR #1010.
+    pub cleanup_tags: Option<bool>,
+    #[serde(default, deserialize_with = "de::opt_string_vec")]
+    pub cleanup_tags_exclude: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "de::opt_int")]
+    pub cleanup_tags_max_percent: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -224,7 +230,25 @@ pub struct SyncStep {
     #[serde(deserialize_with = "de::string_vec")]
     pub media_types: Vec<String>,
     pub hooks: Hooks,
+    /// Delete target tags this step wrote once they are no longer selected (README
+    /// "Pruning"). Merged from `defaults`: always `Some` after loading.
+    pub cleanup_tags: Option<bool>,
+    /// Target tags never pruned (anchored regexes); after merging, the step's, else the
+    /// defaults', else [`DEFAULT_CLEANUP_EXCLUDE`].
+    #[serde(default, deserialize_with = "de::opt_string_vec")]
+    pub cleanup_tags_exclude: Option<Vec<String>>,
+    /// The most a run may prune, in percent of the step's managed tags of a repository
+    /// (default 25).
+    #[serde(default, deserialize_with = "de::opt_int")]
+    pub cleanup_tags_max_percent: Option<i64>,
 }
+
+/// `cleanupTagsExclude` when neither the step nor `defaults` sets it: signatures,
+/// attestations and SBOMs stored as tags.
+pub const DEFAULT_CLEANUP_EXCLUDE: [&str; 3] = [".*\\.sig$", ".*\\.att$", ".*\\.sbom$"];
+
+/// `cleanupTagsMaxPercent` when neither the step nor `defaults` sets it.
+pub const DEFAULT_CLEANUP_MAX_PERCENT: i64 = 25;
 
 impl SyncStep {
     pub fn flag(v: Option<bool>) -> bool {

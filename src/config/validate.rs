@@ -112,6 +112,32 @@ pub fn check_hooks(context: &str, hooks: &Hooks) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `cleanupTagsExclude` patterns must compile (anchored like every regsync pattern) and
+/// `cleanupTagsMaxPercent` lie in 0..=100.
+fn check_cleanup(
+    context: &str,
+    exclude: Option<&[String]>,
+    max_percent: Option<i64>,
+) -> Result<(), ConfigError> {
+    for (i, p) in exclude.unwrap_or_default().iter().enumerate() {
+        fancy_regex::Regex::new(&format!("^{p}$")).map_err(|e| {
+            ConfigError::invalid(
+                context,
+                format!("cleanupTagsExclude[{i}]: invalid pattern {p:?}: {e}"),
+            )
+        })?;
+    }
+    if let Some(n) = max_percent {
+        if !(0..=100).contains(&n) {
+            return Err(ConfigError::invalid(
+                context,
+                format!("cleanupTagsMaxPercent: {n} is not a percentage (0 to 100)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `creds[0] (registry "x")`, or `creds[0]` when the entry has no registry.
 pub(crate) fn creds_context(index: usize, registry: &str) -> String {
     if registry.is_empty() {
@@ -142,11 +168,21 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     check_duration("defaults", "cacheTime", &d.cache_time)?;
     check_duration("defaults", "ratelimit.retry", &d.ratelimit.retry)?;
     check_hooks("defaults", &d.hooks)?;
+    check_cleanup(
+        "defaults",
+        d.cleanup_tags_exclude.as_deref(),
+        d.cleanup_tags_max_percent,
+    )?;
     for (i, s) in config.sync.iter().enumerate() {
         let ctx = step_context(i, s);
         check_duration(&ctx, "interval", &s.interval)?;
         check_duration(&ctx, "ratelimit.retry", &s.ratelimit.retry)?;
         check_hooks(&ctx, &s.hooks)?;
+        check_cleanup(
+            &ctx,
+            s.cleanup_tags_exclude.as_deref(),
+            s.cleanup_tags_max_percent,
+        )?;
     }
     if config.version > 1 {
         return Err(ConfigError::UnsupportedVersion {

@@ -36,9 +36,11 @@ pub enum Counter {
     StepsStarted,
     StepsListed,
     StepsEnded,
+    /// Target tags deleted by pruning (README "Pruning").
+    TagsPruned,
 }
 
-const COUNTERS: usize = 17;
+const COUNTERS: usize = 18;
 
 /// Counters of one step run, or of a whole run (the parent of its step runs).
 #[derive(Debug, Default)]
@@ -67,6 +69,7 @@ pub struct CountSnapshot {
     pub steps_started: u64,
     pub steps_listed: u64,
     pub steps_ended: u64,
+    pub tags_pruned: u64,
 }
 
 impl Counters {
@@ -114,6 +117,7 @@ impl Counters {
             steps_started: g(StepsStarted),
             steps_listed: g(StepsListed),
             steps_ended: g(StepsEnded),
+            tags_pruned: g(TagsPruned),
         }
     }
 
@@ -145,6 +149,7 @@ impl CountSnapshot {
         self.steps_started += other.steps_started;
         self.steps_listed += other.steps_listed;
         self.steps_ended += other.steps_ended;
+        self.tags_pruned += other.tags_pruned;
     }
 }
 

@@ -14,6 +14,7 @@
 mod copier;
 pub mod counters;
 mod drive;
+pub mod prune;
 pub mod referrers;
 pub mod run_scope;
 mod seen;

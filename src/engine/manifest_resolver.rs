@@ -129,6 +129,10 @@ struct ImageJob {
 struct ImageDigests {
     source: String,
     target: String,
+    /// The source tag's own digest (`source` is the `platform` child when one was picked).
+    source_top: String,
+    /// The media type of what the target holds once copied or matched.
+    media_type: String,
 }
 
 /// Where the rate-limit check of one image stands: the source's registry host, and the
@@ -180,10 +184,18 @@ impl ImageJob {
         listed_absent: bool,
     ) -> ImageOutcome {
         let mut digests = ImageDigests::default();
-        match self
+        let decided = self
             .decide_and_copy(&source, &target, mode, listed_absent, &mut digests)
-            .await
-        {
+            .await;
+        // The target confirmed the tag (pushed, or HEAD found the source's digest): only now
+        // does the state database learn of it.
+        let decided = match decided {
+            Ok(o @ (ImageOutcome::Matched | ImageOutcome::Copied)) if mode != Mode::Check => {
+                self.record(&source, &target, &digests).await.map(|()| o)
+            }
+            other => other,
+        };
+        match decided {
             Ok(ImageOutcome::Matched) => {
                 if mode != Mode::Check {
                     self.unchanged_hook(&source, &target, &digests).await;
@@ -256,6 +268,8 @@ impl ImageJob {
             }
         };
         digests.source = src_desc.digest.as_str().to_string();
+        digests.source_top = digests.source.clone();
+        digests.media_type = src_desc.media_type.clone();
         digests.target = tgt_desc
             .as_ref()
             .map(|t| t.digest.as_str().to_string())
@@ -288,6 +302,7 @@ impl ImageJob {
             let child = self.platform_child(source, &src_desc).await?;
             src_copy = pinned(source, &child.digest);
             digests.source = child.digest.as_str().to_string();
+            digests.media_type = child.media_type.clone();
             if tgt_desc.as_ref().is_some_and(|t| t.digest == child.digest) {
                 matches = true;
             }
@@ -367,6 +382,37 @@ impl ImageJob {
                 Err(e)
             }
         }
+    }
+
+    /// Writes (or refreshes) the state record of `target`'s tag, with `--state`.
+    async fn record(
+        &self,
+        source: &Reference,
+        target: &Reference,
+        digests: &ImageDigests,
+    ) -> Result<(), CopyError> {
+        let Some(state) = &self.run().state else {
+            return Ok(());
+        };
+        let now = crate::state::now();
+        let rec = crate::state::TagRecord {
+            target: crate::copy::prune::target_key(target),
+            tag: target.tag_or_latest().to_string(),
+            step: self.step.state_key(),
+            source: source.common_name(),
+            source_digest: digests.source_top.clone(),
+            target_digest: digests.source.clone(),
+            media_type: digests.media_type.clone(),
+            first_written: now,
+            last_confirmed: now,
+        };
+        state
+            .call(move |db| db.confirm_tag(&rec))
+            .await
+            .map_err(|e| {
+                slog::error!(self.log(), "State database write failed"; "err" => e.to_string());
+                CopyError::Invalid(e.to_string())
+            })
     }
 
     /// Runs the step's `event` hook for this image, when the step has one.

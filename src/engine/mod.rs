@@ -88,6 +88,11 @@ pub struct RunCtx {
     pub manifest_writes: run_scope::WriteLocks,
     /// Runs the steps' `hooks` (README "Hooks").
     pub hooks: crate::hooks::HookRunner,
+    /// The state database (`--state`), owned by this run; `None` keeps regsync's stateless
+    /// behaviour.
+    pub state: Option<crate::state::StateHandle>,
+    /// The steps' last runs as the database had them at start (`/status` after a restart).
+    pub restored_runs: Vec<crate::state::StepRun>,
 }
 
 impl RunCtx {
@@ -159,6 +164,11 @@ impl StepCtx {
     pub fn flag(&self, v: Option<bool>) -> bool {
         v.unwrap_or(false)
     }
+
+    /// The step's name in the state database.
+    pub fn state_key(&self) -> String {
+        crate::state::step_key(&self.step.kind, &self.step.source, &self.step.target)
+    }
 }
 
 /// The wired-up actors. Build inside a running actix `System`.
@@ -171,6 +181,10 @@ pub struct EngineOptions {
     pub abort_on_error: bool,
     /// Host entries from Docker's config ([`docker_hosts`]), read before the runtime started.
     pub docker_hosts: Vec<HostConfig>,
+    /// The state database (`--state`), opened and checked before the runtime started.
+    pub state: Option<crate::state::StateHandle>,
+    /// Its step runs, read at the same time.
+    pub restored_runs: Vec<crate::state::StepRun>,
 }
 
 /// Host entries from Docker's config, unless `defaults.skipDockerConfig`. Call before the
@@ -239,6 +253,8 @@ impl Engine {
             )),
             manifest_writes: run_scope::WriteLocks::default(),
             hooks: crate::hooks::HookRunner::new(hook_http, log.clone()),
+            state: opts.state,
+            restored_runs: opts.restored_runs,
         });
         let blob_mover = blob_mover::BlobMover::new(run.clone()).start();
         let resolver = manifest_resolver::ManifestResolver::new(run.clone(), blob_mover.clone())

@@ -92,6 +92,7 @@ impl CountSnapshot {
             "blobs_deduped" => self.blobs_deduped,
             "manifests_pushed" => self.manifests_pushed,
             "bytes_copied" => self.bytes_copied,
+            "tags_pruned" => self.tags_pruned,
             "seconds" => format!("{seconds:.3}"),
         );
     }
@@ -138,6 +139,7 @@ impl StepRunReport {
             "blobs_deduped" => c.blobs_deduped,
             "manifests_pushed" => c.manifests_pushed,
             "bytes_copied" => c.bytes_copied,
+            "tags_pruned" => c.tags_pruned,
             "seconds" => format!("{:.3}", self.duration.as_secs_f64()),
         );
     }

@@ -84,6 +84,48 @@ fn period_of(
     longest
 }
 
+/// The step's last run as the state database remembers it (a restarted `server` shows it on
+/// `/status` until the step runs again).
+fn restore(state: &mut StepState, step: &StepCtx) {
+    let key = step.state_key();
+    let Some(r) = step.run.restored_runs.iter().find(|r| r.step == key) else {
+        return;
+    };
+    let at = |secs: Option<i64>| {
+        secs.and_then(|s| u64::try_from(s).ok())
+            .map(|s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s))
+    };
+    state.last_start = at(r.last_start);
+    state.last_end = at(r.last_end);
+    state.last_success = at(r.last_success);
+    state.last_ok = r.result.as_deref().map(|x| x == "ok");
+    if let (Some(a), Some(b)) = (state.last_start, state.last_end) {
+        state.last_duration = b.duration_since(a).ok();
+    }
+}
+
+/// A step run begins or ends: the state database keeps the times (`--state`; `check` runs
+/// are not syncs and are not kept). Queued, never awaited under the book's lock.
+fn persist(step: &StepCtx, mode: Mode, ended: Option<bool>) {
+    let Some(state) = &step.run.state else {
+        return;
+    };
+    if mode == Mode::Check {
+        return;
+    }
+    let key = step.state_key();
+    let mode = match mode {
+        Mode::Copy => "copy",
+        Mode::Missing => "missing",
+        Mode::Check => "check",
+    };
+    let now = crate::state::now();
+    state.send(step.run.log.clone(), move |db| match ended {
+        None => db.run_started(&key, mode, now),
+        Some(ok) => db.run_ended(&key, now, ok),
+    });
+}
+
 fn lock(stats: &Stats) -> std::sync::MutexGuard<'_, Book> {
     stats.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -107,18 +149,20 @@ impl Book {
             b.schedule = parsed;
             return;
         }
+        let mut state = StepState {
+            step: step.index,
+            kind: s.kind.clone(),
+            source: s.source.clone(),
+            target: s.target.clone(),
+            schedule,
+            period,
+            ..StepState::default()
+        };
+        restore(&mut state, step);
         self.steps.insert(
             step.index,
             StepBook {
-                state: StepState {
-                    step: step.index,
-                    kind: s.kind.clone(),
-                    source: s.source.clone(),
-                    target: s.target.clone(),
-                    schedule,
-                    period,
-                    ..StepState::default()
-                },
+                state,
                 schedule: parsed,
                 running: None,
             },
@@ -202,6 +246,7 @@ impl Handler<RunSteps> for Scheduler {
                 let cancel = run.cancel.clone();
                 async move {
                     lock(&stats).begin(&step);
+                    persist(&step, msg.mode, None);
                     let step_started = std::time::Instant::now();
                     let errors = match lister
                         .send(ListStep {
@@ -226,6 +271,7 @@ impl Handler<RunSteps> for Scheduler {
                         duration: step_started.elapsed(),
                     };
                     lock(&stats).end(&report);
+                    persist(&step, msg.mode, Some(report.errors.is_empty()));
                     (errors, report)
                 }
             };
@@ -607,6 +653,7 @@ impl Server {
     /// the step's statistics.
     async fn run_step(&self, step: Arc<StepCtx>, mode: Mode) -> Vec<String> {
         lock(&self.stats).begin(&step);
+        persist(&step, mode, None);
         let started = tokio::time::Instant::now();
         let errors = match self
             .lister
@@ -633,6 +680,7 @@ impl Server {
         };
         report.log(self.log(), &step);
         lock(&self.stats).end(&report);
+        persist(&step, mode, Some(report.errors.is_empty()));
         report.errors
     }
 }

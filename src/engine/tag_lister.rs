@@ -6,12 +6,13 @@ use super::manifest_resolver::ManifestResolver;
 use super::messages::{ListStep, SyncImage};
 use super::report::{Counter, ImageOutcome, StepResult};
 use super::{on_pool, Mode, StepCtx};
+use crate::copy::prune::{prune_repository, PruneCtx, SourceListing};
 use crate::filter::{filter_repos, filter_tags};
 use crate::reference::{Reference, Scheme};
 use crate::store::{tag_list_all, StoreError};
 use actix::{Actor, Addr, Context, Handler, ResponseFuture};
 use futures::stream::{FuturesUnordered, StreamExt};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -261,6 +262,7 @@ impl StepLister {
             _ => None,
         };
         let mut available: Vec<String> = Vec::new();
+        let mut selected_all: BTreeSet<String> = BTreeSet::new();
         let mut selected_any = false;
         let mut missing: Vec<String> = Vec::new();
         let mut failure = None;
@@ -278,6 +280,9 @@ impl StepLister {
             };
             available.extend(page);
             selected_any |= !selected.is_empty();
+            if self.prunes() {
+                selected_all.extend(selected.iter().cloned());
+            }
             match &existing {
                 Some(existing) => missing.extend(
                     selected
@@ -298,6 +303,8 @@ impl StepLister {
         }
         let listed = pages.finish().await;
         if let Some(f) = failure {
+            self.prune(&tgt, SourceListing::Failed(f.clone()), pending)
+                .await;
             return Err(f);
         }
         if let Err(e) = listed {
@@ -305,10 +312,21 @@ impl StepLister {
                 return Ok(());
             }
             slog::error!(self.log(), "Failed getting source tags"; "source" => %src, "error" => %e);
+            self.prune(&tgt, SourceListing::Failed(e.to_string()), pending)
+                .await;
             return Err(format!(
                 "{} source {source:?}: failed getting source tags: {e}",
                 self.step.name()
             ));
+        }
+        // A listing stopped by the signal is incomplete: nothing is pruned from it.
+        if !self.step.run.cancel.is_cancelled() {
+            let available: BTreeSet<String> = available.iter().cloned().collect();
+            let source = SourceListing::Complete {
+                available: &available,
+                selected: &selected_all,
+            };
+            self.prune(&tgt, source, pending).await;
         }
         if !selected_any {
             slog::warn!(self.log(), "No matching tags found";
@@ -324,6 +342,39 @@ impl StepLister {
             self.dispatch_tag(source, target, tag, false, pending).await;
         }
         Ok(())
+    }
+
+    /// Whether this run prunes the step's targets (README "Pruning"): `cleanupTags`, a state
+    /// database, and `once`/`check` or a scheduled `server` run (never `--missing` or the
+    /// server's first pass).
+    fn prunes(&self) -> bool {
+        self.step.flag(self.step.step.cleanup_tags)
+            && self.step.run.state.is_some()
+            && matches!(self.mode, Mode::Copy | Mode::Check)
+    }
+
+    /// Prunes the target repository `tgt` once its source listing ended
+    /// ([`crate::copy::prune`]); error lines join the step's.
+    async fn prune(&self, tgt: &Reference, source: SourceListing<'_>, pending: &mut Pending) {
+        let Some(state) = self.step.run.state.as_ref().filter(|_| self.prunes()) else {
+            return;
+        };
+        let name = self.step.name();
+        let key = self.step.state_key();
+        let ctx = PruneCtx {
+            store: self.step.run.stores.for_ref(tgt),
+            state,
+            step: &self.step.step,
+            name: &name,
+            step_key: &key,
+            counters: &self.step.counters,
+            log: self.log(),
+            dry_run: self.mode == Mode::Check,
+        };
+        for e in prune_repository(&ctx, &tgt.repo_only(), source).await {
+            self.step.run.failed();
+            pending.errors.push(e);
+        }
     }
 
     /// List tags or repositories on a task of its own, so the listing never waits for us

@@ -638,6 +638,27 @@ impl Store for OciDirStore {
             .map_err(|_| StoreError::Canceled)
     }
 
+    /// Removes the tag's `index.json` entries; the blobs only it reached go at the next GC
+    /// (the `close` after this `open`).
+    async fn tag_delete(&self, r: &Reference) -> Result<(), StoreError> {
+        let dir = layout_dir(r)?;
+        let tag = r
+            .tag
+            .as_deref()
+            .ok_or_else(|| StoreError::Invalid(format!("tag delete without a tag: {r}")))?;
+        let _guard = self.lock_layout(&dir).await;
+        let mut index = read_index(&dir).await?;
+        let before = index.manifests.len();
+        index
+            .manifests
+            .retain(|d| ref_name(d).is_none_or(|n| n != tag && n.rsplit(':').next() != Some(tag)));
+        if index.manifests.len() != before {
+            write_index(&self.gc, &dir, &index).await?;
+            slog::debug!(self.log, "ocidir tag deleted"; "layout" => &r.path, "tag" => tag);
+        }
+        Ok(())
+    }
+
     async fn open(&self, r: &Reference) {
         if let Ok(dir) = layout_dir(r) {
             self.gc.hold(&lock_key(&dir));

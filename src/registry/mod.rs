@@ -12,6 +12,7 @@ mod listing;
 mod manifest;
 mod origin;
 mod referrers;
+pub mod tag_delete;
 mod tls;
 
 pub(crate) use client::{error_chain, loggable};
@@ -521,6 +522,10 @@ impl Store for RegistryStore {
         entry: &Descriptor,
     ) -> Result<bool, StoreError> {
         referrers::added(self, repo, subject, entry).await
+    }
+
+    async fn tag_delete(&self, r: &Reference) -> Result<(), StoreError> {
+        tag_delete::tag_delete(&self.client, r).await
     }
 }
 

@@ -187,6 +187,18 @@ impl Collector for Exposition {
                 })
             }),
         )?;
+        family(
+            &mut enc,
+            "regsync_tags_pruned",
+            "Target tags a sync step deleted because they are no longer selected (cleanupTags).",
+            MetricType::Counter,
+            steps.iter().map(|s| {
+                (
+                    vec![("step", s.step.to_string())],
+                    counter(s.counts.tags_pruned),
+                )
+            }),
+        )?;
         let t = &st.totals;
         family(
             &mut enc,

@@ -60,6 +60,7 @@ pub fn counts(c: &CountSnapshot) -> Value {
         "blobs_deduped": c.blobs_deduped,
         "manifests_pushed": c.manifests_pushed,
         "bytes_copied": c.bytes_copied,
+        "tags_pruned": c.tags_pruned,
     })
 }
 

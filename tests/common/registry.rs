@@ -29,6 +29,9 @@ pub struct RegistryOpts {
     /// default in 2.8). The registry stores the signed payload and re-signs it with its own
     /// ephemeral key on every GET.
     pub schema1: bool,
+    /// `storage.delete.enabled: false`: every DELETE is refused (405 `UNSUPPORTED`), as on a
+    /// registry whose operator never turned deletes on.
+    pub no_delete: bool,
 }
 
 /// `http.tls` of a registry: PEM files for its certificate and key, and optionally the CAs
@@ -75,6 +78,7 @@ impl Registry {
             readonly: false,
             tls: None,
             schema1: false,
+            no_delete: false,
         })
     }
 
@@ -161,8 +165,9 @@ impl Registry {
         c.push_str("version: 0.1\n");
         c.push_str("log:\n  level: warn\n  formatter: text\n  accesslog:\n    disabled: false\n");
         c.push_str(&format!(
-            "storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n",
-            d.join("data").display()
+            "storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {}\n",
+            d.join("data").display(),
+            !self.opts.no_delete
         ));
         c.push_str(&format!(
             "  maintenance:\n    uploadpurging:\n      enabled: false\n    readonly:\n      enabled: {}\n",

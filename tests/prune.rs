@@ -1,0 +1,493 @@
+//! Tag pruning (`cleanupTags`) backed by the state database (`--state`), against real
+//! registries: only tags regsync-rs wrote for the step are deleted, never a third party's,
+//! never on an empty, failed or too sweeping listing; `check` only names them; an OCI layout
+//! loses the index entry; a registry that refuses deletes is one line per step; a run killed
+//! with SIGKILL leaves a database the next run makes consistent; a corrupt state file is one
+//! line and exit 1.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+
+const SRC_REPO: &str = "src/app";
+const DST_REPO: &str = "mirror/app";
+
+/// `n` distinct single-platform images as `v1..vn` in the source.
+fn seed(src: &Registry, tags: &[&str]) {
+    for (i, t) in tags.iter().enumerate() {
+        push(src, SRC_REPO, t, &oci_image(9100 + i as u64));
+    }
+}
+
+/// Delete a tag from a registry (its image is unique to it in these tests).
+fn delete_tag(reg: &Registry, repo: &str, tag: &str) {
+    let digest = manifest_digest(reg, repo, tag).expect("tag to delete");
+    let status = block_on(async {
+        http()
+            .delete(format!("{}/v2/{repo}/manifests/{digest}", reg.url()))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 202, "DELETE {repo}@{digest}");
+}
+
+/// A repository step with pruning on; `extra` lines are added to the step.
+fn prune_config(src: &Registry, dst: &str, extra: &str, eps: &[&dyn Endpoint]) -> String {
+    let mut step = format!(
+        "source: {}/{SRC_REPO}\ntarget: {dst}\ntype: repository\ncleanupTags: true\n",
+        src.host()
+    );
+    step.push_str(extra);
+    config(eps, 2, &[step])
+}
+
+struct StateFile {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl StateFile {
+    fn new() -> StateFile {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        StateFile { _dir: dir, path }
+    }
+    fn arg(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+}
+
+fn once(cfg: &str, state: &StateFile) -> Output {
+    regsync(&["once", "--state", state.arg()], cfg)
+}
+
+fn pruned(out: &Output) -> u64 {
+    summary_field(out, "tags_pruned")
+}
+
+/// `regsync state list` of `state`: its stdout lines.
+fn state_list(state: &StateFile) -> Vec<String> {
+    let out = regsync_raw(&["state", "list", "--state", state.arg()]);
+    assert!(out.success(), "{}", out.dump());
+    out.stdout.lines().map(str::to_string).collect()
+}
+
+/// The tags the database records for `target` (a repository reference).
+fn recorded(state: &StateFile, target: &str) -> Vec<String> {
+    let mut tags: Vec<String> = state_list(state)
+        .iter()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter_map(|r| r.strip_prefix(&format!("{target}:")).map(str::to_string))
+        .collect();
+    tags.sort();
+    tags
+}
+
+#[test]
+fn a_tag_removed_upstream_is_pruned_and_a_third_party_tag_is_kept() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    seed(&src, &["v1", "v2", "v3", "v4"]);
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    let cfg = prune_config(&src, &target, "", &[&src, &dst]);
+    let first = once(&cfg, &state);
+    first.assert_ok();
+    assert_eq!(pruned(&first), 0);
+    assert_eq!(recorded(&state, &target), ["v1", "v2", "v3", "v4"]);
+    // somebody else tags the mirror's v4 image as their own: deleting v4 must keep it
+    let v4 = manifest_digest(&dst, DST_REPO, "v4").unwrap();
+    push(&dst, DST_REPO, "mine", &oci_image(9100 + 3));
+    assert_eq!(
+        manifest_digest(&dst, DST_REPO, "mine").as_deref(),
+        Some(v4.as_str())
+    );
+    delete_tag(&src, SRC_REPO, "v4");
+
+    let second = once(&cfg, &state);
+    second.assert_ok();
+    assert_eq!(tags(&dst, DST_REPO), ["mine", "v1", "v2", "v3"]);
+    assert_eq!(manifest_digest(&dst, DST_REPO, "mine"), Some(v4));
+    assert_eq!(pruned(&second), 1, "{}", second.dump());
+    assert!(
+        log_mentions(&second, "Tag pruned", "target", &format!("{target}:v4")),
+        "{}",
+        second.dump()
+    );
+    assert!(
+        log_mentions(&second, "Unmanaged tags kept", "tags", "mine"),
+        "{}",
+        second.dump()
+    );
+    assert_eq!(recorded(&state, &target), ["v1", "v2", "v3"]);
+    // the deletion is on record, with its reason
+    let out = regsync_raw(&["state", "list", "deletions", "--state", state.arg()]);
+    assert!(out.success(), "{}", out.dump());
+    assert!(
+        out.stdout.contains(&format!("{target}:v4")) && out.stdout.contains("gone from the source"),
+        "{}",
+        out.stdout
+    );
+    // show one record, forget it: that tag is then unmanaged and never pruned
+    let show = regsync_raw(&[
+        "state",
+        "show",
+        &format!("{target}:v3"),
+        "--state",
+        state.arg(),
+    ]);
+    assert!(show.success(), "{}", show.dump());
+    assert!(show.stdout.contains("source_digest"), "{}", show.stdout);
+    let forget = regsync_raw(&[
+        "state",
+        "forget",
+        &format!("{target}:v3"),
+        "--state",
+        state.arg(),
+    ]);
+    assert!(forget.success(), "{}", forget.dump());
+    assert_eq!(recorded(&state, &target), ["v1", "v2"]);
+    delete_tag(&src, SRC_REPO, "v3");
+    let third = once(&cfg, &state);
+    third.assert_ok();
+    assert_eq!(pruned(&third), 0);
+    assert!(tags(&dst, DST_REPO).contains(&"v3".to_string()));
+}
+
+#[test]
+fn a_changed_filter_prunes_and_an_exclude_pattern_keeps() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    seed(&src, &["v1", "v2", "v3", "v4", "v5", "v5.sig"]);
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    let all = prune_config(&src, &target, "cleanupTagsMaxPercent: 50\n", &[&src, &dst]);
+    once(&all, &state).assert_ok();
+    assert_eq!(tags(&dst, DST_REPO).len(), 6);
+    // v2 now denied (pruned), v3 denied but excluded from pruning (kept), v5.sig gone
+    // upstream but matched by the default excludes (kept)
+    delete_tag(&src, SRC_REPO, "v5.sig");
+    let narrowed = prune_config(
+        &src,
+        &target,
+        "cleanupTagsMaxPercent: 50\ncleanupTagsExclude: ['v3', '.*\\.sig']\ntags:\n  deny: ['v2', 'v3']\n",
+        &[&src, &dst],
+    );
+    let out = once(&narrowed, &state);
+    out.assert_ok();
+    assert_eq!(tags(&dst, DST_REPO), ["v1", "v3", "v4", "v5", "v5.sig"]);
+    assert_eq!(pruned(&out), 1);
+    assert!(
+        log_mentions(
+            &out,
+            "Tag pruned",
+            "reason",
+            "excluded by the step's filters"
+        ),
+        "{}",
+        out.dump()
+    );
+}
+
+#[test]
+fn the_default_excludes_keep_signatures() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    seed(&src, &["v1", "v2", "v3", "v4", "v4.sig", "v4.att"]);
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    let cfg = prune_config(&src, &target, "cleanupTagsMaxPercent: 100\n", &[&src, &dst]);
+    once(&cfg, &state).assert_ok();
+    delete_tag(&src, SRC_REPO, "v4.sig");
+    delete_tag(&src, SRC_REPO, "v4.att");
+    let out = once(&cfg, &state);
+    out.assert_ok();
+    assert_eq!(pruned(&out), 0, "{}", out.dump());
+    assert_eq!(tags(&dst, DST_REPO).len(), 6);
+}
+
+#[test]
+fn an_empty_or_failing_source_listing_deletes_nothing() {
+    let mut src = Registry::start();
+    let dst = Registry::start();
+    seed(&src, &["v1", "v2"]);
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    let cfg = prune_config(&src, &target, "cleanupTagsMaxPercent: 100\n", &[&src, &dst]);
+    once(&cfg, &state).assert_ok();
+    // every tag gone upstream: an outage looks the same, so nothing is deleted
+    delete_tag(&src, SRC_REPO, "v1");
+    delete_tag(&src, SRC_REPO, "v2");
+    let empty = once(&cfg, &state);
+    assert_eq!(tags(&dst, DST_REPO), ["v1", "v2"], "{}", empty.dump());
+    let warns: Vec<_> = empty
+        .logs("Tag prune skipped")
+        .into_iter()
+        .filter(|l| l["level"] == "WARN")
+        .collect();
+    assert_eq!(warns.len(), 1, "{}", empty.dump());
+    assert_eq!(pruned(&empty), 0);
+    // the source down: the listing fails, nothing is deleted, one WARN
+    src.stop();
+    let failed = once(&cfg, &state);
+    failed.assert_fail();
+    assert_eq!(tags(&dst, DST_REPO), ["v1", "v2"]);
+    assert_eq!(
+        failed.logs("Tag prune skipped").len(),
+        1,
+        "{}",
+        failed.dump()
+    );
+    assert!(
+        log_mentions(&failed, "Tag prune skipped", "reason", "listing failed"),
+        "{}",
+        failed.dump()
+    );
+}
+
+#[test]
+fn more_than_the_percentage_deletes_nothing() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    seed(&src, &["v1", "v2", "v3", "v4"]);
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    let cfg = prune_config(&src, &target, "", &[&src, &dst]);
+    once(&cfg, &state).assert_ok();
+    delete_tag(&src, SRC_REPO, "v3");
+    delete_tag(&src, SRC_REPO, "v4");
+    let out = once(&cfg, &state);
+    out.assert_ok();
+    assert_eq!(tags(&dst, DST_REPO), ["v1", "v2", "v3", "v4"]);
+    assert_eq!(pruned(&out), 0);
+    let skipped = out.logs("Tag prune skipped");
+    assert_eq!(skipped.len(), 1, "{}", out.dump());
+    assert_eq!(skipped[0]["level"], "WARN");
+    assert!(
+        skipped[0]["reason"].as_str().unwrap().contains("25"),
+        "{}",
+        skipped[0]
+    );
+}
+
+#[test]
+fn check_names_each_tag_and_deletes_nothing() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    seed(&src, &["v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8"]);
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    let cfg = prune_config(&src, &target, "", &[&src, &dst]);
+    once(&cfg, &state).assert_ok();
+    delete_tag(&src, SRC_REPO, "v7");
+    delete_tag(&src, SRC_REPO, "v8");
+    let mark = dst.access_log().len();
+    let out = regsync(&["check", "--state", state.arg()], &cfg);
+    out.assert_ok();
+    let named: Vec<&str> = out
+        .logs("Tag prune needed")
+        .iter()
+        .filter_map(|l| l["target"].as_str())
+        .collect();
+    assert_eq!(
+        named,
+        [format!("{target}:v7"), format!("{target}:v8")],
+        "{}",
+        out.dump()
+    );
+    assert!(dst.writes_since(mark).is_empty(), "check wrote");
+    assert_eq!(tags(&dst, DST_REPO).len(), 8);
+    assert_eq!(recorded(&state, &target).len(), 8);
+}
+
+#[test]
+fn an_oci_layout_target_loses_the_index_entry() {
+    let src = Registry::start();
+    seed(&src, &["v1", "v2", "v3", "v4"]);
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("app");
+    let target = ocidir_ref(&layout, "");
+    let state = StateFile::new();
+    let cfg = prune_config(&src, &target, "", &[&src]);
+    once(&cfg, &state).assert_ok();
+    assert_eq!(tags(layout.as_path(), ""), ["v1", "v2", "v3", "v4"]);
+    let v4 = manifest_digest(layout.as_path(), "", "v4").unwrap();
+    delete_tag(&src, SRC_REPO, "v4");
+    let out = once(&cfg, &state);
+    out.assert_ok();
+    assert_eq!(pruned(&out), 1, "{}", out.dump());
+    assert_eq!(tags(layout.as_path(), ""), ["v1", "v2", "v3"]);
+    // its manifest, no longer referenced, is collected
+    let blob = layout.join("blobs/sha256").join(common::fixtures::hex(&v4));
+    assert!(!blob.exists(), "{blob:?} still there");
+}
+
+#[test]
+fn a_registry_refusing_deletes_is_one_line_per_step() {
+    let src = Registry::start();
+    let dst = Registry::start_with(RegistryOpts {
+        no_delete: true,
+        ..Default::default()
+    });
+    seed(&src, &["v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8"]);
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    let cfg = prune_config(&src, &target, "", &[&src, &dst]);
+    once(&cfg, &state).assert_ok();
+    delete_tag(&src, SRC_REPO, "v7");
+    delete_tag(&src, SRC_REPO, "v8");
+    let out = once(&cfg, &state);
+    out.assert_fail();
+    let line = out.assert_one_error_line(&["sync[0]"]);
+    assert!(line.contains("refuses deletes"), "{line}");
+    assert_eq!(tags(&dst, DST_REPO).len(), 8);
+    // the records stay: nothing was deleted
+    assert_eq!(recorded(&state, &target).len(), 8);
+}
+
+/// Every record names a tag the target holds with that digest.
+fn assert_consistent(state: &StateFile, dst: &Registry, target: &str) {
+    let lines = state_list(state);
+    for l in &lines {
+        let mut f = l.split_whitespace();
+        let (Some(r), Some(digest)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let Some(tag) = r.strip_prefix(&format!("{target}:")) else {
+            continue;
+        };
+        assert_eq!(
+            manifest_digest(dst, DST_REPO, tag).as_deref(),
+            Some(digest),
+            "record {l} without its tag"
+        );
+    }
+}
+
+#[test]
+fn a_run_killed_mid_way_leaves_a_database_the_next_run_makes_consistent() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let names: Vec<String> = (1..=24).map(|i| format!("v{i}")).collect();
+    for (i, t) in names.iter().enumerate() {
+        let img = ImageSpec::new(9300 + i as u64, Format::Oci)
+            .layers(2, 256 * 1024)
+            .build();
+        push(&src, SRC_REPO, t, &img);
+    }
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    let cfg = prune_config(&src, &target, "", &[&src, &dst]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("regsync.yml");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    let mut child = std::process::Command::new(common::run::bin())
+        .args(["once", "--logopt", "json", "--state", state.arg(), "-c"])
+        .arg(&cfg_path)
+        .env("DOCKER_CONFIG", dir.path())
+        .env("NO_PROXY", "127.0.0.1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // kill -9 once some tags landed and others did not
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tags(&dst, DST_REPO).len() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+    // whatever the database holds, the target holds it too
+    assert_consistent(&state, &dst, &target);
+    let rerun = once(&cfg, &state);
+    rerun.assert_ok();
+    assert_consistent(&state, &dst, &target);
+    let mut want = names.clone();
+    want.sort();
+    assert_eq!(recorded(&state, &target), want);
+    assert_eq!(tags(&dst, DST_REPO), want);
+    // and pruning works from it
+    delete_tag(&src, SRC_REPO, "v24");
+    let after = once(&cfg, &state);
+    after.assert_ok();
+    assert_eq!(pruned(&after), 1);
+    assert!(!tags(&dst, DST_REPO).contains(&"v24".to_string()));
+}
+
+#[test]
+fn a_corrupt_state_file_is_one_line_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("state.db");
+    std::fs::write(&bad, vec![0x5au8; 4096]).unwrap();
+    let src = Registry::start();
+    let cfg = config(
+        &[&src],
+        1,
+        &[repo_step(
+            &format!("{}/{SRC_REPO}", src.host()),
+            &format!("{}/x", src.host()),
+            &[],
+            &[],
+        )],
+    );
+    let mark = src.access_log().len();
+    let out = regsync(&["once", "--state", bad.to_str().unwrap()], &cfg);
+    out.assert_fail();
+    out.assert_no_panic();
+    out.assert_one_error_line(&[bad.to_str().unwrap(), "corrupt"]);
+    assert!(
+        src.access_since(mark).is_empty(),
+        "requests before the check"
+    );
+    // the same through the environment, and for `state list`
+    let out = regsync_env(&["once"], &cfg, &[("REGSYNC_STATE", bad.to_str().unwrap())]);
+    out.assert_fail();
+    out.assert_one_error_line(&[bad.to_str().unwrap()]);
+    let out = regsync_raw(&["state", "list", "--state", bad.to_str().unwrap()]);
+    out.assert_fail();
+    out.assert_one_error_line(&[bad.to_str().unwrap()]);
+}
+
+#[test]
+fn cleanup_tags_without_state_is_a_config_error() {
+    let src = Registry::start();
+    let cfg = prune_config(&src, &format!("{}/x", src.host()), "", &[&src]);
+    let out = regsync(&["once"], &cfg);
+    out.assert_fail();
+    out.assert_no_panic();
+    out.assert_one_error_line(&["sync[0]", "cleanupTags", "--state"]);
+    // a bad exclude pattern names the field
+    let bad = prune_config(
+        &src,
+        &format!("{}/x", src.host()),
+        "cleanupTagsExclude: ['(']\n",
+        &[&src],
+    );
+    let state = StateFile::new();
+    let out = once(&bad, &state);
+    out.assert_fail();
+    out.assert_one_error_line(&["sync[0]", "cleanupTagsExclude"]);
+    // without cleanupTags and without --state nothing changes (no state file appears)
+    let plain = config(
+        &[&src],
+        1,
+        &[repo_step(
+            &format!("{}/{SRC_REPO}", src.host()),
+            &format!("{}/x", src.host()),
+            &[],
+            &[],
+        )],
+    );
+    let out = regsync(&["once"], &plain);
+    assert!(out
+        .json_logs
+        .iter()
+        .all(|l| l["msg"] != "Tag prune skipped"));
+}
