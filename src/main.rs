@@ -133,6 +133,12 @@ fn run_engine(
         }
         path.check().map_err(|e| vec![e])?;
     }
+    // Which repositories this process copies: bad values end the command before any request.
+    let shard = regsync::shard::resolve(
+        flags.shard.and_then(|f| f.0),
+        &regsync::shard::ShardEnv::from_process(),
+    )
+    .map_err(|e| vec![e])?;
     let json = cli.json_logs();
     // Live progress (`once`/`check` on a terminal): log lines are written above its lines.
     let mut progress = progress::wanted(flags.progress, json, matches!(job, Job::Serve))
@@ -146,7 +152,11 @@ fn run_engine(
     let shutdown_timeout = flags.shutdown_timeout;
     let listen = flags.listen.clone();
     let start = std::time::SystemTime::now();
-    let options = engine_options(&config, flags.abort_on_error, &log);
+    if shard.is_sharded() {
+        slog::info!(log, "Copying only the target repositories this shard owns";
+            "shard" => shard.to_string());
+    }
+    let options = engine_options(&config, flags.abort_on_error, shard, &log);
     let display = &mut progress;
     let report = system().block_on(async move {
         // The port opens before any step runs: a bad address ends the command at once.
@@ -201,7 +211,7 @@ fn run_engine(
             report = work => report,
             _ = deadline => {
                 let counts = engine.run.counters.snapshot();
-                counts.log(&log, started.elapsed().as_secs_f64());
+                counts.log(&log, started.elapsed().as_secs_f64(), engine.run.shard);
                 let mut lines = vec![format!(
                     "shutdown timed out: work still running {} after the signal was abandoned \
                      (--shutdown-timeout)",
@@ -324,6 +334,7 @@ fn write_report(
         start,
         end: std::time::SystemTime::now(),
         interrupted,
+        shard: engine.run.shard,
     };
     let registries = engine.run.throttle.stats().snapshot();
     path.write(&document(&info, config, run, &registries))
@@ -362,9 +373,15 @@ fn watch_signals(
 }
 
 /// Read before the runtime starts: Docker's `credsStore` runs a blocking helper process.
-fn engine_options(config: &Config, abort_on_error: bool, log: &slog::Logger) -> EngineOptions {
+fn engine_options(
+    config: &Config,
+    abort_on_error: bool,
+    shard: regsync::shard::Shard,
+    log: &slog::Logger,
+) -> EngineOptions {
     EngineOptions {
         abort_on_error,
+        shard,
         docker_hosts: regsync::engine::docker_hosts(config, log),
     }
 }

@@ -84,6 +84,8 @@ pub struct RunCtx {
     pub manifest_writes: run_scope::WriteLocks,
     /// Runs the steps' `hooks` (README "Hooks").
     pub hooks: crate::hooks::HookRunner,
+    /// `--shard`: the target repositories this process copies into (`0/1`: all).
+    pub shard: crate::shard::Shard,
 }
 
 impl RunCtx {
@@ -167,6 +169,8 @@ pub struct EngineOptions {
     pub abort_on_error: bool,
     /// Host entries from Docker's config ([`docker_hosts`]), read before the runtime started.
     pub docker_hosts: Vec<HostConfig>,
+    /// `--shard` (resolved from the environment by the caller).
+    pub shard: crate::shard::Shard,
 }
 
 /// Host entries from Docker's config, unless `defaults.skipDockerConfig`. Call before the
@@ -232,6 +236,7 @@ impl Engine {
             parallel: Parallel::from_config(config.defaults.parallel),
             manifest_writes: run_scope::WriteLocks::default(),
             hooks: crate::hooks::HookRunner::new(hook_http, log.clone()),
+            shard: opts.shard,
         });
         let blob_mover = blob_mover::BlobMover::new(run.clone()).start();
         let resolver = manifest_resolver::ManifestResolver::new(run.clone(), blob_mover.clone())
