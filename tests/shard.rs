@@ -28,7 +28,7 @@ fn name(i: usize) -> String {
 
 /// Tags of repository `i`: every fifth has two.
 fn tags_of(i: usize) -> Vec<String> {
-    if i % 5 == 0 && i < FIRST_IMAGE_STEP {
+    if i.is_multiple_of(5) && i < FIRST_IMAGE_STEP {
         vec!["v1".into(), "v2".into()]
     } else {
         vec!["v1".into()]
@@ -291,7 +291,8 @@ fn the_environment_names_the_shard() {
     let report = dir.path().join("r.json");
     let r = report.to_str().unwrap();
     let none: [(&str, &str); 0] = [];
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, (u64, u64))> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, (u64, u64));
+    let cases: Vec<Case> = vec![
         (vec![], none.to_vec(), (0, 1)),
         (vec![], vec![("REGSYNC_SHARD", "1/4")], (1, 4)),
         (
