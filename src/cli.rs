@@ -192,6 +192,11 @@ pub struct RunFlags {
     #[arg(long = "listen", env = "REGSYNC_LISTEN", value_name = "addr",
           value_parser = clap::value_parser!(crate::service::ListenAddr), hide_env_values = true)]
     pub listen: Option<crate::service::ListenAddr>,
+    /// Copy only the repositories this shard owns, I of N (0-based; also REGSYNC_SHARD; else
+    /// REGSYNC_SHARDS=N with JOB_COMPLETION_INDEX or the hostname's -ORDINAL)
+    #[arg(long = "shard", env = "REGSYNC_SHARD", value_name = "I/N",
+          value_parser = clap::value_parser!(crate::shard::ShardFlag), hide_env_values = true)]
+    pub shard: Option<crate::shard::ShardFlag>,
     /// once, check: write a JSON report of the run to this file at its end (- for stdout)
     #[arg(long = "report", value_name = "file",
           value_parser = clap::value_parser!(crate::service::report::ReportPath))]

@@ -16,5 +16,6 @@ pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod service;
+pub mod shard;
 pub mod state;
 pub mod store;

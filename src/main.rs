@@ -140,6 +140,12 @@ fn run_engine(
         }
         path.check().map_err(|e| vec![e])?;
     }
+    // Which repositories this process copies: bad values end the command before any request.
+    let shard = regsync::shard::resolve(
+        flags.shard.and_then(|f| f.0),
+        &regsync::shard::ShardEnv::from_process(),
+    )
+    .map_err(|e| vec![e])?;
     let json = cli.json_logs();
     // Live progress (`once`/`check` on a terminal): log lines are written above its lines.
     let mut progress = progress::wanted(flags.progress, json, matches!(job, Job::Serve))
@@ -177,7 +183,11 @@ fn run_engine(
     let shutdown_timeout = flags.shutdown_timeout;
     let listen = flags.listen.clone();
     let start = std::time::SystemTime::now();
-    let mut options = engine_options(&config, flags.abort_on_error, &log);
+    if shard.is_sharded() {
+        slog::info!(log, "Copying only the target repositories this shard owns";
+            "shard" => shard.to_string());
+    }
+    let mut options = engine_options(&config, flags.abort_on_error, shard, &log);
     options.state = state.clone();
     options.restored_runs = restored_runs;
     let display = &mut progress;
@@ -234,7 +244,7 @@ fn run_engine(
             report = work => report,
             _ = deadline => {
                 let counts = engine.run.counters.snapshot();
-                counts.log(&log, started.elapsed().as_secs_f64());
+                counts.log(&log, started.elapsed().as_secs_f64(), engine.run.shard);
                 let mut lines = vec![format!(
                     "shutdown timed out: work still running {} after the signal was abandoned \
                      (--shutdown-timeout)",
@@ -361,6 +371,7 @@ fn write_report(
         start,
         end: std::time::SystemTime::now(),
         interrupted,
+        shard: engine.run.shard,
     };
     let registries = engine.run.throttle.stats().snapshot();
     path.write(&document(&info, config, run, &registries))
@@ -399,9 +410,15 @@ fn watch_signals(
 }
 
 /// Read before the runtime starts: Docker's `credsStore` runs a blocking helper process.
-fn engine_options(config: &Config, abort_on_error: bool, log: &slog::Logger) -> EngineOptions {
+fn engine_options(
+    config: &Config,
+    abort_on_error: bool,
+    shard: regsync::shard::Shard,
+    log: &slog::Logger,
+) -> EngineOptions {
     EngineOptions {
         abort_on_error,
+        shard,
         docker_hosts: regsync::engine::docker_hosts(config, log),
         state: None,
         restored_runs: Vec::new(),

@@ -161,6 +161,22 @@ fn one<'a>(objs: &'a [Yaml], k: &str) -> &'a Yaml {
     found[0]
 }
 
+fn sharded_cronjob_variant() -> Vec<Yaml> {
+    build(&deploy().join("kubernetes/sharded-cronjob"))
+}
+
+fn sharded_server_variant() -> Vec<Yaml> {
+    build(&deploy().join("kubernetes/sharded-server"))
+}
+
+fn sharded_cronjob() -> Yaml {
+    one(&sharded_cronjob_variant(), "CronJob").clone()
+}
+
+fn statefulset() -> Yaml {
+    one(&sharded_server_variant(), "StatefulSet").clone()
+}
+
 fn deployment() -> Yaml {
     one(&base(), "Deployment").clone()
 }
@@ -321,6 +337,7 @@ fn every_manifest_parses_and_names_itself() {
         ("v1", "Service"),
         ("monitoring.coreos.com/v1", "ServiceMonitor"),
         ("batch/v1", "CronJob"),
+        ("apps/v1", "StatefulSet"),
         ("kustomize.config.k8s.io/v1beta1", "Kustomization"),
     ] {
         assert!(
@@ -348,7 +365,17 @@ fn kustomizations_list_existing_files_and_cover_every_manifest() {
     let c = cronjob_variant();
     assert_eq!(kinds(&c), ["ConfigMap", "CronJob"]);
     assert_eq!(one(&b, "ConfigMap"), one(&c, "ConfigMap"));
-    for objs in [&b, &c] {
+    let sc = sharded_cronjob_variant();
+    assert_eq!(kinds(&sc), ["ConfigMap", "CronJob"]);
+    let ss = sharded_server_variant();
+    assert_eq!(
+        kinds(&ss),
+        ["ConfigMap", "Service", "ServiceMonitor", "StatefulSet"]
+    );
+    for v in [&sc, &ss] {
+        assert_eq!(one(&b, "ConfigMap"), one(v, "ConfigMap"));
+    }
+    for objs in [&b, &c, &sc, &ss] {
         let mut seen = BTreeSet::new();
         for o in objs.iter() {
             assert!(
@@ -364,6 +391,8 @@ fn kustomizations_list_existing_files_and_cover_every_manifest() {
     let mut read_by = BTreeSet::new();
     files_read_by(&k8s, &mut read_by);
     files_read_by(&k8s.join("cronjob"), &mut read_by);
+    files_read_by(&k8s.join("sharded-cronjob"), &mut read_by);
+    files_read_by(&k8s.join("sharded-server"), &mut read_by);
     let orphans: Vec<PathBuf> = yaml_files(&k8s)
         .into_iter()
         .filter(|f| !read_by.contains(&f.canonicalize().unwrap()))
@@ -416,9 +445,13 @@ fn workloads_are_locked_down_and_wired_to_the_config() {
     let env_used = env_templates(&config_text);
     assert!(!env_used.is_empty(), "the config reads no credentials");
 
+    let sc = sharded_cronjob();
+    let ss = statefulset();
     for (what, pod) in [
         ("Deployment", deployment_pod(&d)),
         ("CronJob", cronjob_pod(&c)),
+        ("sharded CronJob", cronjob_pod(&sc)),
+        ("StatefulSet", deployment_pod(&ss)),
     ] {
         let ct = container(pod);
         let psc = &pod["securityContext"];
@@ -996,6 +1029,188 @@ fn cronjob_args_run_once_and_exit_0() {
     let st = p.wait_exit(Duration::from_secs(60));
     assert_eq!(st.code(), Some(0), "{}", p.stderr());
     assert!(p.stderr().contains("Sync summary"), "{}", p.stderr());
+    scratch.assert_mirrored();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sharded variants: the environment Kubernetes gives each pod names the shard the binary uses
+
+/// The container's environment as Kubernetes would set it for pod `pod_name` (plus the
+/// variables Kubernetes adds itself, `extra`): literal values, and `fieldRef`s to the pod name
+/// or the Job's completion-index annotation. Secret references are left out (the scratch
+/// config reads none).
+fn pod_env(ct: &Yaml, pod_name: &str, extra: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![("HOSTNAME".into(), pod_name.into())];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let index = extra
+        .iter()
+        .find(|(k, _)| *k == "JOB_COMPLETION_INDEX")
+        .map(|(_, v)| v.clone());
+    for e in ct["env"].as_sequence().unwrap_or(&Vec::new()) {
+        let n = e["name"].as_str().expect("env name").to_string();
+        let v = if let Some(v) = e["value"].as_str() {
+            v.to_string()
+        } else if let Some(path) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            match path {
+                "metadata.name" => pod_name.to_string(),
+                "metadata.annotations['batch.kubernetes.io/job-completion-index']" => {
+                    index.clone().expect("a Job index")
+                }
+                other => panic!("env {n}: fieldRef {other} not simulated"),
+            }
+        } else {
+            continue;
+        };
+        env.retain(|(k, _)| *k != n);
+        env.push((n, v));
+    }
+    env
+}
+
+/// `shard=I/N` and `repositories_owned=K` of the text-format `Sync summary` line.
+fn summary_shard(stderr: &str) -> (String, u64) {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("msg=\"Sync summary\""))
+        .unwrap_or_else(|| panic!("no Sync summary\n{stderr}"));
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(&format!("{k}=")).map(String::from))
+            .unwrap_or_else(|| panic!("no {k} in {line}"))
+    };
+    (field("shard"), field("repositories_owned").parse().unwrap())
+}
+
+fn env_value(ct: &Yaml, name: &str) -> Option<String> {
+    ct["env"]
+        .as_sequence()?
+        .iter()
+        .find(|e| e["name"].as_str() == Some(name))
+        .and_then(|e| e["value"].as_str().map(String::from))
+}
+
+/// The sharded CronJob's Indexed Job: one pod per shard (`completions` = `parallelism` =
+/// `REGSYNC_SHARDS`). Each pod's environment (its `JOB_COMPLETION_INDEX`, as Kubernetes sets
+/// it, and the manifest's variables) makes the Job's `once` command line run as shard
+/// `index/N`; together the shards mirror everything, the one target repository owned by
+/// exactly one of them.
+#[test]
+fn sharded_job_pods_run_as_their_completion_index() {
+    let c = sharded_cronjob();
+    let job = &c["spec"]["jobTemplate"]["spec"];
+    assert_eq!(job["completionMode"].as_str(), Some("Indexed"));
+    let n = job["completions"].as_u64().expect("completions");
+    assert!(n > 1, "a sharded Job has more than one completion");
+    assert_eq!(
+        job["parallelism"].as_u64(),
+        Some(n),
+        "parallelism = completions"
+    );
+    let ct = container(cronjob_pod(&c));
+    assert_eq!(env_value(ct, "REGSYNC_SHARDS"), Some(n.to_string()));
+    let a = args(ct);
+    assert_eq!(a.first().map(String::as_str), Some("once"), "{a:?}");
+    let scratch = Scratch::new();
+    let (run_args, _) = adapt(&a, &scratch.config());
+    let mut owned = 0;
+    for i in 0..n {
+        // A Job pod's hostname is <job>-<index>-<random>: the index variable decides.
+        let pod = format!("{}-29001234-{i}-x7k2p", name(&c));
+        let env = pod_env(ct, &pod, &[("JOB_COMPLETION_INDEX", i.to_string())]);
+        let mut cmd = scratch.command(&run_args);
+        cmd.envs(env);
+        let mut p = Proc::spawn(cmd);
+        let st = p.wait_exit(Duration::from_secs(60));
+        assert_eq!(st.code(), Some(0), "{}", p.stderr());
+        let (shard, k) = summary_shard(&p.stderr());
+        assert_eq!(shard, format!("{i}/{n}"), "{}", p.stderr());
+        owned += k;
+    }
+    assert_eq!(owned, 1, "the one target repository has one owner");
+    scratch.assert_mirrored();
+}
+
+/// The sharded StatefulSet: `replicas` = `REGSYNC_SHARDS`, the Deployment's probes,
+/// resources and port; pod `<name>-I` (its hostname, set from the pod name) serves
+/// `/status` and `regsync_shard_info` for shard `I/N`, answers its probes, and stops with 0.
+#[test]
+fn statefulset_pods_serve_as_their_ordinal() {
+    let s = statefulset();
+    let n = s["spec"]["replicas"].as_u64().expect("replicas");
+    assert!(n > 1, "a sharded StatefulSet has more than one replica");
+    let pod = deployment_pod(&s);
+    let ct = container(pod);
+    assert_eq!(env_value(ct, "REGSYNC_SHARDS"), Some(n.to_string()));
+    let d = deployment();
+    let dct = container(deployment_pod(&d));
+    for k in [
+        "livenessProbe",
+        "readinessProbe",
+        "resources",
+        "ports",
+        "securityContext",
+    ] {
+        assert_eq!(ct[k], dct[k], "{k} differs from the Deployment's");
+    }
+    assert_eq!(
+        pod["securityContext"],
+        deployment_pod(&d)["securityContext"]
+    );
+    assert!(
+        labels_match(
+            &s["spec"]["selector"]["matchLabels"],
+            &s["spec"]["template"]["metadata"]["labels"]
+        ),
+        "the selector matches the pod labels"
+    );
+    let objs = sharded_server_variant();
+    let svc = one(&objs, "Service");
+    assert_eq!(s["spec"]["serviceName"].as_str(), Some(name(svc)));
+    assert!(labels_match(
+        &svc["spec"]["selector"],
+        &s["spec"]["template"]["metadata"]["labels"]
+    ));
+    // The single Deployment's Service must not pick up the shards' pods.
+    let b = base();
+    assert!(!labels_match(
+        &one(&b, "Service")["spec"]["selector"],
+        &s["spec"]["template"]["metadata"]["labels"]
+    ));
+    let a = args(ct);
+    assert_eq!(a.first().map(String::as_str), Some("server"), "{a:?}");
+    let scratch = Scratch::new();
+    let (run_args, _) = adapt(&a, &scratch.config());
+    let mut procs: Vec<Proc> = (0..n)
+        .map(|i| {
+            let mut cmd = scratch.command(&run_args);
+            cmd.envs(pod_env(ct, &format!("{}-{i}", name(&s)), &[]));
+            Proc::spawn(cmd)
+        })
+        .collect();
+    let mut owned = 0;
+    for (i, p) in procs.iter_mut().enumerate() {
+        let addr = p.listen_addr();
+        poll(&addr, "/readyz", 200, &[503]);
+        let (code, body) = http_get(&addr, "/status");
+        assert_eq!(code, 200, "{body}");
+        let status: Json = serde_json::from_str(&body).unwrap();
+        assert_eq!(status["shard"]["index"], i as u64, "{}", status["shard"]);
+        assert_eq!(status["shard"]["count"], n, "{}", status["shard"]);
+        owned += status["shard"]["repositories_owned"].as_u64().unwrap();
+        let (_, metrics) = http_get(&addr, "/metrics");
+        let want = format!("regsync_shard_info{{shard=\"{i}\",shards=\"{n}\"}} 1.0");
+        assert!(
+            metrics.lines().any(|l| l == want),
+            "{want} not in\n{metrics}"
+        );
+    }
+    assert_eq!(owned, 1, "the one target repository has one owner");
+    for p in &mut procs {
+        p.signal(libc::SIGTERM);
+        let st = p.wait_exit(SHUTDOWN_TIMEOUT);
+        assert_eq!(st.code(), Some(0), "{}", p.stderr());
+    }
     scratch.assert_mirrored();
 }
 

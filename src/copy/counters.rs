@@ -38,9 +38,13 @@ pub enum Counter {
     StepsEnded,
     /// Target tags deleted by pruning (README "Pruning").
     TagsPruned,
+    /// Target repositories this shard copies into (`--shard`; every one when unsharded), and
+    /// those it leaves to another shard (nothing of them is asked for beyond the catalog).
+    ReposOwned,
+    ReposOtherShards,
 }
 
-const COUNTERS: usize = 18;
+const COUNTERS: usize = 20;
 
 /// Counters of one step run, or of a whole run (the parent of its step runs).
 #[derive(Debug, Default)]
@@ -70,6 +74,8 @@ pub struct CountSnapshot {
     pub steps_listed: u64,
     pub steps_ended: u64,
     pub tags_pruned: u64,
+    pub repos_owned: u64,
+    pub repos_other_shards: u64,
 }
 
 impl Counters {
@@ -118,6 +124,8 @@ impl Counters {
             steps_listed: g(StepsListed),
             steps_ended: g(StepsEnded),
             tags_pruned: g(TagsPruned),
+            repos_owned: g(ReposOwned),
+            repos_other_shards: g(ReposOtherShards),
         }
     }
 
@@ -150,6 +158,8 @@ impl CountSnapshot {
         self.steps_listed += other.steps_listed;
         self.steps_ended += other.steps_ended;
         self.tags_pruned += other.tags_pruned;
+        self.repos_owned += other.repos_owned;
+        self.repos_other_shards += other.repos_other_shards;
     }
 }
 
@@ -199,6 +209,10 @@ mod tests {
             ),
             (2, 3, 4, 5)
         );
+        b.bump(Counter::ReposOtherShards);
+        assert_eq!(b.snapshot().repos_other_shards, 1);
+        assert_eq!(b.snapshot().repos_owned, 0);
+        let s = b.snapshot();
         let mut sum = s.clone();
         sum.add(&s);
         assert_eq!(sum.steps_ended, 10);

@@ -93,6 +93,8 @@ pub struct RunCtx {
     pub state: Option<crate::state::StateHandle>,
     /// The steps' last runs as the database had them at start (`/status` after a restart).
     pub restored_runs: Vec<crate::state::StepRun>,
+    /// `--shard`: the target repositories this process copies into (`0/1`: all).
+    pub shard: crate::shard::Shard,
 }
 
 impl RunCtx {
@@ -185,6 +187,8 @@ pub struct EngineOptions {
     pub state: Option<crate::state::StateHandle>,
     /// Its step runs, read at the same time.
     pub restored_runs: Vec<crate::state::StepRun>,
+    /// `--shard` (resolved from the environment by the caller).
+    pub shard: crate::shard::Shard,
 }
 
 /// Host entries from Docker's config, unless `defaults.skipDockerConfig`. Call before the
@@ -255,6 +259,7 @@ impl Engine {
             hooks: crate::hooks::HookRunner::new(hook_http, log.clone()),
             state: opts.state,
             restored_runs: opts.restored_runs,
+            shard: opts.shard,
         });
         let blob_mover = blob_mover::BlobMover::new(run.clone()).start();
         let resolver = manifest_resolver::ManifestResolver::new(run.clone(), blob_mover.clone())

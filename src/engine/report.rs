@@ -3,6 +3,7 @@
 use super::host_stats::{Histogram, HostSnapshot, STEP_SECONDS};
 use super::{Mode, StepCtx};
 pub use crate::copy::counters::{CountSnapshot, Counter, Counters};
+use crate::shard::Shard;
 use std::time::{Duration, SystemTime};
 
 /// What happened to one image.
@@ -76,25 +77,43 @@ impl Counters {
     }
 }
 
+/// `info!` of a summary line: the fields before, every counter of `$c`, the fields after.
+macro_rules! summary_line {
+    ($log:expr, $msg:expr, $c:expr; [$($pk:expr => $pv:expr),*]; [$($k:expr => $v:expr),*]) => {
+        slog::info!($log, $msg;
+            $($pk => $pv,)*
+            "images_checked" => $c.images_checked,
+            "images_copied" => $c.images_copied,
+            "images_matched" => $c.images_matched,
+            "images_skipped" => $c.images_skipped,
+            "images_failed" => $c.images_failed,
+            "images_canceled" => $c.images_canceled,
+            "blobs_copied" => $c.blobs_copied,
+            "blobs_mounted" => $c.blobs_mounted,
+            "blobs_skipped" => $c.blobs_skipped,
+            "blobs_deduped" => $c.blobs_deduped,
+            "manifests_pushed" => $c.manifests_pushed,
+            "bytes_copied" => $c.bytes_copied,
+            "tags_pruned" => $c.tags_pruned,
+            $($k => $v,)*
+        )
+    };
+}
+
 impl CountSnapshot {
-    /// The one info line that closes every run.
-    pub fn log(&self, log: &slog::Logger, seconds: f64) {
-        slog::info!(log, "Sync summary";
-            "images_checked" => self.images_checked,
-            "images_copied" => self.images_copied,
-            "images_matched" => self.images_matched,
-            "images_skipped" => self.images_skipped,
-            "images_failed" => self.images_failed,
-            "images_canceled" => self.images_canceled,
-            "blobs_copied" => self.blobs_copied,
-            "blobs_mounted" => self.blobs_mounted,
-            "blobs_skipped" => self.blobs_skipped,
-            "blobs_deduped" => self.blobs_deduped,
-            "manifests_pushed" => self.manifests_pushed,
-            "bytes_copied" => self.bytes_copied,
-            "tags_pruned" => self.tags_pruned,
-            "seconds" => format!("{seconds:.3}"),
-        );
+    /// The one info line that closes every run; a shard of several names itself
+    /// (`shard=1/4`) and counts the target repositories it owned and left to the others.
+    pub fn log(&self, log: &slog::Logger, seconds: f64, shard: Shard) {
+        let seconds = format!("{seconds:.3}");
+        if shard.is_sharded() {
+            summary_line!(log, "Sync summary", self; [];
+                ["seconds" => seconds,
+                "shard" => shard.to_string(),
+                "repositories_owned" => self.repos_owned,
+                "repositories_other_shards" => self.repos_other_shards]);
+        } else {
+            summary_line!(log, "Sync summary", self; []; ["seconds" => seconds]);
+        }
     }
 }
 
@@ -120,28 +139,30 @@ impl StepRunReport {
             Mode::Missing => "missing",
             Mode::Check => "check",
         };
-        slog::info!(log, "Step summary";
-            "step" => step.name(),
-            "source" => &step.step.source,
-            "target" => &step.step.target,
-            "type" => &step.step.kind,
-            "mode" => mode,
-            "errors" => self.errors.len(),
-            "images_checked" => c.images_checked,
-            "images_copied" => c.images_copied,
-            "images_matched" => c.images_matched,
-            "images_skipped" => c.images_skipped,
-            "images_failed" => c.images_failed,
-            "images_canceled" => c.images_canceled,
-            "blobs_copied" => c.blobs_copied,
-            "blobs_mounted" => c.blobs_mounted,
-            "blobs_skipped" => c.blobs_skipped,
-            "blobs_deduped" => c.blobs_deduped,
-            "manifests_pushed" => c.manifests_pushed,
-            "bytes_copied" => c.bytes_copied,
-            "tags_pruned" => c.tags_pruned,
-            "seconds" => format!("{:.3}", self.duration.as_secs_f64()),
-        );
+        let seconds = format!("{:.3}", self.duration.as_secs_f64());
+        let shard = step.run.shard;
+        if shard.is_sharded() {
+            summary_line!(log, "Step summary", c;
+                ["step" => step.name(),
+                "source" => &step.step.source,
+                "target" => &step.step.target,
+                "type" => &step.step.kind,
+                "mode" => mode,
+                "errors" => self.errors.len()];
+                ["seconds" => seconds,
+                "shard" => shard.to_string(),
+                "repositories_owned" => c.repos_owned,
+                "repositories_other_shards" => c.repos_other_shards]);
+        } else {
+            summary_line!(log, "Step summary", c;
+                ["step" => step.name(),
+                "source" => &step.step.source,
+                "target" => &step.step.target,
+                "type" => &step.step.kind,
+                "mode" => mode,
+                "errors" => self.errors.len()];
+                ["seconds" => seconds]);
+        }
     }
 }
 
@@ -235,6 +256,8 @@ pub struct SchedulerState {
     pub steps: Vec<StepState>,
     /// Every registry host contacted so far, by hostname.
     pub registries: Vec<HostSnapshot>,
+    /// This process's shard (`0/1` when not sharded).
+    pub shard: Shard,
 }
 
 #[cfg(test)]

@@ -216,6 +216,7 @@ impl Book {
             images_in_flight: run.counters.images_in_flight(),
             steps,
             registries: run.throttle.stats().snapshot(),
+            shard: run.shard,
         }
     }
 }
@@ -300,7 +301,7 @@ impl Handler<RunSteps> for Scheduler {
             }
             lock(&stats).initial_pass_done = true;
             let counts = run.counters.snapshot();
-            counts.log(&run.log, started.elapsed().as_secs_f64());
+            counts.log(&run.log, started.elapsed().as_secs_f64(), run.shard);
             RunReport {
                 errors,
                 counts,
@@ -565,7 +566,7 @@ impl Server {
         }
         // The whole lifetime, like the one line that closes `once`.
         let counts = run.counters.snapshot();
-        counts.log(&run.log, started.elapsed().as_secs_f64());
+        counts.log(&run.log, started.elapsed().as_secs_f64(), run.shard);
         let errors = self.errors().lines();
         RunReport {
             errors,

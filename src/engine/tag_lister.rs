@@ -219,7 +219,9 @@ impl StepLister {
     async fn image(&self, source: &str, target: &str, pending: &mut Pending) -> Result<(), String> {
         let src = self.parse("source", source)?;
         let tgt = self.parse("target", target)?;
-        pending.push(self.dispatch(src, tgt, false)).await;
+        if self.owned(&tgt) {
+            pending.push(self.dispatch(src, tgt, false)).await;
+        }
         Ok(())
     }
 
@@ -232,6 +234,10 @@ impl StepLister {
     ) -> Result<(), String> {
         let src = self.parse("source", source)?;
         let tgt = self.parse("target", target)?;
+        // Another shard's repository: no tag listing, no manifest request.
+        if !self.owned(&tgt) {
+            return Ok(());
+        }
         let step = &self.step.step;
         // The source listing runs on its own task while the target's is read.
         let mut pages = self.spawn_listing(src.repo_only(), Listing::Tags);
@@ -375,6 +381,22 @@ impl StepLister {
             self.step.run.failed();
             pending.errors.push(e);
         }
+    }
+
+    /// Whether this shard copies into `tgt`'s repository (`--shard`), counted either way.
+    fn owned(&self, tgt: &Reference) -> bool {
+        let shard = self.step.run.shard;
+        let key = crate::shard::target_key(tgt);
+        let owned = shard.owns(key);
+        if owned {
+            self.step.counters.bump(Counter::ReposOwned);
+        } else {
+            self.step.counters.bump(Counter::ReposOtherShards);
+            slog::debug!(self.log(), "Repository belongs to another shard";
+                "target" => key, "shard" => shard.to_string(),
+                "owner" => crate::shard::owner(key, shard.count));
+        }
+        owned
     }
 
     /// List tags or repositories on a task of its own, so the listing never waits for us

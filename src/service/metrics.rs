@@ -108,6 +108,19 @@ impl Collector for Exposition {
             MetricType::Gauge,
             [(vec![("version", self.version.clone())], gauge(1.0))],
         )?;
+        family(
+            &mut enc,
+            "regsync_shard_info",
+            "This process's shard (--shard I/N, 0-based; 0 of 1 when not sharded; always 1).",
+            MetricType::Gauge,
+            [(
+                vec![
+                    ("shard", st.shard.index.to_string()),
+                    ("shards", st.shard.count.to_string()),
+                ],
+                gauge(1.0),
+            )],
+        )?;
         // Counter names go without `_total`: the encoder adds it.
         family(
             &mut enc,
@@ -390,6 +403,7 @@ mod tests {
                 last_success: Some(at - Duration::from_secs(60)),
                 ..Default::default()
             }],
+            shard: crate::shard::Shard { index: 2, count: 5 },
         }
     }
 
@@ -399,6 +413,8 @@ mod tests {
         for line in [
             "# TYPE regsync_build_info gauge",
             "regsync_build_info{version=\"1.2.3\"} 1.0",
+            "# TYPE regsync_shard_info gauge",
+            "regsync_shard_info{shard=\"2\",shards=\"5\"} 1.0",
             "# TYPE regsync_step_runs_total counter",
             "regsync_step_runs_total{step=\"0\",type=\"repository\",source=\"src.example:5000/a\\\"b\",target=\"dst.example/a\",result=\"ok\"} 2",
             "regsync_step_runs_total{step=\"0\",type=\"repository\",source=\"src.example:5000/a\\\"b\",target=\"dst.example/a\",result=\"failed\"} 1",

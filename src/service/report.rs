@@ -4,7 +4,7 @@
 //! logged, registries by name, requests by method, kind and status), so two reports of the
 //! same catalog differ only where the runs did.
 
-use super::status::{counts, registry, time};
+use super::status::{counts, registry, shard, time};
 use crate::config::Config;
 use crate::engine::host_stats::HostSnapshot;
 use crate::engine::report::{image_of_error_line, RunReport};
@@ -93,6 +93,8 @@ pub struct RunInfo<'a> {
     pub end: SystemTime,
     /// A signal stopped the run before every step finished.
     pub interrupted: bool,
+    /// `--shard` (`0/1` when not sharded).
+    pub shard: crate::shard::Shard,
 }
 
 /// The report document.
@@ -139,6 +141,10 @@ pub fn document(
                 "result": if s.errors.is_empty() { "ok" } else { "failed" },
                 "seconds": s.duration.as_secs_f64(),
                 "counts": counts(&s.counts),
+                "shard": {
+                    "repositories_owned": s.counts.repos_owned,
+                    "repositories_other_shards": s.counts.repos_other_shards,
+                },
                 "failed_images": failed,
                 "errors": other,
             })
@@ -152,6 +158,7 @@ pub fn document(
         "end": time(Some(info.end)),
         "seconds": seconds,
         "result": result,
+        "shard": shard(info.shard, &run.counts),
         "totals": counts(&run.counts),
         "errors": run.errors.len(),
         "steps": steps,

@@ -64,6 +64,17 @@ pub fn counts(c: &CountSnapshot) -> Value {
     })
 }
 
+/// `--shard` and what came of it (`/status` and `--report` alike): `index` of `count`, and
+/// the target repositories `c` owned and left to the other shards.
+pub fn shard(shard: crate::shard::Shard, c: &CountSnapshot) -> Value {
+    json!({
+        "index": shard.index,
+        "count": shard.count,
+        "repositories_owned": c.repos_owned,
+        "repositories_other_shards": c.repos_other_shards,
+    })
+}
+
 /// Whether `s` is a stale mirror at `now`: a scheduled step (`server`) whose last success —
 /// or, when it never succeeded, the start of the server — is older than twice its period.
 pub fn is_stale(state: &SchedulerState, s: &StepState, now: SystemTime) -> bool {
@@ -128,6 +139,7 @@ pub fn document(state: &SchedulerState, version: &str, now: SystemTime) -> Value
         "version": version,
         "started": time(Some(state.started)),
         "mode": if state.serving { "server" } else { "once" },
+        "shard": shard(state.shard, &state.totals),
         "initial_pass_done": state.initial_pass_done,
         "ready": readiness(state, now).is_ok(),
         "images_in_flight": state.images_in_flight,
@@ -153,6 +165,7 @@ mod tests {
             images_in_flight: 0,
             steps,
             registries: Vec::new(),
+            shard: crate::shard::Shard::default(),
         }
     }
 
@@ -192,6 +205,8 @@ mod tests {
         assert_eq!(doc["steps"][0]["stale"], false);
         assert_eq!(doc["steps"][1]["stale"], true);
         assert_eq!(doc["steps"][1]["name"], "sync[1]");
+        assert_eq!(doc["shard"]["index"], 0);
+        assert_eq!(doc["shard"]["count"], 1);
         // `once`/`check` have no schedules to fall behind.
         let st = state(false, true, vec![step(0, Some(MIN), None)]);
         assert_eq!(readiness(&st, now), Ok(()));
