@@ -3,7 +3,10 @@
 //!
 //! ```text
 //! cargo bench --bench catalog_copy -- [--profile tiny|small] [--runs N] [--skopeo] [--jobs N]
+//!                                     [--vs [NAME=]'COMMAND' ...] [--noop-only]
 //! ```
+//!
+//! Default mode (no `--vs`, no `--noop-only`):
 //!
 //! 1. A source `docker-registry` is started and seeded (in parallel) with the profile's catalog:
 //!    `small` = 20 repos x 5 tags x 3 layers of 1 MiB incompressible data, `tiny` = 2 x 2 x 2 of
@@ -22,9 +25,38 @@
 //! 5. `--skopeo`: `skopeo sync --all --preserve-digests --src yaml --dest docker` into fresh
 //!    targets, verified the same way, median of `--runs`.
 //!
+//! `--vs [NAME=]'COMMAND'` (repeatable; `--skopeo` adds skopeo to the tools): side by side, the
+//! semantics of `../shared/registry/abbench.sh --cmd NAME='COMMAND' --noop --rss`. The tools are
+//! the crate's binary (named `regsync-rs`) and every `--vs` in order. Per round (`--runs`, 3)
+//! the floor and every tool run in an order that rotates by one each round, each into a fresh
+//! empty target, each verified; after each tool's copy the same tool runs again into the
+//! target it just synced (the no-op, timed). A command runs under `bash -c` with bench.sh's
+//! variable names exported: `$CONFIG` (the generated regsync config for this run's target),
+//! `SRC_HOST SRC_URL DST_HOST DST_URL REPOS SKOPEO_YAML JOBS`; bare `skopeo` is the built-in
+//! skopeo sync. `NAME=` is taken when the text before the first `=` is a plain word, else the
+//! whole value is the command and its first word's basename is the name (a command starting
+//! with `VAR=value` needs a NAME). The floor's GET-only time (`refcopy.py --get-only`: plan,
+//! then GET every (repo, blob)) is measured once first. JSON (abbench's field names):
+//! `floor_runs`, `floor_get_only_seconds`, and per tool `runs`, `ratios` (to the floor run *of
+//! the same round*), `ratio_median`, `noop_seconds`, `noop_ratio_to_get_only` (median no-op /
+//! GET-only), `peak_rss_kib` (`/usr/bin/time`), `verify` (the set of run results).
+//!
+//! `--noop-only`: the source is seeded and copied once into a target by the floor copier
+//! (verified; the bytes are the same whoever copies them), then only the no-op cycle is
+//! measured: `--runs` rounds, each tool (the crate's binary, and every `--vs`) once per round
+//! in a rotating order, all against that synced target with one config. For each run the two
+//! registries' access logs (distribution's access log, on for every harness `Registry`) give
+//! the requests it sent, by kind: `manifest_head`, `manifest_get`, `tag_list`, `other` (e.g.
+//! `/v2/` pings, blob HEADs). JSON per tool: `noop_runs`, `noop_seconds` (median),
+//! `noop_ratio_to_get_only`, `peak_rss_kib`, `requests` (`source` / `target`, of the first
+//! run), `requests_per_tag` (both registries), `manifest_requests_per_tag`, `requests_stable`
+//! (every run sent the same counts), `writes` (PUT/POST/PATCH/DELETE to the target; a no-op
+//! has none) and `failed_runs`.
+//!
 //! stdout: exactly one JSON line; progress on stderr. Exit 0 only when every regsync run
-//! succeeded and verified. The binary is the crate's `regsync` that `cargo bench` builds
-//! (`target/release/regsync`), or `$REGSYNC_TEST_BIN` (e.g. the Go regsync, for comparison).
+//! (every tool's run, with `--vs` / `--noop-only`) succeeded and verified. The binary is the
+//! crate's `regsync` that `cargo bench` builds (`target/release/regsync`), or
+//! `$REGSYNC_TEST_BIN` (e.g. the Go regsync, for comparison).
 //! Without `--bench` in its arguments (i.e. under `cargo test --all-targets`) it does nothing.
 //! `blobs` and `bytes` count per repository, like `seed.py`: (repo, blob) pairs, and the sum of
 //! their sizes plus the manifests' sizes.
@@ -94,10 +126,88 @@ struct Opts {
     runs: usize,
     skopeo: bool,
     jobs: usize,
+    /// `--vs`: the tools besides the crate's own binary, in the order given.
+    vs: Vec<Tool>,
+    noop_only: bool,
 }
 
-const USAGE: &str =
-    "usage: cargo bench --bench catalog_copy -- [--profile tiny|small] [--runs N] [--skopeo] [--jobs N]";
+/// A tool under test in the side-by-side and no-op modes.
+#[derive(Clone, Debug)]
+struct Tool {
+    name: String,
+    kind: ToolKind,
+}
+
+#[derive(Clone, Debug)]
+enum ToolKind {
+    /// The crate's `regsync` (or `$REGSYNC_TEST_BIN`), run as `BIN once -c CONFIG`.
+    Own,
+    /// `skopeo sync` as in `--skopeo`.
+    Skopeo,
+    /// A `--vs` command, run under `bash -c` with `$CONFIG` and friends exported.
+    Shell(String),
+}
+
+const OWN_NAME: &str = "regsync-rs";
+
+const USAGE: &str = "usage: cargo bench --bench catalog_copy -- [--profile tiny|small] [--runs N] [--skopeo] [--jobs N]
+       [--vs [NAME=]'COMMAND' ...] [--noop-only]";
+
+/// `--vs NAME=COMMAND` or `--vs COMMAND`: the text before the first `=` is a name when it is a
+/// plain word (letters, digits, `_.+-`), like `abbench.sh --cmd NAME=CMD`; otherwise the whole
+/// value is the command and the name is the basename of its first word. `skopeo` alone (or
+/// `NAME=` with nothing after it) is the built-in skopeo sync.
+fn parse_vs(v: &str) -> Result<Tool> {
+    let named = v.split_once('=').filter(|(n, _)| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.+-".contains(c))
+    });
+    let (name, cmd) = match named {
+        Some((n, c)) => (Some(n.to_string()), c.trim()),
+        None => (None, v.trim()),
+    };
+    if cmd.is_empty() || cmd == "skopeo" {
+        return Ok(Tool {
+            name: name.unwrap_or_else(|| "skopeo".into()),
+            kind: ToolKind::Skopeo,
+        });
+    }
+    let name = name.unwrap_or_else(|| {
+        let first = cmd.split_whitespace().next().unwrap_or("tool");
+        first.rsplit('/').next().unwrap_or(first).to_string()
+    });
+    Ok(Tool {
+        name,
+        kind: ToolKind::Shell(cmd.to_string()),
+    })
+}
+
+/// The crate's binary first, then `--vs` (and `--skopeo`) in order; repeated names get `-2`,
+/// `-3`, ...
+fn tools(o: &Opts) -> Vec<Tool> {
+    let mut all = vec![Tool {
+        name: OWN_NAME.into(),
+        kind: ToolKind::Own,
+    }];
+    let mut rest = o.vs.clone();
+    if o.skopeo && !rest.iter().any(|t| matches!(t.kind, ToolKind::Skopeo)) {
+        rest.push(Tool {
+            name: "skopeo".into(),
+            kind: ToolKind::Skopeo,
+        });
+    }
+    for mut t in rest {
+        let base = t.name.clone();
+        let mut i = 2;
+        while all.iter().any(|a| a.name == t.name) {
+            t.name = format!("{base}-{i}");
+            i += 1;
+        }
+        all.push(t);
+    }
+    all
+}
 
 /// `None` = not invoked by `cargo bench` (no `--bench`): do nothing.
 fn parse_args() -> Result<Option<Opts>> {
@@ -107,6 +217,8 @@ fn parse_args() -> Result<Option<Opts>> {
         runs: 3,
         skopeo: false,
         jobs: 4,
+        vs: vec![],
+        noop_only: false,
     };
     let mut bench = false;
     while let Some(a) = args.next() {
@@ -135,6 +247,8 @@ fn parse_args() -> Result<Option<Opts>> {
                 ensure!(o.jobs >= 1, "--jobs must be at least 1");
             }
             "--skopeo" => o.skopeo = true,
+            "--vs" => o.vs.push(parse_vs(&val(&k)?)?),
+            "--noop-only" => o.noop_only = true,
             "-h" | "--help" => {
                 eprintln!("{USAGE}");
                 std::process::exit(0);
@@ -505,6 +619,44 @@ mod floor {
         Ok(())
     }
 
+    /// `refcopy.py --get-only`: plan from the tags, then GET every (repo, blob) of the source
+    /// with `jobs` concurrent requests and discard the bytes. Seconds, planning included.
+    pub fn get_only(src: &str, repos: &[String], jobs: usize) -> Result<f64> {
+        common::block_on(async {
+            let c = client();
+            let t0 = Instant::now();
+            let plans: Vec<Plan> = futures::stream::iter(repos.iter())
+                .map(|r| plan_repo(&c, src, r))
+                .buffered(jobs)
+                .try_collect()
+                .await?;
+            let gets: Vec<(&str, &str)> = plans
+                .iter()
+                .flat_map(|p| p.blobs.keys().map(|d| (p.repo.as_str(), d.as_str())))
+                .collect();
+            futures::stream::iter(gets)
+                .map(|(repo, digest)| {
+                    let c = &c;
+                    async move {
+                        let mut g = c
+                            .get(format!("http://{src}/v2/{repo}/blobs/{digest}"))
+                            .send()
+                            .await?;
+                        ensure!(g.status().is_success(), "GET blob {digest}: {}", g.status());
+                        let mut n = 0u64;
+                        while let Some(chunk) = g.chunk().await? {
+                            n += chunk.len() as u64;
+                        }
+                        Ok::<u64, anyhow::Error>(n)
+                    }
+                })
+                .buffer_unordered(jobs)
+                .try_collect::<Vec<u64>>()
+                .await?;
+            Ok(t0.elapsed().as_secs_f64())
+        })
+    }
+
     /// Copy every tag of `repos` from `src` into the (empty) `dst`.
     pub fn run(src: &str, dst: &str, repos: &[String], jobs: usize) -> Result<Stats> {
         common::block_on(async {
@@ -582,6 +734,12 @@ fn run_timed(cmd: Command, log: &Path, docker_cfg: &Path) -> Result<ChildRun> {
             .arg(&rss_file)
             .arg(cmd.get_program())
             .args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => t.env(k, v),
+                None => t.env_remove(k),
+            };
+        }
         t
     } else {
         cmd
@@ -690,7 +848,7 @@ fn regsync_once(bin: &str, cfg: &Path, w: &Work, log_name: &str) -> Result<(Chil
     Ok((run_timed(cmd, &log, &w.docker_cfg)?, log))
 }
 
-fn skopeo_yaml(src: &Registry, repos: &[String]) -> String {
+fn skopeo_yaml_text(src: &Registry, repos: &[String]) -> String {
     let mut s = format!("{}:\n  tls-verify: false\n  images:\n", src.host());
     for r in repos {
         s.push_str(&format!("    {r}: []\n"));
@@ -766,7 +924,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match bench(&opts) {
+    let run = if opts.noop_only {
+        bench_noop(&opts)
+    } else if !opts.vs.is_empty() {
+        bench_vs(&opts)
+    } else {
+        bench(&opts)
+    };
+    match run {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -779,43 +944,12 @@ fn main() -> ExitCode {
 /// Ok(true) = all regsync runs succeeded and verified; the JSON line is printed either way.
 fn bench(o: &Opts) -> Result<bool> {
     let p = &o.profile;
-    let bin = common::run::bin();
-    ensure!(
-        Path::new(&bin).exists(),
-        "regsync binary {bin} missing (run via `cargo bench --bench catalog_copy`, which builds it)"
-    );
+    let bin = own_bin()?;
     let skopeo = o.skopeo && Path::new(SKOPEO).exists();
     if o.skopeo && !skopeo {
         say!("--skopeo: {SKOPEO} not found, skipping skopeo");
     }
-    let w = Work::new()?;
-    say!("binary {bin}; work dir {}", w.dir.path().display());
-
-    // 1. source + seed
-    let src = Registry::start();
-    say!(
-        "profile {}: {} repos x {} tags x {} layers x {} KiB (base pool {}), seeding {} ...",
-        p.name,
-        p.repos,
-        p.tags,
-        p.layers,
-        p.layer_size >> 10,
-        p.base_pool,
-        src.host()
-    );
-    let t = Instant::now();
-    let cat = seed(&src, p, o.jobs);
-    let (ub, ubytes) = cat.unique();
-    say!(
-        "seeded {} tags, {} repo blobs ({} distinct, {:.1} MiB), {:.1} MiB per repo-sum, in {:.2}s",
-        cat.tag_count(),
-        cat.blob_count(),
-        ub,
-        ubytes as f64 / 1048576.0,
-        cat.bytes() as f64 / 1048576.0,
-        t.elapsed().as_secs_f64()
-    );
-
+    let (w, src, cat) = start_source(o, &bin)?;
     // 2. floor: fastest of `--runs` copies, each into a fresh target
     let mut floor_runs = Vec::new();
     for i in 1..=o.runs {
@@ -911,7 +1045,7 @@ fn bench(o: &Opts) -> Result<bool> {
     let mut skopeo_secs: Option<f64> = None;
     if skopeo {
         let yaml = w.path("skopeo-sync.yaml");
-        std::fs::write(&yaml, skopeo_yaml(&src, &cat.repos))?;
+        std::fs::write(&yaml, skopeo_yaml_text(&src, &cat.repos))?;
         let mut st = Vec::new();
         let mut ok = true;
         for i in 1..=o.runs {
@@ -966,11 +1100,494 @@ fn bench(o: &Opts) -> Result<bool> {
         ),
         ("verify", json!(if all_ok { "ok" } else { "fail" })),
     ];
-    let out = fields
+    println!("{}", ordered(&fields));
+    Ok(all_ok)
+}
+
+/// A JSON object with its keys in the given order (serde_json's map would sort them).
+fn ordered(fields: &[(&str, Value)]) -> String {
+    fields
         .iter()
-        .map(|(k, v)| format!("{}:{v}", json!(k)))
-        .collect::<Vec<_>>()
-        .join(",");
-    println!("{{{out}}}");
+        .fold(Obj::default(), |o, (k, v)| o.v(k, v))
+        .text()
+}
+
+/// A JSON object written with its keys in insertion order; `raw` takes an already written
+/// value (a nested ordered object).
+#[derive(Default)]
+struct Obj(Vec<String>);
+
+impl Obj {
+    fn v(self, k: &str, v: impl serde::Serialize) -> Obj {
+        self.raw(k, json!(v).to_string())
+    }
+    fn raw(mut self, k: &str, v: String) -> Obj {
+        self.0.push(format!("{}:{v}", json!(k)));
+        self
+    }
+    fn text(&self) -> String {
+        format!("{{{}}}", self.0.join(","))
+    }
+}
+
+fn own_bin() -> Result<String> {
+    let bin = common::run::bin();
+    ensure!(
+        Path::new(&bin).exists(),
+        "regsync binary {bin} missing (run via `cargo bench --bench catalog_copy`, which builds it)"
+    );
+    Ok(bin)
+}
+
+/// Work dir, source registry, and the profile's catalog seeded into it.
+fn start_source(o: &Opts, bin: &str) -> Result<(Work, Registry, Catalog)> {
+    let p = &o.profile;
+    let w = Work::new()?;
+    say!("binary {bin}; work dir {}", w.dir.path().display());
+    let src = Registry::start();
+    say!(
+        "profile {}: {} repos x {} tags x {} layers x {} KiB (base pool {}), seeding {} ...",
+        p.name,
+        p.repos,
+        p.tags,
+        p.layers,
+        p.layer_size >> 10,
+        p.base_pool,
+        src.host()
+    );
+    let t = Instant::now();
+    let cat = seed(&src, p, o.jobs);
+    let (ub, ubytes) = cat.unique();
+    say!(
+        "seeded {} tags, {} repo blobs ({} distinct, {:.1} MiB), {:.1} MiB per repo-sum, in {:.2}s",
+        cat.tag_count(),
+        cat.blob_count(),
+        ub,
+        ubytes as f64 / 1048576.0,
+        cat.bytes() as f64 / 1048576.0,
+        t.elapsed().as_secs_f64()
+    );
+    Ok((w, src, cat))
+}
+
+fn catalog_fields(o: &Opts, cat: &Catalog, mode: &str) -> Obj {
+    Obj::default()
+        .v("bench", "catalog_copy")
+        .v("mode", mode)
+        .v("profile", o.profile.name)
+        .v("repos", cat.repos.len())
+        .v("tags", cat.tag_count())
+        .v("blobs", cat.blob_count())
+        .v("bytes", cat.bytes())
+        .v("jobs", o.jobs)
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    (a / b * 100.0).round() / 100.0
+}
+
+/// The floor's GET-only time (`refcopy.py --get-only`), which no-op figures are divided by.
+fn measure_get_only(o: &Opts, src: &Registry, cat: &Catalog) -> Result<f64> {
+    let s = floor::get_only(&src.host(), &cat.repos, o.jobs).context("floor GET-only")?;
+    say!("floor GET-only: {s:.3}s ({} jobs)", o.jobs);
+    Ok(s)
+}
+
+/// Everything one tool run needs: the registries, the rendered config and skopeo's YAML.
+struct RunCtx<'a> {
+    w: &'a Work,
+    bin: &'a str,
+    src: &'a Registry,
+    dst: &'a Registry,
+    config: &'a Path,
+    skopeo_yaml: &'a Path,
+    repos: &'a [String],
+    jobs: usize,
+}
+
+fn tool_cmd_text(t: &Tool, bin: &str) -> String {
+    match &t.kind {
+        ToolKind::Own => format!("{bin} once -c \"$CONFIG\""),
+        ToolKind::Skopeo => "skopeo sync --all --preserve-digests --src yaml --dest docker".into(),
+        ToolKind::Shell(c) => c.clone(),
+    }
+}
+
+/// Run one tool once against `ctx.dst`. A `--vs` command runs under `bash -c` with bench.sh's
+/// variable names exported: `CONFIG SRC_HOST SRC_URL DST_HOST DST_URL REPOS SKOPEO_YAML JOBS`.
+fn run_tool(t: &Tool, ctx: &RunCtx, log_name: &str) -> Result<(ChildRun, PathBuf)> {
+    match &t.kind {
+        ToolKind::Own => regsync_once(ctx.bin, ctx.config, ctx.w, log_name),
+        ToolKind::Skopeo => skopeo_sync(ctx.skopeo_yaml, ctx.dst, ctx.w, log_name),
+        ToolKind::Shell(c) => {
+            let log = ctx.w.path(log_name);
+            let mut cmd = Command::new("bash");
+            cmd.arg("-c")
+                .arg(c)
+                .env("CONFIG", ctx.config)
+                .env("SRC_HOST", ctx.src.host())
+                .env("SRC_URL", ctx.src.url())
+                .env("DST_HOST", ctx.dst.host())
+                .env("DST_URL", ctx.dst.url())
+                .env("REPOS", ctx.repos.join(" "))
+                .env("SKOPEO_YAML", ctx.skopeo_yaml)
+                .env("JOBS", ctx.jobs.to_string());
+            Ok((run_timed(cmd, &log, &ctx.w.docker_cfg)?, log))
+        }
+    }
+}
+
+/// The order of round `r` (1-based): `all` rotated left by `r - 1`, like `abbench.sh`.
+fn rotation<T: Clone>(all: &[T], r: usize) -> Vec<T> {
+    let k = (r - 1) % all.len();
+    all[k..].iter().chain(&all[..k]).cloned().collect()
+}
+
+fn write_config(
+    w: &Work,
+    name: &str,
+    src: &Registry,
+    dst: &Registry,
+    cat: &Catalog,
+) -> Result<PathBuf> {
+    let cfg = w.path(name);
+    std::fs::write(&cfg, regsync_config(src, dst, &cat.repos))?;
+    Ok(cfg)
+}
+
+// ---------------------------------------------------------------------------------------------
+// --vs: the floor and every tool side by side, interleaved
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct VsRuns {
+    /// (round, seconds, verify result)
+    runs: Vec<(usize, f64, String)>,
+    noops: Vec<f64>,
+    peak_rss: Option<i64>,
+}
+
+fn bench_vs(o: &Opts) -> Result<bool> {
+    let bin = own_bin()?;
+    let tools = tools(o);
+    if tools.iter().any(|t| matches!(t.kind, ToolKind::Skopeo)) {
+        ensure!(
+            Path::new(SKOPEO).exists(),
+            "{SKOPEO} not found (skopeo was asked for)"
+        );
+    }
+    let (w, src, cat) = start_source(o, &bin)?;
+    let skopeo_yaml = w.path("skopeo-sync.yaml");
+    std::fs::write(&skopeo_yaml, skopeo_yaml_text(&src, &cat.repos))?;
+    let get_only = measure_get_only(o, &src, &cat)?;
+
+    // None = the floor; Some(i) = tools[i].
+    let all: Vec<Option<usize>> = std::iter::once(None)
+        .chain((0..tools.len()).map(Some))
+        .collect();
+    let mut floor_runs: BTreeMap<usize, f64> = BTreeMap::new();
+    let mut per: Vec<VsRuns> = tools.iter().map(|_| VsRuns::default()).collect();
+    let mut all_ok = true;
+    for r in 1..=o.runs {
+        for who in rotation(&all, r) {
+            let dst = Registry::start();
+            let Some(i) = who else {
+                let st = floor::run(&src.host(), &dst.host(), &cat.repos, o.jobs)
+                    .context("floor copier")?;
+                verify(&cat, &src, &dst, o.jobs).context("floor copy does not verify")?;
+                say!("round {r}: floor {:.3}s, verify ok", st.seconds);
+                floor_runs.insert(r, st.seconds);
+                continue;
+            };
+            let t = &tools[i];
+            let cfg = write_config(&w, &format!("{}-{r}.yml", t.name), &src, &dst, &cat)?;
+            let ctx = RunCtx {
+                w: &w,
+                bin: &bin,
+                src: &src,
+                dst: &dst,
+                config: &cfg,
+                skopeo_yaml: &skopeo_yaml,
+                repos: &cat.repos,
+                jobs: o.jobs,
+            };
+            let (run, log) = run_tool(t, &ctx, &format!("{}-{r}.log", t.name))?;
+            let v = if !run.success {
+                say!(
+                    "round {r}: {} {}; last log lines:\n{}",
+                    t.name,
+                    run.status,
+                    tail(&log, 20)
+                );
+                run.status.clone()
+            } else {
+                match verify(&cat, &src, &dst, o.jobs) {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => {
+                        say!("round {r}: {} verify FAILED: {e:#}", t.name);
+                        "fail".to_string()
+                    }
+                }
+            };
+            all_ok &= v == "ok";
+            // No-op: the same tool again into the target it just synced.
+            let mark = dst.mark();
+            let (noop, nlog) = run_tool(t, &ctx, &format!("{}-{r}-noop.log", t.name))?;
+            if !noop.success {
+                all_ok = false;
+                say!(
+                    "round {r}: {} no-op {}; last log lines:\n{}",
+                    t.name,
+                    noop.status,
+                    tail(&nlog, 20)
+                );
+            }
+            let writes = dst.writes_since(mark).len();
+            let pr = &mut per[i];
+            pr.runs.push((r, run.seconds, v.clone()));
+            pr.noops.push(noop.seconds);
+            if run.maxrss_kib > 0 || noop.maxrss_kib > 0 {
+                pr.peak_rss = Some(
+                    pr.peak_rss
+                        .unwrap_or(0)
+                        .max(run.maxrss_kib)
+                        .max(noop.maxrss_kib),
+                );
+            }
+            say!(
+                "round {r}: {} {:.3}s verify {v}, no-op {:.3}s{}, peak RSS {} KiB",
+                t.name,
+                run.seconds,
+                noop.seconds,
+                if writes > 0 {
+                    format!(" (WARNING: {writes} writes)")
+                } else {
+                    String::new()
+                },
+                run.maxrss_kib.max(noop.maxrss_kib)
+            );
+        }
+    }
+
+    let floor_list: Vec<f64> = floor_runs.values().map(|s| r3(*s)).collect();
+    let mut tools_json = Obj::default();
+    for (t, pr) in tools.iter().zip(&per) {
+        let ratios: Vec<f64> = pr.runs.iter().map(|(r, s, _)| s / floor_runs[r]).collect();
+        let verdicts: BTreeSet<&str> = pr.runs.iter().map(|(_, _, v)| v.as_str()).collect();
+        let one = Obj::default()
+            .v("cmd", tool_cmd_text(t, &bin))
+            .v(
+                "runs",
+                pr.runs.iter().map(|(_, s, _)| r3(*s)).collect::<Vec<_>>(),
+            )
+            .v(
+                "ratios",
+                ratios.iter().map(|x| ratio(*x, 1.0)).collect::<Vec<_>>(),
+            )
+            .v("ratio_median", ratio(median(&ratios), 1.0))
+            .v(
+                "noop_seconds",
+                pr.noops.iter().map(|s| r3(*s)).collect::<Vec<_>>(),
+            )
+            .v("noop_ratio_to_get_only", ratio(median(&pr.noops), get_only))
+            .v("peak_rss_kib", pr.peak_rss)
+            .v("verify", verdicts);
+        tools_json = tools_json.raw(&t.name, one.text());
+    }
+    let out = catalog_fields(o, &cat, "vs")
+        .v("rounds", o.runs)
+        .v("floor_runs", floor_list)
+        .v("floor_get_only_seconds", r3(get_only))
+        .raw("tools", tools_json.text())
+        .v("verify", if all_ok { "ok" } else { "fail" });
+    println!("{}", out.text());
+    Ok(all_ok)
+}
+
+// ---------------------------------------------------------------------------------------------
+// --noop-only: the no-op cycle and its requests
+// ---------------------------------------------------------------------------------------------
+
+/// Requests one registry answered during a run, by kind (from its access log).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Requests {
+    manifest_head: usize,
+    manifest_get: usize,
+    tag_list: usize,
+    other: usize,
+}
+
+impl Requests {
+    fn of(lines: &[common::AccessLine]) -> Requests {
+        let mut q = Requests::default();
+        for l in lines {
+            let path = l.path.split('?').next().unwrap_or("");
+            if path.contains("/manifests/") && l.method == "HEAD" {
+                q.manifest_head += 1;
+            } else if path.contains("/manifests/") && l.method == "GET" {
+                q.manifest_get += 1;
+            } else if path.ends_with("/tags/list") && l.method == "GET" {
+                q.tag_list += 1;
+            } else {
+                q.other += 1;
+            }
+        }
+        q
+    }
+    fn total(&self) -> usize {
+        self.manifest_head + self.manifest_get + self.tag_list + self.other
+    }
+    fn json(&self) -> String {
+        Obj::default()
+            .v("manifest_head", self.manifest_head)
+            .v("manifest_get", self.manifest_get)
+            .v("tag_list", self.tag_list)
+            .v("other", self.other)
+            .v("total", self.total())
+            .text()
+    }
+}
+
+#[derive(Default)]
+struct NoopRuns {
+    seconds: Vec<f64>,
+    /// (source, target) of the first run, and whether every later run matched it.
+    requests: Option<(Requests, Requests)>,
+    stable: bool,
+    writes: usize,
+    failures: usize,
+    peak_rss: Option<i64>,
+}
+
+fn bench_noop(o: &Opts) -> Result<bool> {
+    let bin = own_bin()?;
+    let tools = tools(o);
+    if tools.iter().any(|t| matches!(t.kind, ToolKind::Skopeo)) {
+        ensure!(
+            Path::new(SKOPEO).exists(),
+            "{SKOPEO} not found (skopeo was asked for)"
+        );
+    }
+    let (w, src, cat) = start_source(o, &bin)?;
+    let skopeo_yaml = w.path("skopeo-sync.yaml");
+    std::fs::write(&skopeo_yaml, skopeo_yaml_text(&src, &cat.repos))?;
+    let get_only = measure_get_only(o, &src, &cat)?;
+
+    // One copy (the floor copier: the same bytes whoever copies them), verified.
+    let dst = Registry::start();
+    let st = floor::run(&src.host(), &dst.host(), &cat.repos, o.jobs).context("floor copier")?;
+    verify(&cat, &src, &dst, o.jobs).context("floor copy does not verify")?;
+    say!(
+        "synced the target with the floor copier in {:.3}s, verify ok",
+        st.seconds
+    );
+    let cfg = write_config(&w, "noop.yml", &src, &dst, &cat)?;
+    let ctx = RunCtx {
+        w: &w,
+        bin: &bin,
+        src: &src,
+        dst: &dst,
+        config: &cfg,
+        skopeo_yaml: &skopeo_yaml,
+        repos: &cat.repos,
+        jobs: o.jobs,
+    };
+
+    let idx: Vec<usize> = (0..tools.len()).collect();
+    let mut per: Vec<NoopRuns> = tools
+        .iter()
+        .map(|_| NoopRuns {
+            stable: true,
+            ..Default::default()
+        })
+        .collect();
+    let mut all_ok = true;
+    for r in 1..=o.runs {
+        for i in rotation(&idx, r) {
+            let t = &tools[i];
+            let (ms, md) = (src.mark(), dst.mark());
+            let (run, log) = run_tool(t, &ctx, &format!("noop-{}-{r}.log", t.name))?;
+            let (qs, qd) = (
+                Requests::of(&src.access_since(ms)),
+                Requests::of(&dst.access_since(md)),
+            );
+            let writes = dst.writes_since(md).len();
+            let pr = &mut per[i];
+            pr.seconds.push(run.seconds);
+            pr.writes += writes;
+            if run.maxrss_kib > 0 {
+                pr.peak_rss = Some(pr.peak_rss.unwrap_or(0).max(run.maxrss_kib));
+            }
+            match pr.requests {
+                None => pr.requests = Some((qs, qd)),
+                Some(first) => pr.stable &= first == (qs, qd),
+            }
+            if !run.success {
+                all_ok = false;
+                pr.failures += 1;
+                say!(
+                    "no-op {r}: {} {}; last log lines:\n{}",
+                    t.name,
+                    run.status,
+                    tail(&log, 20)
+                );
+            }
+            say!(
+                "no-op {r}: {} {:.3}s; source {:?}; target {:?}{}",
+                t.name,
+                run.seconds,
+                qs,
+                qd,
+                if writes > 0 {
+                    format!("; WARNING: {writes} writes to the synced target")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    // A tool that wrote to the synced target was not a no-op: the copy is verified again.
+    if per.iter().any(|p| p.writes > 0) {
+        if let Err(e) = verify(&cat, &src, &dst, o.jobs) {
+            all_ok = false;
+            say!("target after the no-op runs: verify FAILED: {e:#}");
+        }
+    }
+
+    let tags = cat.tag_count() as f64;
+    let per_tag = |n: usize| (n as f64 / tags * 100.0).round() / 100.0;
+    let mut tools_json = Obj::default();
+    for (t, pr) in tools.iter().zip(&per) {
+        let (qs, qd) = pr.requests.unwrap_or_default();
+        let manifests = qs.manifest_head + qs.manifest_get + qd.manifest_head + qd.manifest_get;
+        let requests = Obj::default()
+            .raw("source", qs.json())
+            .raw("target", qd.json());
+        let one = Obj::default()
+            .v("cmd", tool_cmd_text(t, &bin))
+            .v(
+                "noop_runs",
+                pr.seconds.iter().map(|s| r3(*s)).collect::<Vec<_>>(),
+            )
+            .v("noop_seconds", r3(median(&pr.seconds)))
+            .v(
+                "noop_ratio_to_get_only",
+                ratio(median(&pr.seconds), get_only),
+            )
+            .v("peak_rss_kib", pr.peak_rss)
+            .raw("requests", requests.text())
+            .v("requests_per_tag", per_tag(qs.total() + qd.total()))
+            .v("manifest_requests_per_tag", per_tag(manifests))
+            .v("requests_stable", pr.stable)
+            .v("writes", pr.writes)
+            .v("failed_runs", pr.failures);
+        tools_json = tools_json.raw(&t.name, one.text());
+    }
+    let out = catalog_fields(o, &cat, "noop")
+        .v("runs", o.runs)
+        .v("floor_get_only_seconds", r3(get_only))
+        .raw("tools", tools_json.text())
+        .v("verify", if all_ok { "ok" } else { "fail" });
+    println!("{}", out.text());
     Ok(all_ok)
 }
