@@ -207,6 +207,16 @@ pub(super) fn authority(url: &Url) -> String {
     }
 }
 
+/// [`loggable`] formatted only when a log line is written: a `trace!`/`debug!` per request
+/// that the level filters out costs no URL copy.
+pub(crate) struct LoggableUrl<'a>(pub &'a Url);
+
+impl std::fmt::Display for LoggableUrl<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&loggable(self.0))
+    }
+}
+
 /// A URL fit for logs: no userinfo, and query values only for parameters we set ourselves
 /// (upload `Location`s carry opaque session state, token URLs the account).
 pub(crate) fn loggable(url: &Url) -> String {

@@ -8,7 +8,7 @@ use super::super::{
 };
 use super::body::Body;
 use super::host::Host;
-use super::response::{authority, error_chain, loggable, network_error, Response};
+use super::response::{authority, error_chain, network_error, LoggableUrl, Response};
 use super::Client;
 use crate::store::StoreError;
 use reqwest::header::HeaderMap;
@@ -89,7 +89,7 @@ impl Client {
                 .await
                 .ok_or(StoreError::Canceled)?;
             trace!(self.log, "registry request";
-                "method" => %method, "url" => loggable(url), "attempt" => attempt);
+                "method" => %method, "url" => %LoggableUrl(url), "attempt" => attempt);
             let exchange = async {
                 match &watch {
                     Some(w) => {
@@ -141,7 +141,7 @@ impl Client {
                     );
                     self.log_warnings(resp.headers());
                     debug!(self.log, "registry response";
-                        "method" => %method, "url" => loggable(url), "status" => status);
+                        "method" => %method, "url" => %LoggableUrl(url), "status" => status);
                     if let Some(err) = source_error {
                         return Err(err);
                     }
@@ -204,7 +204,7 @@ impl Client {
                 }
             };
             debug!(self.log, "retrying registry request";
-                "method" => %method, "url" => loggable(url), "reason" => reason,
+                "method" => %method, "url" => %LoggableUrl(url), "reason" => reason,
                 "delay_ms" => delay.as_millis() as u64, "attempt" => attempt + 1);
             // This request's own backoff; a pause of the whole host is waited for in the gate.
             tokio::select! {
