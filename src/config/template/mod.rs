@@ -124,6 +124,22 @@ fn render(text: &str, data: Value) -> Result<String, String> {
     if !text.contains("{{") {
         return Ok(text.to_string());
     }
+    parse(text)?
+        .render(&Context::from(data))
+        .map_err(|e| one_line(&exec_error_text(&e)))
+}
+
+/// Parses `text` as a template without rendering it (hook params are rendered per image, but
+/// a template that cannot parse fails the load).
+pub fn check_template(text: &str) -> Result<(), String> {
+    if !text.contains("{{") {
+        return Ok(());
+    }
+    parse(text).map(|_| ())
+}
+
+/// `text` preprocessed (Go syntax gtmpl lacks) and parsed with our functions.
+fn parse(text: &str) -> Result<Template, String> {
     let rewritten = preprocess(text).map_err(|e| {
         format!(
             "template: out:{}: {}",
@@ -135,27 +151,7 @@ fn render(text: &str, data: Value) -> Result<String, String> {
     tmpl.add_funcs(FUNCS);
     tmpl.parse(rewritten)
         .map_err(|e| one_line(&parse_error_text(&e, text)))?;
-    tmpl.render(&Context::from(data))
-        .map_err(|e| one_line(&exec_error_text(&e)))
-}
-
-/// Parses `text` as a template without rendering it (hook params are rendered per image, but
-/// a template that cannot parse fails the load).
-pub fn check_template(text: &str) -> Result<(), String> {
-    if !text.contains("{{") {
-        return Ok(());
-    }
-    let rewritten = preprocess(text).map_err(|e| {
-        format!(
-            "template: out:{}: {}",
-            line_of(text, e.offset),
-            one_line(&e.message)
-        )
-    })?;
-    let mut tmpl = Template::with_name("out");
-    tmpl.add_funcs(FUNCS);
-    tmpl.parse(rewritten)
-        .map_err(|e| one_line(&parse_error_text(&e, text)))
+    Ok(tmpl)
 }
 
 /// What a hook's templates see (README "Hooks"): the step (`.Sync`, `.Step`), the image
