@@ -56,3 +56,39 @@ fn the_target_is_asked_only_about_listed_tags_and_a_no_op_stays_at_two_heads_per
         assert_eq!(other, 0, "other requests: {seen:?}");
     }
 }
+
+/// A target listing that is out of date (the proxy in front of the target answers every tag
+/// listing with no tags) must not cost the backup of the image a copy overwrites: with
+/// `backup` set the target tag is always asked about.
+#[test]
+fn a_stale_target_listing_never_skips_the_backup_of_an_overwritten_tag() {
+    use common::rewrite::{Reply, RewriteOpts, RewriteProxy};
+    use std::sync::Arc;
+    let (src, dst) = (Registry::start(), Registry::start());
+    let (old, new) = (oci_image(9710), oci_image(9711));
+    push(&dst, "app", "v1", &old);
+    push(&src, "app", "v1", &new);
+    let front = RewriteProxy::start(
+        &dst.url(),
+        RewriteOpts {
+            after: Some(Arc::new(|seen, reply: &mut Reply| {
+                if seen.method == "GET" && seen.path.contains("/tags/list") {
+                    *reply = Reply::new(200, "application/json", r#"{"name":"app","tags":[]}"#);
+                }
+            })),
+            ..Default::default()
+        },
+    );
+    let step = repo_step(&src.r("app"), &front.r("app"), &[], &[])
+        + "backup: \"bk-{{.Ref.Tag}}\"\n";
+    let cfg = config(&[&src, &front], 2, &[step]);
+    let out = regsync(&["once"], &cfg);
+    out.assert_ok();
+    assert_same_image(&src, &dst, "app", "v1");
+    assert!(
+        tags(&dst, "app").contains(&"bk-v1".to_string()),
+        "no backup of the overwritten v1: {:?}\n{}",
+        tags(&dst, "app"),
+        out.dump()
+    );
+}

@@ -258,10 +258,17 @@ impl StepLister {
             Mode::Copy if tgt.scheme == Scheme::Reg => {
                 let listed = self.target_tags(&tgt).await;
                 self.note_if_empty(&tgt, &listed);
-                // A failed listing proves nothing: every tag is asked about.
+                // A failed listing proves nothing: every tag is asked about. Nor does a
+                // listing that may be out of date when the old image matters: a `backup` of
+                // it, or hooks given its digest (`.TargetDigest`).
+                let hooks = &step.hooks;
+                let old_image_matters = !step.backup.is_empty()
+                    || hooks.pre.is_some()
+                    || hooks.post.is_some()
+                    || hooks.unchanged.is_some();
                 listed_tags = listed
                     .ok()
-                    .filter(|t| t.len() <= LISTED_TAGS_KEPT)
+                    .filter(|t| t.len() <= LISTED_TAGS_KEPT && !old_image_matters)
                     .map(|t| t.into_iter().collect());
                 None
             }
