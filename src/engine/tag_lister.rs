@@ -69,10 +69,16 @@ impl Pending {
                 _ = self.next(), if !self.futs.is_empty() => {}
             }
         };
-        self.futs.push(Box::pin(async move {
+        // On a task of its own, so the slot comes back the moment the image is done, whatever
+        // this lister is busy with (the next listing, pruning).
+        let job = tokio::spawn(async move {
             let outcome = f.await;
             drop(slot);
             outcome
+        });
+        self.futs.push(Box::pin(async move {
+            job.await
+                .unwrap_or_else(|e| ImageOutcome::Failed(format!("internal error: image job: {e}")))
         }));
     }
 
@@ -533,5 +539,42 @@ impl StepLister {
             return Err(repo_errors.join("\n"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An image that has finished gives its run-wide slot back at once, not when its lister
+    /// next looks at its pending images (a lister busy listing or pruning would hold every
+    /// other step's images back).
+    #[tokio::test]
+    async fn a_finished_image_frees_its_run_slot_without_its_lister_polling() {
+        let slots = Arc::new(tokio::sync::Semaphore::new(2));
+        let mut pending = Pending {
+            futs: FuturesUnordered::new(),
+            limit: 8,
+            slots: slots.clone(),
+            errors: Vec::new(),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        pending
+            .push(Box::pin(async move {
+                let _ = rx.await;
+                ImageOutcome::Matched
+            }))
+            .await;
+        assert_eq!(slots.available_permits(), 1);
+        tx.send(()).unwrap();
+        // The lister does something else; the image's slot comes back meanwhile.
+        let back = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while slots.available_permits() < 2 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(back.is_ok(), "the finished image still holds its slot");
+        pending.drain().await;
     }
 }
