@@ -9,7 +9,7 @@ use common::server::{http_get, metric, Server};
 use common::*;
 use std::time::{Duration, Instant};
 
-/// Twelve repository steps of three tags each, from a slow source (`reqPerSec: 20`), with
+/// Eight repository steps of two tags each, from a slow source (`reqPerSec: 20`), with
 /// `parallel: 1` (steps still run at once): `regsync_images_in_flight`, polled during the run,
 /// never goes above 4, and every tag is copied.
 #[test]

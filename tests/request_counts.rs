@@ -79,8 +79,8 @@ fn a_stale_target_listing_never_skips_the_backup_of_an_overwritten_tag() {
             ..Default::default()
         },
     );
-    let step = repo_step(&src.r("app"), &front.r("app"), &[], &[])
-        + "backup: \"bk-{{.Ref.Tag}}\"\n";
+    let step =
+        repo_step(&src.r("app"), &front.r("app"), &[], &[]) + "backup: \"bk-{{.Ref.Tag}}\"\n";
     let cfg = config(&[&src, &front], 2, &[step]);
     let out = regsync(&["once"], &cfg);
     out.assert_ok();

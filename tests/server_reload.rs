@@ -47,6 +47,10 @@ fn sighup_applies_changed_added_and_removed_steps_and_keeps_the_config_when_the_
     let mut server = Server::start(&first, &["--listen", "127.0.0.1:0"]);
     let addr = server.listen_addr();
     server.wait_logs("Step summary", 2, Duration::from_secs(30));
+    // A few firings of step 0 first: its run count must survive the reloads.
+    server.wait_until("three runs of step 0", Duration::from_secs(30), |_| {
+        status(&addr)["steps"][0]["runs"].as_u64().unwrap_or(0) >= 3
+    });
     let runs_of_0 = status(&addr)["steps"][0]["runs"].as_u64().unwrap();
 
     // A broken file: one error line naming it, the server keeps running the old steps.
@@ -78,6 +82,11 @@ fn sighup_applies_changed_added_and_removed_steps_and_keeps_the_config_when_the_
     let mark = server.logs().len();
     server.signal(libc::SIGHUP);
     let done = server.wait_log("Config reloaded", Duration::from_secs(10), |_| true);
+    // The unchanged step kept its history (a reset count would start again from 0).
+    assert!(
+        status(&addr)["steps"][0]["runs"].as_u64().unwrap() >= runs_of_0,
+        "step 0 lost its run count"
+    );
     assert_eq!(
         (
             &done["unchanged"],
@@ -108,11 +117,6 @@ fn sighup_applies_changed_added_and_removed_steps_and_keeps_the_config_when_the_
         step_sources(&st),
         [src.r("alpha:v1"), src.r("gamma:v1"), src.r("delta:v1")]
     );
-    // The unchanged step kept its history (its run count goes on from before the reload).
-    assert!(
-        st["steps"][0]["runs"].as_u64().unwrap() >= runs_of_0,
-        "{st}"
-    );
 
     // Only step 0 is left: steps 1 and 2 leave /status and fire no more.
     std::fs::write(&path, config(&[&src, &dst], 2, &[step("alpha")])).unwrap();
@@ -122,6 +126,9 @@ fn sighup_applies_changed_added_and_removed_steps_and_keeps_the_config_when_the_
     });
     assert_eq!(done["unchanged"], 1, "{done}");
     assert_eq!(step_sources(&status(&addr)), [src.r("alpha:v1")]);
+    // A run of a removed step already under way may still end (and log) just after the
+    // reload; count from a moment later.
+    std::thread::sleep(Duration::from_secs(2));
     let after = server.logs().len();
     let zero_before = summaries_of(&server, "sync[0]", after);
     std::thread::sleep(Duration::from_secs(4));
@@ -143,6 +150,56 @@ fn sighup_applies_changed_added_and_removed_steps_and_keeps_the_config_when_the_
     );
     assert!(summaries_of(&server, "sync[1]", mark) > 0);
 
+    server.signal(libc::SIGTERM);
+    let (st, _) = server.wait_exit(Duration::from_secs(15));
+    assert_eq!(st.code(), Some(0), "{}", server.stderr());
+}
+
+/// A step removed by a reload while one of its runs is in progress: that run's errors do not
+/// come back when it ends, and a server whose remaining steps are fine exits 0.
+#[test]
+fn a_removed_step_running_at_the_reload_does_not_decide_the_exit_status() {
+    use common::rewrite::{RewriteOpts, RewriteProxy};
+    use std::sync::Arc;
+    let (src, dst) = (Registry::start(), Registry::start());
+    push(&src, "good", "v1", &oci_image(9520));
+    // Every lookup of the missing image takes 3 s before its 404: a run of the bad step is
+    // still under way when the reload removes it.
+    let front = RewriteProxy::start(
+        &src.url(),
+        RewriteOpts {
+            before: Some(Arc::new(|seen| {
+                if seen.path.starts_with("/v2/missing/") {
+                    std::thread::sleep(Duration::from_secs(3));
+                }
+                None
+            })),
+            ..Default::default()
+        },
+    );
+    let good = image_step(&src.r("good:v1"), &dst.r("good:v1")) + "interval: 1h\n";
+    let bad = image_step(&front.r("missing:v1"), &dst.r("missing:v1")) + "interval: 1h\n";
+    let mut server = Server::start(&config(&[&src, &front, &dst], 2, &[good.clone(), bad]), &[]);
+    server.wait_log("Step summary", Duration::from_secs(30), |v| {
+        v["step"] == "sync[0]"
+    });
+    assert!(server
+        .logs_of("Step summary")
+        .iter()
+        .all(|v| v["step"] != "sync[1]"));
+    std::fs::write(
+        server.config_path(),
+        config(&[&src, &front, &dst], 2, &[good]),
+    )
+    .unwrap();
+    server.signal(libc::SIGHUP);
+    server.wait_log("Config reloaded", Duration::from_secs(10), |v| {
+        v["removed"] == 1
+    });
+    // The removed step's run ends after the reload, with its error.
+    server.wait_log("Step summary", Duration::from_secs(30), |v| {
+        v["step"] == "sync[1]"
+    });
     server.signal(libc::SIGTERM);
     let (st, _) = server.wait_exit(Duration::from_secs(15));
     assert_eq!(st.code(), Some(0), "{}", server.stderr());

@@ -381,7 +381,7 @@ const KEPT_ERRORS_PER_STEP: usize = 100;
 #[derive(Debug, Default)]
 struct ServerErrors {
     /// Errors that are not a step run's (a schedule that does not parse), at most one per step.
-    setup: Vec<String>,
+    setup: BTreeMap<usize, String>,
     /// By step index: the last run's lines (bounded) and how many that run had.
     last: BTreeMap<usize, (Vec<String>, u64)>,
     /// By step index: error lines of the runs before the last one.
@@ -389,12 +389,13 @@ struct ServerErrors {
 }
 
 impl ServerErrors {
-    fn setup(&mut self, line: String) {
-        self.setup.push(line);
+    fn setup(&mut self, step: usize, line: String) {
+        self.setup.insert(step, line);
     }
 
-    /// A step removed by a reload: its errors no longer decide the exit status.
+    /// A step removed or changed by a reload: its errors no longer decide the exit status.
     fn forget(&mut self, step: usize) {
+        self.setup.remove(&step);
         self.last.remove(&step);
         self.earlier.remove(&step);
     }
@@ -412,7 +413,7 @@ impl ServerErrors {
     /// The report's lines: setup errors, each step's last run, and one line per step that
     /// failed only in earlier runs or had more lines than were kept.
     fn lines(&self) -> Vec<String> {
-        let mut out = self.setup.clone();
+        let mut out: Vec<String> = self.setup.values().cloned().collect();
         for (step, (lines, count)) in &self.last {
             out.extend(lines.iter().cloned());
             let hidden = count.saturating_sub(lines.len() as u64);
@@ -442,6 +443,20 @@ impl Server {
         self.errors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A run of the step `def` at `index` ended with `errors`: they decide the exit status
+    /// only while that step is still the one in force (a reload may have removed or changed
+    /// it while it ran).
+    fn record_run(&self, def: &crate::config::SyncStep, index: usize, errors: Vec<String>) {
+        let in_force = self
+            .loops()
+            .steps
+            .get(&index)
+            .is_some_and(|s| &s.step == def);
+        if in_force {
+            self.errors().run(index, errors);
+        }
+    }
+
     fn loops(&self) -> std::sync::MutexGuard<'_, Loops> {
         self.loops.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -469,12 +484,15 @@ impl Server {
             slog::error!(self.log(), "Failed to schedule cron";
                 "source" => &s.source, "target" => &s.target, "sched" => &sched,
                 "err" => %e);
-            self.errors().setup(format!(
-                "{} source {:?} target {:?}: failed to schedule cron {sched:?}: {e}",
-                step.name(),
-                s.source,
-                s.target
-            ));
+            self.errors().setup(
+                step.index,
+                format!(
+                    "{} source {:?} target {:?}: failed to schedule cron {sched:?}: {e}",
+                    step.name(),
+                    s.source,
+                    s.target
+                ),
+            );
         })
     }
 
@@ -528,9 +546,9 @@ impl Server {
             }
             let me = self.clone();
             let pass = async move {
-                let index = step.index;
+                let (index, step_def) = (step.index, step.step.clone());
                 let errors = me.run_step(step, Mode::Missing).await;
-                me.errors().run(index, errors);
+                me.record_run(&step_def, index, errors);
             };
             if sequential {
                 pass.await;
@@ -601,6 +619,7 @@ impl Server {
                     if let Some(stop) = loops.stops.remove(&step.index) {
                         stop.cancel();
                     }
+                    self.errors().forget(step.index);
                 }
                 None => sum.added += 1,
             }
@@ -637,8 +656,9 @@ impl Server {
                 // A run of its own: nothing an earlier firing saw land is trusted.
                 let step = Arc::new(step.new_run());
                 async move {
+                    let step_def = step.step.clone();
                     let errors = me.run_step(step, Mode::Copy).await;
-                    me.errors().run(index, errors);
+                    me.record_run(&step_def, index, errors);
                 }
             },
             || {
@@ -844,7 +864,7 @@ mod tests {
     #[test]
     fn server_errors_keep_the_last_run_of_each_step_and_count_the_rest() {
         let mut e = ServerErrors::default();
-        e.setup("sync[1] bad cron".into());
+        e.setup(1, "sync[1] bad cron".into());
         // A thousand failing firings of step 0, each with 150 distinct lines.
         for run in 0..1000 {
             let lines = (0..150)
