@@ -156,21 +156,9 @@ fn run_engine(
         None => logger(verbosity, json),
     };
     let config = load(cli)?;
-    // `cleanupTags` needs to know which tags regsync-rs wrote.
-    if flags.state.is_none() {
-        if let Some((i, st)) = config
-            .sync
-            .iter()
-            .enumerate()
-            .find(|(_, st)| st.cleanup_tags == Some(true) && st.kind != "image")
-        {
-            return Err(vec![format!(
-                "{}: cleanupTags: needs --state (or REGSYNC_STATE): only the state database \
-                 knows which target tags regsync-rs wrote, and no other tag is ever deleted",
-                regsync::config::validate::step_context(i, st)
-            )]);
-        }
-    }
+    config
+        .check_cleanup_has_state(flags.state.is_some())
+        .map_err(|e| vec![e])?;
     // Opened and checked before anything runs: a corrupt or locked file is one line.
     let (state, restored_runs) = match &flags.state {
         Some(path) => {
@@ -323,11 +311,17 @@ fn reload_on_sighup(
                     "err" => "the config was read from stdin: nothing to read again");
                 continue;
             }
-            let config = match Config::load(&path) {
+            let loaded = Config::load(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    c.check_cleanup_has_state(engine.run.state.is_some())
+                        .map(|()| c)
+                });
+            let config = match loaded {
                 Ok(c) => c,
                 Err(e) => {
                     slog::error!(log, "Config reload failed, keeping the running config";
-                        "err" => e.to_string().lines().next().unwrap_or_default().to_string());
+                        "err" => e.lines().next().unwrap_or_default().to_string());
                     continue;
                 }
             };

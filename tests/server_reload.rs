@@ -204,3 +204,31 @@ fn a_removed_step_running_at_the_reload_does_not_decide_the_exit_status() {
     let (st, _) = server.wait_exit(Duration::from_secs(15));
     assert_eq!(st.code(), Some(0), "{}", server.stderr());
 }
+
+/// A reload asking for `cleanupTags` from a server started without `--state` is refused like
+/// a broken file (it would silently prune nothing): one error line, the running config stays.
+#[test]
+fn a_reload_asking_for_cleanup_tags_without_a_state_database_is_refused() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    push(&src, "app", "v1", &oci_image(9530));
+    let step = repo_step(&src.r("app"), &dst.r("app"), &[], &[]) + "interval: 1h\n";
+    let mut server = Server::start(&config(&[&src, &dst], 2, &[step.clone()]), &[]);
+    server.wait_log("Step summary", Duration::from_secs(30), |_| true);
+    let pruning = config(&[&src, &dst], 2, &[step + "cleanupTags: true\n"]);
+    std::fs::write(server.config_path(), pruning).unwrap();
+    server.signal(libc::SIGHUP);
+    let failed = server.wait_log(
+        "Config reload failed, keeping the running config",
+        Duration::from_secs(10),
+        |_| true,
+    );
+    let err = failed["err"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("cleanupTags") && err.contains("--state"),
+        "{failed}"
+    );
+    assert!(server.logs_of("Config reloaded").is_empty());
+    server.signal(libc::SIGTERM);
+    let (st, _) = server.wait_exit(Duration::from_secs(15));
+    assert_eq!(st.code(), Some(0), "{}", server.stderr());
+}

@@ -196,6 +196,28 @@ fn normalize(config: &mut Config) {
 }
 
 impl Config {
+    /// `cleanupTags` needs to know which tags regsync-rs wrote: without a state database
+    /// (`--state`) a step asking for it is an error naming the step (at start-up and on a
+    /// reload alike).
+    pub fn check_cleanup_has_state(&self, has_state: bool) -> Result<(), String> {
+        if has_state {
+            return Ok(());
+        }
+        match self
+            .sync
+            .iter()
+            .enumerate()
+            .find(|(_, st)| st.cleanup_tags == Some(true) && st.kind != "image")
+        {
+            Some((i, st)) => Err(format!(
+                "{}: cleanupTags: needs --state (or REGSYNC_STATE): only the state database \
+                 knows which target tags regsync-rs wrote, and no other tag is ever deleted",
+                validate::step_context(i, st)
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The settings of `new` that differ from this config's and that a running engine reads
     /// only once (its host table and global defaults); a reload names them and keeps the
     /// old values until a restart. Everything else lives in the steps (defaults are merged
