@@ -661,7 +661,9 @@ fn servers_keep_their_state_file_on_a_persistent_writable_volume() {
             })
             .cloned();
         let Some(mount) = mount else {
-            err(format!("no volume mounted at the folder of --state {state}"));
+            err(format!(
+                "no volume mounted at the folder of --state {state}"
+            ));
             continue;
         };
         if mount["readOnly"].as_bool() == Some(true) {
@@ -679,7 +681,9 @@ fn servers_keep_their_state_file_on_a_persistent_writable_volume() {
             .cloned();
         let claim_name = if templated {
             if volume.is_some() {
-                err(format!("{vname} is a pod volume, not a volumeClaimTemplate"));
+                err(format!(
+                    "{vname} is a pod volume, not a volumeClaimTemplate"
+                ));
             }
             vname.to_string()
         } else {
@@ -715,9 +719,11 @@ fn servers_keep_their_state_file_on_a_persistent_writable_volume() {
 }
 
 fn templated_claims_named(templates: &[Yaml]) -> bool {
-    templates
-        .iter()
-        .all(|t| t["metadata"]["name"].as_str().is_some_and(|n| !n.is_empty()))
+    templates.iter().all(|t| {
+        t["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty())
+    })
 }
 
 fn configmap_config() -> String {

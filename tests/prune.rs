@@ -640,7 +640,12 @@ fn a_pruned_tag_takes_its_referrers_and_digest_tags_unless_its_image_is_still_ta
 
     let out = once(&cfg, &state);
     out.assert_ok();
-    assert_eq!(pruned(&out), 2, "tags_pruned counts tags only\n{}", out.dump());
+    assert_eq!(
+        pruned(&out),
+        2,
+        "tags_pruned counts tags only\n{}",
+        out.dump()
+    );
     assert_eq!(
         tags(&dst, DST_REPO),
         [
@@ -734,7 +739,12 @@ fn backup_writes_the_backup_tag_before_the_delete() {
     seed(&src, &["v1", "v2", "v3", "v4"]);
     let state = StateFile::new();
     let target = format!("{}/{DST_REPO}", dst.host());
-    let cfg = prune_config(&src, &target, "backup: \"bak-{{.Ref.Tag}}\"\n", &[&src, &dst]);
+    let cfg = prune_config(
+        &src,
+        &target,
+        "backup: \"bak-{{.Ref.Tag}}\"\n",
+        &[&src, &dst],
+    );
     once(&cfg, &state).assert_ok();
     let v4 = manifest_digest(&dst, DST_REPO, "v4").unwrap();
     delete_tag(&src, SRC_REPO, "v4");
@@ -762,4 +772,78 @@ fn backup_writes_the_backup_tag_before_the_delete() {
         "{}",
         out.dump()
     );
+}
+
+/// An OCI layout target: the pruned tag's digest tags and fallback tag leave `index.json`
+/// and the referrer's manifest, reachable from nothing any more, is collected.
+#[test]
+fn an_oci_layout_target_loses_the_followers_too() {
+    let src = Registry::start();
+    let images: Vec<TestImage> = (0..4).map(|i| oci_image(9260 + i)).collect();
+    for (i, img) in images.iter().enumerate() {
+        push(&src, SRC_REPO, &format!("v{}", i + 1), img);
+    }
+    let f4 = add_followers(&src, SRC_REPO, &images[3], 9350);
+    let hex4 = common::fixtures::hex(images[3].digest()).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("app");
+    let target = ocidir_ref(&layout, "");
+    let state = StateFile::new();
+    let cfg = prune_config(
+        &src,
+        &target,
+        "referrers: true\ndigestTags: true\ntags:\n  allow: ['v[0-9]+']\n",
+        &[&src],
+    );
+    once(&cfg, &state).assert_ok();
+    let sbom_blob = layout
+        .join("blobs/sha256")
+        .join(common::fixtures::hex(f4.sbom.digest()));
+    assert!(sbom_blob.exists(), "the SBOM referrer was not copied");
+    assert!(tags(layout.as_path(), "").contains(&format!("sha256-{hex4}.sig")));
+    delete_tag(&src, SRC_REPO, "v4");
+    let out = once(&cfg, &state);
+    out.assert_ok();
+    assert_eq!(pruned(&out), 1, "{}", out.dump());
+    assert_eq!(tags(layout.as_path(), ""), ["v1", "v2", "v3"]);
+    assert!(!sbom_blob.exists(), "{sbom_blob:?} still there");
+    let l4 = pruned_line(&out, &target, "v4");
+    assert_eq!(l4["digest_tags"].as_u64(), Some(2), "{l4}");
+    assert_eq!(l4["referrers"].as_u64(), Some(1), "{l4}");
+}
+
+/// A backup tag written into the same repository holds the pruned image: its referrers and
+/// digest tags stay with it.
+#[test]
+fn a_backup_in_the_same_repository_keeps_the_followers() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let images: Vec<TestImage> = (0..4).map(|i| oci_image(9280 + i)).collect();
+    for (i, img) in images.iter().enumerate() {
+        push(&src, SRC_REPO, &format!("v{}", i + 1), img);
+    }
+    let f4 = add_followers(&src, SRC_REPO, &images[3], 9370);
+    let hex4 = common::fixtures::hex(images[3].digest()).to_string();
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    let cfg = prune_config(
+        &src,
+        &target,
+        "referrers: true\ndigestTags: true\nbackup: \"bak-{{.Ref.Tag}}\"\ntags:\n  allow: ['v[0-9]+']\n",
+        &[&src, &dst],
+    );
+    once(&cfg, &state).assert_ok();
+    delete_tag(&src, SRC_REPO, "v4");
+    let out = once(&cfg, &state);
+    out.assert_ok();
+    assert_eq!(pruned(&out), 1, "{}", out.dump());
+    let left = tags(&dst, DST_REPO);
+    assert!(left.contains(&"bak-v4".to_string()), "{left:?}");
+    assert!(
+        left.contains(&format!("sha256-{hex4}")) && left.contains(&format!("sha256-{hex4}.sig")),
+        "{left:?}"
+    );
+    assert!(get_manifest(&dst, DST_REPO, f4.sbom.digest()).is_some());
+    let l4 = pruned_line(&out, &target, "v4");
+    assert_eq!(l4["digest_tags"].as_u64(), Some(0), "{l4}");
 }

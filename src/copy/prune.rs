@@ -10,6 +10,10 @@
 //! [`prune_repository`] carries a decision out against a [`Store`]: backup first when the
 //! step has `backup`, then the store's tag delete, then the database (a record is dropped only
 //! after the store confirmed the delete). `check` only names the tags.
+//!
+//! With `referrers`/`digestTags`, what the step copied along with a pruned image follows it
+//! ([`Usage`]): its referrers and digest tags in the target, unless a tag that stays still
+//! holds its digest.
 
 use super::counters::{Counter, Counters};
 use crate::config::SyncStep;
@@ -299,7 +303,7 @@ pub async fn prune_repository(
         None => None,
         Some(follow) => {
             let present = listed.as_deref().unwrap_or_default();
-            match Usage::read(ctx.store, target, present, follow, selected).await {
+            match Usage::read(ctx.store, target, present, follow, selected, &plan.delete).await {
                 Ok(u) => Some(u),
                 Err(e) => {
                     slog::warn!(log, "Referrers and digest tags kept";
@@ -442,8 +446,9 @@ struct Usage {
     follow: Follow,
     digests: BTreeMap<String, Digest>,
     gone: BTreeSet<String>,
-    /// The step's selected tags: copied as tags of their own, never as followers.
-    selected: BTreeSet<String>,
+    /// The step's selected tags (copied as tags of their own) and the tags the rule deletes:
+    /// never followers.
+    own: BTreeSet<String>,
 }
 
 impl Usage {
@@ -453,6 +458,7 @@ impl Usage {
         present: &[String],
         follow: Follow,
         selected: Option<&BTreeSet<String>>,
+        planned: &[(String, Reason)],
     ) -> Result<Usage, StoreError> {
         type Head<'h> = BoxFuture<'h, (String, Result<Option<Descriptor>, StoreError>)>;
         let mut asks: Vec<Head<'_>> = Vec::with_capacity(present.len());
@@ -474,7 +480,12 @@ impl Usage {
             follow,
             digests,
             gone: BTreeSet::new(),
-            selected: selected.cloned().unwrap_or_default(),
+            own: selected
+                .into_iter()
+                .flatten()
+                .cloned()
+                .chain(planned.iter().map(|(t, _)| t.clone()))
+                .collect(),
         })
     }
 
@@ -494,7 +505,7 @@ impl Usage {
         self.digests
             .keys()
             .filter(|t| t.starts_with(&prefix) && !self.gone.contains(*t))
-            .filter(|t| !self.selected.contains(*t))
+            .filter(|t| !self.own.contains(*t))
             .cloned()
             .collect()
     }
@@ -514,13 +525,15 @@ impl Usage {
             return out;
         };
         let subject = target.with_tag(tag).common_name();
-        self.follow(ctx, target, d, &subject, 0, &mut out, errors)
+        let none = BTreeSet::new();
+        self.follow(ctx, target, d, &subject, &none, 0, &mut out, errors)
             .await;
         out
     }
 
-    /// Deletes the followers of `d` unless a tag that stays still holds `d`; referrers of
-    /// referrers first, then the referrer, then the digest tags.
+    /// Deletes the followers of `d` unless a tag that stays (other than `going`, the digest
+    /// tags about to follow `d`'s own subject) still holds `d`; referrers of referrers first,
+    /// then the referrer, then the digest tags.
     #[allow(clippy::too_many_arguments)]
     fn follow<'s>(
         &'s mut self,
@@ -528,6 +541,7 @@ impl Usage {
         target: &'s Reference,
         d: Digest,
         subject: &'s str,
+        outer: &'s BTreeSet<String>,
         depth: usize,
         out: &'s mut Followed,
         errors: &'s mut Vec<String>,
@@ -540,7 +554,7 @@ impl Usage {
                 BTreeSet::new()
             };
             let fallback = fallback_tag(&d);
-            let mut except = going.clone();
+            let mut except: BTreeSet<String> = going.union(outer).cloned().collect();
             if self.follow.referrers {
                 except.insert(fallback.clone());
             }
@@ -565,21 +579,34 @@ impl Usage {
                     }
                 };
                 for t in &listing.tags {
-                    if self.digests.contains_key(t) && !self.gone.contains(t) {
+                    if self.digests.contains_key(t)
+                        && !self.gone.contains(t)
+                        && !self.own.contains(t)
+                    {
                         going.insert(t.clone());
                     }
                 }
+                let around: BTreeSet<String> = going.union(outer).cloned().collect();
                 for r in listing.descriptors {
                     let r = r.digest;
-                    let holders = self.tagged(&r, &going);
+                    let holders = self.tagged(&r, &around);
                     if !holders.is_empty() {
                         slog::debug!(log, "Referrer kept";
                             "step" => ctx.name, "digest" => %r, "tagged" => holders.join(" "));
                         continue;
                     }
                     if depth + 1 < FOLLOW_DEPTH {
-                        self.follow(ctx, target, r.clone(), subject, depth + 1, out, errors)
-                            .await;
+                        self.follow(
+                            ctx,
+                            target,
+                            r.clone(),
+                            subject,
+                            &around,
+                            depth + 1,
+                            out,
+                            errors,
+                        )
+                        .await;
                     }
                     let at = target.with_digest(&r);
                     if ctx.dry_run {
@@ -877,6 +904,53 @@ mod tests {
             ),
             Err(Stop::TargetListingFailed(_))
         ));
+    }
+
+    #[test]
+    fn followers_are_the_digest_tags_of_an_image_no_other_tag_holds() {
+        let d = Digest::sha256_of(b"pruned");
+        let other = Digest::sha256_of(b"other");
+        let hex = d.hex().to_string();
+        let mut digests = BTreeMap::new();
+        for (t, dig) in [
+            ("v4", &d),
+            ("mine", &d),
+            ("v1", &other),
+            (&*format!("sha256-{hex}"), &other),
+            (&*format!("sha256-{hex}.sig"), &other),
+            (&*format!("sha256-{hex}.att"), &other),
+            (&*format!("sha256-{}.sig", other.hex()), &other),
+        ] {
+            digests.insert(t.to_string(), dig.clone());
+        }
+        let mut u = Usage {
+            follow: Follow {
+                digest_tags: true,
+                referrers: true,
+            },
+            digests,
+            gone: BTreeSet::new(),
+            own: set(&[&format!("sha256-{hex}.att")]),
+        };
+        // a digest tag the step selects is its own tag, not a follower
+        assert_eq!(
+            u.digest_tags_of(&d),
+            set(&[&format!("sha256-{hex}"), &format!("sha256-{hex}.sig")])
+        );
+        u.gone.insert("v4".into());
+        assert_eq!(u.tagged(&d, &BTreeSet::new()), ["mine"]);
+        u.gone.insert("mine".into());
+        assert!(u.tagged(&d, &BTreeSet::new()).is_empty());
+        // tags about to follow are not holders
+        let going = set(&["v1", &format!("sha256-{hex}")]);
+        assert_eq!(
+            u.tagged(&other, &going),
+            [
+                format!("sha256-{hex}.att"),
+                format!("sha256-{hex}.sig"),
+                format!("sha256-{}.sig", other.hex())
+            ]
+        );
     }
 
     #[test]
