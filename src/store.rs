@@ -156,6 +156,10 @@ pub trait Store: Send + Sync {
     /// `registry::tag_delete`; layouts: the `index.json` entry). A store that refuses deletes
     /// answers [`StoreError::Unsupported`].
     async fn tag_delete(&self, r: &Reference) -> Result<(), StoreError>;
+    /// Delete the manifest `r` names by digest, with every tag pointing at it (callers make
+    /// sure none does: pruning deletes only referrers nothing tags). Already gone is `Ok`; a
+    /// store that refuses deletes answers [`StoreError::Unsupported`].
+    async fn manifest_delete(&self, r: &Reference) -> Result<(), StoreError>;
     /// The locks this store's fallback-index writes take ([`fallback_add`], [`fallback_merge`]).
     fn fallback_locks(&self) -> &FallbackLocks;
 }

@@ -235,8 +235,9 @@ fn flag_value(args: &[String], names: &[&str]) -> Option<String> {
     None
 }
 
-/// `args` with the config file replaced by `config` and a `--listen` address moved to
-/// 127.0.0.1 on a free port; also the port it asked for.
+/// `args` with the config file replaced by `config`, a `--state` file moved into the folder
+/// `state` beside it (same file name), and a `--listen` address moved to 127.0.0.1 on a free
+/// port; also the port it asked for.
 fn adapt(args: &[String], config: &Path) -> (Vec<String>, Option<u16>) {
     let mut out = Vec::new();
     let mut port = None;
@@ -246,6 +247,12 @@ fn adapt(args: &[String], config: &Path) -> (Vec<String>, Option<u16>) {
             "-c" | "--config" => {
                 it.next().expect("a value after -c");
                 out.extend([a.clone(), config.display().to_string()]);
+            }
+            "--state" => {
+                let file = it.next().expect("a value after --state");
+                let name = Path::new(file).file_name().expect("a file name");
+                let dir = config.with_file_name("state");
+                out.extend([a.clone(), dir.join(name).display().to_string()]);
             }
             "--listen" => {
                 let addr = it.next().expect("a value after --listen");
@@ -360,7 +367,13 @@ fn kustomizations_list_existing_files_and_cover_every_manifest() {
     let b = base();
     assert_eq!(
         kinds(&b),
-        ["ConfigMap", "Deployment", "Service", "ServiceMonitor"]
+        [
+            "ConfigMap",
+            "Deployment",
+            "PersistentVolumeClaim",
+            "Service",
+            "ServiceMonitor"
+        ]
     );
     let c = cronjob_variant();
     assert_eq!(kinds(&c), ["ConfigMap", "CronJob"]);
@@ -600,6 +613,119 @@ fn workloads_are_locked_down_and_wired_to_the_config() {
 }
 
 /// The ConfigMap's `config.yaml`.
+/// The servers keep a state database (README "State database": pruning records, last runs)
+/// on a volume that outlives the pod: `--state` names a file on a writable mount whose
+/// volume is a PersistentVolumeClaim (the Deployment's, in the base) or a volumeClaimTemplate
+/// (the StatefulSet's: one database per shard), ReadWriteOnce with a small storage request;
+/// the Deployment recreates its pod rather than rolling (a RWO claim holds one pod).
+#[test]
+fn servers_keep_their_state_file_on_a_persistent_writable_volume() {
+    let b = base();
+    let d = deployment();
+    let ss = statefulset();
+    let mut errors = Vec::new();
+    if d["spec"]["strategy"]["type"].as_str() != Some("Recreate") {
+        errors.push("Deployment: strategy Recreate (its claim is ReadWriteOnce)".to_string());
+    }
+    let base_claims: Vec<Yaml> = b
+        .iter()
+        .filter(|o| kind(o) == "PersistentVolumeClaim")
+        .cloned()
+        .collect();
+    let templates: Vec<Yaml> = ss["spec"]["volumeClaimTemplates"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default();
+    for (what, pod, claims, templated) in [
+        ("Deployment", deployment_pod(&d), &base_claims, false),
+        ("StatefulSet", deployment_pod(&ss), &templates, true),
+    ] {
+        let mut err = |why: String| errors.push(format!("{what}: {why}"));
+        let ct = container(pod);
+        let a = args(ct);
+        let Some(state) = flag_value(&a, &["--state"]) else {
+            err(format!("no --state in {a:?}"));
+            continue;
+        };
+        if !state.starts_with('/') {
+            err(format!("--state {state} is not absolute"));
+        }
+        let mount = ct["volumeMounts"]
+            .as_sequence()
+            .unwrap_or(&Vec::new())
+            .iter()
+            .find(|m| {
+                m["mountPath"].as_str().is_some_and(|p| {
+                    Path::new(&state).parent() == Some(Path::new(p.trim_end_matches('/')))
+                })
+            })
+            .cloned();
+        let Some(mount) = mount else {
+            err(format!(
+                "no volume mounted at the folder of --state {state}"
+            ));
+            continue;
+        };
+        if mount["readOnly"].as_bool() == Some(true) {
+            err(format!("the mount of {state} is readOnly"));
+        }
+        if !mount["subPath"].is_null() {
+            err("the state mount has a subPath (the WAL files need the folder)".to_string());
+        }
+        let vname = mount["name"].as_str().unwrap_or("");
+        let volume = pod["volumes"]
+            .as_sequence()
+            .unwrap_or(&Vec::new())
+            .iter()
+            .find(|v| v["name"].as_str() == Some(vname))
+            .cloned();
+        let claim_name = if templated {
+            if volume.is_some() {
+                err(format!(
+                    "{vname} is a pod volume, not a volumeClaimTemplate"
+                ));
+            }
+            vname.to_string()
+        } else {
+            match volume {
+                Some(v) => v["persistentVolumeClaim"]["claimName"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                None => String::new(),
+            }
+        };
+        let Some(claim) = claims.iter().find(|c| name(c) == claim_name) else {
+            err(format!(
+                "volume {vname:?} is no PersistentVolumeClaim of the kustomization \
+                 (claim {claim_name:?})"
+            ));
+            continue;
+        };
+        if !strings(&claim["spec"]["accessModes"]).contains(&"ReadWriteOnce".to_string()) {
+            err(format!("claim {claim_name}: accessModes ReadWriteOnce"));
+        }
+        let size = quantity(&claim["spec"]["resources"]["requests"]["storage"]);
+        if size.is_none_or(|s| s == 0 || s > 10 << 30) {
+            err(format!(
+                "claim {claim_name}: a small storage request (found {size:?})"
+            ));
+        }
+    }
+    if !templated_claims_named(&templates) {
+        errors.push("StatefulSet: every volumeClaimTemplate has a name".to_string());
+    }
+    fail_all("state volumes", &errors);
+}
+
+fn templated_claims_named(templates: &[Yaml]) -> bool {
+    templates.iter().all(|t| {
+        t["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty())
+    })
+}
+
 fn configmap_config() -> String {
     let b = base();
     let cm = one(&b, "ConfigMap");
@@ -704,7 +830,8 @@ impl Scratch {
             &repo().join("config-examples/quickstart/hello"),
             &dir.path().join("source/hello"),
         );
-        for d in ["home", "work", "tmp"] {
+        // `state` stands for the volume the state file lies on (see `adapt`)
+        for d in ["home", "work", "tmp", "state"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
         let cfg = format!(
@@ -721,6 +848,23 @@ impl Scratch {
 
     fn config(&self) -> PathBuf {
         self.path("config.yaml")
+    }
+
+    /// When `run_args` pass `--state`: the file is an SQLite database the run wrote (the
+    /// server opened it and recorded its step runs).
+    fn assert_state_written(&self, run_args: &[String]) {
+        let Some(state) = flag_value(run_args, &["--state"]) else {
+            return;
+        };
+        assert!(
+            state.starts_with(&self.path("state").display().to_string()),
+            "{state}"
+        );
+        let head = std::fs::read(&state).unwrap_or_else(|e| panic!("{state}: {e}"));
+        assert!(
+            head.starts_with(b"SQLite format 3\0"),
+            "{state} is not an SQLite file"
+        );
     }
 
     /// `regsync <args>` with nothing of the test's environment: HOME and DOCKER_CONFIG as in
@@ -1014,6 +1158,7 @@ fn deployment_args_start_a_server_that_answers_probes_service_and_monitor() {
     p.signal(libc::SIGTERM);
     let st = p.wait_exit(SHUTDOWN_TIMEOUT);
     assert_eq!(st.code(), Some(0), "{}", p.stderr());
+    scratch.assert_state_written(&run_args);
     scratch.assert_mirrored();
 }
 
@@ -1181,9 +1326,22 @@ fn statefulset_pods_serve_as_their_ordinal() {
     assert_eq!(a.first().map(String::as_str), Some("server"), "{a:?}");
     let scratch = Scratch::new();
     let (run_args, _) = adapt(&a, &scratch.config());
+    // each pod has its own claim from the volumeClaimTemplate, so its own state file
+    let pod_args: Vec<Vec<String>> = (0..n)
+        .map(|i| {
+            let mut a = run_args.clone();
+            if let Some(at) = a.iter().position(|x| x == "--state") {
+                let own = scratch.path(&format!("state/{i}"));
+                std::fs::create_dir_all(&own).unwrap();
+                let file = Path::new(&a[at + 1]).file_name().unwrap().to_owned();
+                a[at + 1] = own.join(file).display().to_string();
+            }
+            a
+        })
+        .collect();
     let mut procs: Vec<Proc> = (0..n)
         .map(|i| {
-            let mut cmd = scratch.command(&run_args);
+            let mut cmd = scratch.command(&pod_args[i as usize]);
             cmd.envs(pod_env(ct, &format!("{}-{i}", name(&s)), &[]));
             Proc::spawn(cmd)
         })
@@ -1210,6 +1368,9 @@ fn statefulset_pods_serve_as_their_ordinal() {
         p.signal(libc::SIGTERM);
         let st = p.wait_exit(SHUTDOWN_TIMEOUT);
         assert_eq!(st.code(), Some(0), "{}", p.stderr());
+    }
+    for a in &pod_args {
+        scratch.assert_state_written(a);
     }
     scratch.assert_mirrored();
 }
@@ -1671,6 +1832,14 @@ fn systemd_unit_is_hardened_and_its_command_line_runs() {
         listen.starts_with("127.0.0.1:"),
         "{listen}: metrics on loopback only"
     );
+    // the state database lies in StateDirectory (/var/lib/<name>, writable under
+    // ProtectSystem=strict and kept across restarts)
+    let state = flag_value(&a, &["--state"]).expect("--state in ExecStart");
+    let state_dir = format!("/var/lib/{}/", service_value(&u, "StateDirectory").unwrap());
+    assert!(
+        state.starts_with(&state_dir) && !state[state_dir.len()..].contains('/'),
+        "{state} is not a file in StateDirectory {state_dir}"
+    );
 
     let scratch = Scratch::new();
     let (run_args, _) = adapt(&a, &scratch.config());
@@ -1681,6 +1850,7 @@ fn systemd_unit_is_hardened_and_its_command_line_runs() {
     p.signal(libc::SIGTERM);
     let st = p.wait_exit(stop.unwrap());
     assert_eq!(st.code(), Some(0), "{}", p.stderr());
+    scratch.assert_state_written(&run_args);
     scratch.assert_mirrored();
 }
 
@@ -1875,11 +2045,12 @@ fn dockerfile_builds_the_cargo_binary_into_a_non_root_image() {
     );
     let cmd = exec_form(last.last("CMD").expect("CMD"));
     let d = deployment();
-    assert_eq!(
-        cmd,
-        args(container(deployment_pod(&d))),
-        "CMD = the Deployment's args"
-    );
+    // the image alone has no volume for a state file: it runs stateless, like regsync
+    let mut want = args(container(deployment_pod(&d)));
+    if let Some(at) = want.iter().position(|a| a == "--state") {
+        want.drain(at..at + 2);
+    }
+    assert_eq!(cmd, want, "CMD = the Deployment's args without --state");
     let env = last.env();
     for k in ["HOME", "DOCKER_CONFIG"] {
         assert!(env.get(k).is_some_and(|v| v.starts_with('/')), "ENV {k}");

@@ -491,3 +491,359 @@ fn cleanup_tags_without_state_is_a_config_error() {
         .iter()
         .all(|l| l["msg"] != "Tag prune skipped"));
 }
+
+/// An SBOM referrer of `subject` (pushed by digest and listed in the referrers fallback tag
+/// `sha256-<hex>`, as on a registry without the referrers API) and a cosign-style signature
+/// under the digest tag `sha256-<hex>.sig`.
+struct Followers {
+    sbom: TestImage,
+    sig: TestImage,
+}
+
+fn artifact(seed: u64, artifact_type: &str, subject: Option<&TestImage>) -> TestImage {
+    let cfg = Blob::new("application/vnd.oci.empty.v1+json", b"{}".to_vec());
+    let data = Blob::new(
+        "application/octet-stream",
+        format!("artifact payload {seed}").into_bytes(),
+    );
+    let mut m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": common::oci::MT_OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": cfg.descriptor(),
+        "layers": [data.descriptor()],
+    });
+    if let Some(s) = subject {
+        m["subject"] = serde_json::json!({
+            "mediaType": s.top.media_type, "digest": s.top.digest, "size": s.top.bytes.len()
+        });
+    }
+    TestImage {
+        top: common::oci::Manifest::from_json(common::oci::MT_OCI_MANIFEST, &m),
+        children: vec![],
+        blobs: vec![cfg, data],
+    }
+}
+
+fn add_followers(reg: &Registry, repo: &str, subject: &TestImage, seed: u64) -> Followers {
+    let sbom = artifact(seed, "application/example.sbom", Some(subject));
+    push(reg, repo, &sbom.top.digest.clone(), &sbom);
+    let entry = serde_json::json!({
+        "mediaType": sbom.top.media_type,
+        "digest": sbom.top.digest,
+        "size": sbom.top.bytes.len(),
+        "artifactType": "application/example.sbom",
+    });
+    let index = TestImage {
+        top: common::oci::Manifest::from_json(
+            common::oci::MT_OCI_INDEX,
+            &serde_json::json!({
+                "schemaVersion": 2, "mediaType": common::oci::MT_OCI_INDEX, "manifests": [entry]
+            }),
+        ),
+        children: vec![],
+        blobs: vec![],
+    };
+    let hex = common::fixtures::hex(subject.digest()).to_string();
+    push(reg, repo, &format!("sha256-{hex}"), &index);
+    let sig = artifact(
+        seed + 1,
+        "application/vnd.dev.cosign.simplesigning.v1+json",
+        None,
+    );
+    push(reg, repo, &format!("sha256-{hex}.sig"), &sig);
+    Followers { sbom, sig }
+}
+
+/// The `Tag pruned` line of `tag`.
+fn pruned_line<'a>(out: &'a Output, target: &str, tag: &str) -> &'a serde_json::Value {
+    let want = format!("{target}:{tag}");
+    out.logs("Tag pruned")
+        .into_iter()
+        .find(|l| l["target"].as_str() == Some(want.as_str()))
+        .unwrap_or_else(|| panic!("no Tag pruned line for {want}\n{}", out.dump()))
+}
+
+/// With `referrers` and `digestTags`, a pruned tag takes the referrers and digest tags of its
+/// image along (the referrer manifest, the fallback tag, the `.sig` tag) — but not while
+/// another tag of the target (here a third party's) still points at that image. `check` names
+/// them and deletes nothing; `tags_pruned` counts tags only, the `Tag pruned` line counts the
+/// followers.
+#[test]
+fn a_pruned_tag_takes_its_referrers_and_digest_tags_unless_its_image_is_still_tagged() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let images: Vec<TestImage> = (0..4).map(|i| oci_image(9200 + i)).collect();
+    for (i, img) in images.iter().enumerate() {
+        push(&src, SRC_REPO, &format!("v{}", i + 1), img);
+    }
+    let f3 = add_followers(&src, SRC_REPO, &images[2], 9300);
+    let f4 = add_followers(&src, SRC_REPO, &images[3], 9310);
+    let hex3 = common::fixtures::hex(images[2].digest()).to_string();
+    let hex4 = common::fixtures::hex(images[3].digest()).to_string();
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    let cfg = prune_config(
+        &src,
+        &target,
+        "cleanupTagsMaxPercent: 50\nreferrers: true\ndigestTags: true\ntags:\n  allow: ['v[0-9]+']\n",
+        &[&src, &dst],
+    );
+    once(&cfg, &state).assert_ok();
+    let all = tags(&dst, DST_REPO);
+    for t in [
+        format!("sha256-{hex3}"),
+        format!("sha256-{hex3}.sig"),
+        format!("sha256-{hex4}"),
+        format!("sha256-{hex4}.sig"),
+    ] {
+        assert!(all.contains(&t), "{t} not copied: {all:?}");
+    }
+    for f in [&f3, &f4] {
+        assert!(get_manifest(&dst, DST_REPO, f.sbom.digest()).is_some());
+    }
+    // somebody else tags v3's image in the mirror: v3's followers must stay
+    push(&dst, DST_REPO, "mine", &images[2]);
+    delete_tag(&src, SRC_REPO, "v3");
+    delete_tag(&src, SRC_REPO, "v4");
+
+    // check: names v4's followers, nothing of v3's, writes nothing
+    let mark = dst.access_log().len();
+    let out = regsync(&["check", "--state", state.arg()], &cfg);
+    out.assert_ok();
+    let named: Vec<&str> = out
+        .logs("Digest tag prune needed")
+        .iter()
+        .filter_map(|l| l["target"].as_str())
+        .collect();
+    assert_eq!(
+        named,
+        [
+            format!("{target}:sha256-{hex4}"),
+            format!("{target}:sha256-{hex4}.sig")
+        ],
+        "{}",
+        out.dump()
+    );
+    assert!(
+        log_mentions(
+            &out,
+            "Referrer prune needed",
+            "target",
+            &format!("{target}@{}", f4.sbom.digest())
+        ),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(out.logs("Referrer prune needed").len(), 1, "{}", out.dump());
+    assert!(dst.writes_since(mark).is_empty(), "check wrote");
+
+    let out = once(&cfg, &state);
+    out.assert_ok();
+    assert_eq!(
+        pruned(&out),
+        2,
+        "tags_pruned counts tags only\n{}",
+        out.dump()
+    );
+    assert_eq!(
+        tags(&dst, DST_REPO),
+        [
+            "mine".to_string(),
+            format!("sha256-{hex3}"),
+            format!("sha256-{hex3}.sig"),
+            "v1".to_string(),
+            "v2".to_string()
+        ]
+    );
+    assert!(
+        get_manifest(&dst, DST_REPO, f4.sbom.digest()).is_none(),
+        "v4's SBOM referrer is still in the target"
+    );
+    assert!(get_manifest(&dst, DST_REPO, f3.sbom.digest()).is_some());
+    assert!(get_manifest(&dst, DST_REPO, f3.sig.digest()).is_some());
+    // the image another tag uses is intact
+    assert_eq!(
+        manifest_digest(&dst, DST_REPO, "mine").as_deref(),
+        Some(images[2].digest())
+    );
+    let l4 = pruned_line(&out, &target, "v4");
+    assert_eq!(l4["digest_tags"].as_u64(), Some(2), "{l4}");
+    assert_eq!(l4["referrers"].as_u64(), Some(1), "{l4}");
+    let l3 = pruned_line(&out, &target, "v3");
+    assert_eq!(l3["digest_tags"].as_u64(), Some(0), "{l3}");
+    assert_eq!(l3["referrers"].as_u64(), Some(0), "{l3}");
+    assert!(
+        log_mentions(
+            &out,
+            "Referrer pruned",
+            "target",
+            &format!("{target}@{}", f4.sbom.digest())
+        ),
+        "{}",
+        out.dump()
+    );
+    // on record, following their subject
+    let deletions = regsync_raw(&["state", "list", "deletions", "--state", state.arg()]);
+    assert!(deletions.success(), "{}", deletions.dump());
+    assert!(
+        deletions
+            .stdout
+            .contains(&format!("{target}:sha256-{hex4}.sig")),
+        "{}",
+        deletions.stdout
+    );
+}
+
+/// Without `referrers`/`digestTags` the step does not copy them, so pruning leaves them.
+#[test]
+fn followers_stay_when_the_step_does_not_copy_them() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let images: Vec<TestImage> = (0..4).map(|i| oci_image(9240 + i)).collect();
+    for (i, img) in images.iter().enumerate() {
+        push(&src, SRC_REPO, &format!("v{}", i + 1), img);
+    }
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    let cfg = prune_config(
+        &src,
+        &target,
+        "tags:\n  allow: ['v[0-9]+']\n",
+        &[&src, &dst],
+    );
+    once(&cfg, &state).assert_ok();
+    // followers pushed into the target by someone else
+    let f4 = add_followers(&dst, DST_REPO, &images[3], 9330);
+    let hex4 = common::fixtures::hex(images[3].digest()).to_string();
+    delete_tag(&src, SRC_REPO, "v4");
+    let out = once(&cfg, &state);
+    out.assert_ok();
+    assert_eq!(pruned(&out), 1);
+    let left = tags(&dst, DST_REPO);
+    assert!(
+        left.contains(&format!("sha256-{hex4}")) && left.contains(&format!("sha256-{hex4}.sig")),
+        "{left:?}"
+    );
+    assert!(get_manifest(&dst, DST_REPO, f4.sbom.digest()).is_some());
+    let l4 = pruned_line(&out, &target, "v4");
+    assert_eq!(l4["digest_tags"].as_u64(), Some(0), "{l4}");
+}
+
+/// `backup` on a pruning step: the tag is written under its backup name, from the manifest
+/// the target holds, before it is deleted (the registry's own access log shows the order).
+#[test]
+fn backup_writes_the_backup_tag_before_the_delete() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    seed(&src, &["v1", "v2", "v3", "v4"]);
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    let cfg = prune_config(
+        &src,
+        &target,
+        "backup: \"bak-{{.Ref.Tag}}\"\n",
+        &[&src, &dst],
+    );
+    once(&cfg, &state).assert_ok();
+    let v4 = manifest_digest(&dst, DST_REPO, "v4").unwrap();
+    delete_tag(&src, SRC_REPO, "v4");
+    let mark = dst.mark();
+    let out = once(&cfg, &state);
+    out.assert_ok();
+    assert_eq!(pruned(&out), 1, "{}", out.dump());
+    assert_eq!(tags(&dst, DST_REPO), ["bak-v4", "v1", "v2", "v3"]);
+    assert_eq!(manifest_digest(&dst, DST_REPO, "bak-v4"), Some(v4));
+    let writes = dst.writes_since(mark);
+    let backup_put = writes
+        .iter()
+        .position(|l| l.method == "PUT" && l.path.ends_with("/manifests/bak-v4"))
+        .unwrap_or_else(|| panic!("no backup PUT in {writes:?}"));
+    let first_delete = writes
+        .iter()
+        .position(|l| l.method == "DELETE")
+        .unwrap_or_else(|| panic!("no DELETE in {writes:?}"));
+    assert!(
+        backup_put < first_delete,
+        "the backup was written after the delete: {writes:?}"
+    );
+    assert!(
+        log_mentions(&out, "Saving backup", "backup", &format!("{target}:bak-v4")),
+        "{}",
+        out.dump()
+    );
+}
+
+/// An OCI layout target: the pruned tag's digest tags and fallback tag leave `index.json`
+/// and the referrer's manifest, reachable from nothing any more, is collected.
+#[test]
+fn an_oci_layout_target_loses_the_followers_too() {
+    let src = Registry::start();
+    let images: Vec<TestImage> = (0..4).map(|i| oci_image(9260 + i)).collect();
+    for (i, img) in images.iter().enumerate() {
+        push(&src, SRC_REPO, &format!("v{}", i + 1), img);
+    }
+    let f4 = add_followers(&src, SRC_REPO, &images[3], 9350);
+    let hex4 = common::fixtures::hex(images[3].digest()).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("app");
+    let target = ocidir_ref(&layout, "");
+    let state = StateFile::new();
+    let cfg = prune_config(
+        &src,
+        &target,
+        "referrers: true\ndigestTags: true\ntags:\n  allow: ['v[0-9]+']\n",
+        &[&src],
+    );
+    once(&cfg, &state).assert_ok();
+    let sbom_blob = layout
+        .join("blobs/sha256")
+        .join(common::fixtures::hex(f4.sbom.digest()));
+    assert!(sbom_blob.exists(), "the SBOM referrer was not copied");
+    assert!(tags(layout.as_path(), "").contains(&format!("sha256-{hex4}.sig")));
+    delete_tag(&src, SRC_REPO, "v4");
+    let out = once(&cfg, &state);
+    out.assert_ok();
+    assert_eq!(pruned(&out), 1, "{}", out.dump());
+    assert_eq!(tags(layout.as_path(), ""), ["v1", "v2", "v3"]);
+    assert!(!sbom_blob.exists(), "{sbom_blob:?} still there");
+    let l4 = pruned_line(&out, &target, "v4");
+    assert_eq!(l4["digest_tags"].as_u64(), Some(2), "{l4}");
+    assert_eq!(l4["referrers"].as_u64(), Some(1), "{l4}");
+}
+
+/// A backup tag written into the same repository holds the pruned image: its referrers and
+/// digest tags stay with it.
+#[test]
+fn a_backup_in_the_same_repository_keeps_the_followers() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let images: Vec<TestImage> = (0..4).map(|i| oci_image(9280 + i)).collect();
+    for (i, img) in images.iter().enumerate() {
+        push(&src, SRC_REPO, &format!("v{}", i + 1), img);
+    }
+    let f4 = add_followers(&src, SRC_REPO, &images[3], 9370);
+    let hex4 = common::fixtures::hex(images[3].digest()).to_string();
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    let cfg = prune_config(
+        &src,
+        &target,
+        "referrers: true\ndigestTags: true\nbackup: \"bak-{{.Ref.Tag}}\"\ntags:\n  allow: ['v[0-9]+']\n",
+        &[&src, &dst],
+    );
+    once(&cfg, &state).assert_ok();
+    delete_tag(&src, SRC_REPO, "v4");
+    let out = once(&cfg, &state);
+    out.assert_ok();
+    assert_eq!(pruned(&out), 1, "{}", out.dump());
+    let left = tags(&dst, DST_REPO);
+    assert!(left.contains(&"bak-v4".to_string()), "{left:?}");
+    assert!(
+        left.contains(&format!("sha256-{hex4}")) && left.contains(&format!("sha256-{hex4}.sig")),
+        "{left:?}"
+    );
+    assert!(get_manifest(&dst, DST_REPO, f4.sbom.digest()).is_some());
+    let l4 = pruned_line(&out, &target, "v4");
+    assert_eq!(l4["digest_tags"].as_u64(), Some(0), "{l4}");
+}

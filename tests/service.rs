@@ -399,3 +399,71 @@ fn a_bad_listen_address_is_one_line_and_exit_1() {
     out.assert_fail();
     out.assert_one_error_line(&["--listen"]);
 }
+
+/// `server --state` keeps the step runs across a restart: right after the second start,
+/// before the step has run again, `/status` shows the first server's `last_end`,
+/// `last_result` and `last_success` (to the second: the database keeps Unix seconds). A
+/// server without the file knows nothing of the earlier runs.
+#[test]
+fn server_state_keeps_the_last_runs_across_a_restart() {
+    let (mut src, dst) = (Registry::start(), Registry::start());
+    for i in 0..3 {
+        push(&src, "alpha", &format!("v{i}"), &oci_image(9340 + i));
+    }
+    let step = repo_step(&src.r("alpha"), &dst.r("alpha"), &[], &[]) + "interval: 1h\n";
+    let cfg = config(&[&src, &dst], 1, std::slice::from_ref(&step));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let db = db.to_str().unwrap();
+
+    let mut first = Server::start(&cfg, &["--listen", "127.0.0.1:0", "--state", db]);
+    let addr = first.listen_addr();
+    first.wait_logs("Step summary", 1, Duration::from_secs(60));
+    let (_, body) = poll(&addr, "/status", Duration::from_secs(10), |_, b| {
+        b.contains("\"last_result\":\"ok\"")
+    });
+    let before: Value = serde_json::from_str(&body).unwrap();
+    let before = before["steps"][0].clone();
+    assert_eq!(before["last_result"], "ok", "{before}");
+    first.signal(libc::SIGTERM);
+    let (st, _) = first.wait_exit(Duration::from_secs(45));
+    assert_eq!(st.code(), Some(0), "{}", first.stderr());
+
+    // The source's port now takes connections and never answers, so the restarted server's
+    // first pass is still running when /status is read.
+    let port = src.port();
+    src.stop();
+    let _hole = std::net::TcpListener::bind(("127.0.0.1", port)).expect("rebind the port");
+    let mut second = Server::start(&cfg, &["--listen", "127.0.0.1:0", "--state", db]);
+    let addr = second.listen_addr();
+    let after = status(&addr);
+    assert!(
+        second.logs_of("Step summary").is_empty(),
+        "the step ran again before /status was read\n{}",
+        second.stderr()
+    );
+    let after = &after["steps"][0];
+    assert_eq!(after["last_result"], "ok", "{after}");
+    let secs = |v: &Value, k: &str| -> i64 {
+        let t = v[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("{k} is not a time: {v}"));
+        chrono::DateTime::parse_from_rfc3339(t)
+            .unwrap_or_else(|e| panic!("{k} {t}: {e}"))
+            .timestamp()
+    };
+    for k in ["last_end", "last_success"] {
+        let (b, a) = (secs(&before, k), secs(after, k));
+        assert!((b - a).abs() <= 1, "{k}: {b} before the restart, {a} after");
+    }
+    second.signal(libc::SIGTERM);
+    second.wait_exit(Duration::from_secs(45));
+
+    // without the file: nothing is known before the first run ends
+    let mut stateless = Server::start(&cfg, &["--listen", "127.0.0.1:0"]);
+    let addr = stateless.listen_addr();
+    let fresh = status(&addr);
+    assert!(stateless.logs_of("Step summary").is_empty());
+    assert!(fresh["steps"][0]["last_end"].is_null(), "{fresh}");
+    assert!(fresh["steps"][0]["last_result"].is_null(), "{fresh}");
+}

@@ -10,14 +10,21 @@
 //! [`prune_repository`] carries a decision out against a [`Store`]: backup first when the
 //! step has `backup`, then the store's tag delete, then the database (a record is dropped only
 //! after the store confirmed the delete). `check` only names the tags.
+//!
+//! With `referrers`/`digestTags`, what the step copied along with a pruned image follows it
+//! ([`Usage`]): its referrers and digest tags in the target, unless a tag that stays still
+//! holds its digest.
 
 use super::counters::{Counter, Counters};
 use crate::config::SyncStep;
+use crate::oci::{Descriptor, Digest};
 use crate::reference::Reference;
 use crate::state::{Deletion, StateHandle};
-use crate::store::{tag_list_all, Store, StoreError};
+use crate::store::{fallback_tag, tag_list_all, Store, StoreError};
 use fancy_regex::Regex;
-use std::collections::BTreeSet;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Why a tag goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,6 +247,10 @@ pub async fn prune_repository(
         Err(e) => return vec![format!("{} target {key:?}: {e}", ctx.name)],
     };
     let managed: BTreeSet<String> = records.iter().map(|r| r.tag.clone()).collect();
+    let selected = match &source {
+        SourceListing::Complete { selected, .. } => Some(*selected),
+        SourceListing::Failed(_) => None,
+    };
     let listed = match &source {
         SourceListing::Failed(_) => Ok(Vec::new()),
         SourceListing::Complete { .. } => tag_list_all(ctx.store, &target.repo_only())
@@ -286,26 +297,65 @@ pub async fn prune_repository(
     if !ctx.dry_run {
         ctx.store.open(target).await;
     }
+    // Referrers and digest tags follow their subject when the step copies them; which
+    // digest every other tag holds decides whether a subject is still tagged.
+    let mut usage = match Follow::of(ctx.step) {
+        None => None,
+        Some(follow) => {
+            let present = listed.as_deref().unwrap_or_default();
+            match Usage::read(ctx.store, target, present, follow, selected, &plan.delete).await {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    slog::warn!(log, "Referrers and digest tags kept";
+                        "step" => ctx.name, "target" => &key,
+                        "reason" => format!("the target's tags could not be read: {e}"));
+                    None
+                }
+            }
+        }
+    };
     for (tag, reason) in &plan.delete {
         let tagged = target.with_tag(tag);
-        let digest = records
-            .iter()
-            .find(|r| &r.tag == tag)
-            .map(|r| r.target_digest.clone())
+        let digest = usage
+            .as_ref()
+            .and_then(|u| u.digests.get(tag))
+            .map(|d| d.to_string())
+            .or_else(|| {
+                records
+                    .iter()
+                    .find(|r| &r.tag == tag)
+                    .map(|r| r.target_digest.clone())
+            })
             .unwrap_or_default();
         if ctx.dry_run {
+            let followed = match usage.as_mut() {
+                Some(u) => u.pruned(ctx, target, tag, &mut errors).await,
+                None => Followed::default(),
+            };
             slog::info!(log, "Tag prune needed";
-                "step" => ctx.name, "target" => tagged.common_name(), "reason" => reason.text());
+                "step" => ctx.name, "target" => tagged.common_name(), "reason" => reason.text(),
+                "digest_tags" => followed.digest_tags, "referrers" => followed.referrers);
             continue;
         }
-        if let Err(e) = backup(ctx, &tagged).await {
-            slog::error!(log, "Tag prune failed"; "target" => tagged.common_name(), "error" => &e);
-            errors.push(format!(
-                "{} {}: backup before pruning failed: {e}",
-                ctx.name,
-                tagged.common_name()
-            ));
-            continue;
+        match backup(ctx, &tagged).await {
+            Ok(Some(b)) if b.same_repository(target) => {
+                // the backup tag now holds the image: its followers stay
+                if let (Some(u), Some(b_tag), Ok(d)) =
+                    (usage.as_mut(), b.tag.as_deref(), Digest::parse(&digest))
+                {
+                    u.digests.insert(b_tag.to_string(), d);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                slog::error!(log, "Tag prune failed"; "target" => tagged.common_name(), "error" => &e);
+                errors.push(format!(
+                    "{} {}: backup before pruning failed: {e}",
+                    ctx.name,
+                    tagged.common_name()
+                ));
+                continue;
+            }
         }
         match ctx.store.tag_delete(&tagged).await {
             Ok(()) => {}
@@ -329,9 +379,14 @@ pub async fn prune_repository(
             }
         }
         ctx.counters.bump(Counter::TagsPruned);
+        let followed = match usage.as_mut() {
+            Some(u) => u.pruned(ctx, target, tag, &mut errors).await,
+            None => Followed::default(),
+        };
         slog::info!(log, "Tag pruned";
             "step" => ctx.name, "target" => tagged.common_name(), "digest" => &digest,
-            "reason" => reason.text());
+            "reason" => reason.text(), "digest_tags" => followed.digest_tags,
+            "referrers" => followed.referrers);
         let deletion = Deletion {
             at: crate::state::now(),
             step: ctx.step_key.to_string(),
@@ -356,13 +411,307 @@ pub async fn prune_repository(
     errors
 }
 
-/// `backup` set: the tag about to go is kept under the backup name first. The backup is
-/// written into the same store from the manifest the target holds (its blobs and children are
-/// there already), so a backup name in another repository needs that repository to hold them.
-async fn backup(ctx: &PruneCtx<'_>, tagged: &Reference) -> Result<(), String> {
+/// Which followers of a pruned image the step copies (`digestTags`, `referrers`); `None`
+/// when it copies neither.
+#[derive(Clone, Copy, Debug)]
+struct Follow {
+    digest_tags: bool,
+    referrers: bool,
+}
+
+impl Follow {
+    fn of(step: &SyncStep) -> Option<Follow> {
+        let f = Follow {
+            digest_tags: step.digest_tags.unwrap_or(false),
+            // referrers pushed into another repository (`referrerTarget`) are not followed
+            referrers: step.referrers.unwrap_or(false) && step.referrer_target.is_empty(),
+        };
+        (f.digest_tags || f.referrers).then_some(f)
+    }
+}
+
+/// What followed one pruned tag.
+#[derive(Clone, Copy, Debug, Default)]
+struct Followed {
+    digest_tags: usize,
+    referrers: usize,
+}
+
+/// How deep referrers of referrers are followed.
+const FOLLOW_DEPTH: usize = 4;
+
+/// The target repository's tags and the digest each holds, read once per pruning (a HEAD per
+/// tag, only when a tag goes and the step copies followers); tags deleted since are `gone`.
+struct Usage {
+    follow: Follow,
+    digests: BTreeMap<String, Digest>,
+    gone: BTreeSet<String>,
+    /// The step's selected tags (copied as tags of their own) and the tags the rule deletes:
+    /// never followers.
+    own: BTreeSet<String>,
+}
+
+impl Usage {
+    async fn read(
+        store: &dyn Store,
+        target: &Reference,
+        present: &[String],
+        follow: Follow,
+        selected: Option<&BTreeSet<String>>,
+        planned: &[(String, Reason)],
+    ) -> Result<Usage, StoreError> {
+        type Head<'h> = BoxFuture<'h, (String, Result<Option<Descriptor>, StoreError>)>;
+        let mut asks: Vec<Head<'_>> = Vec::with_capacity(present.len());
+        for t in present {
+            let (tag, r) = (t.clone(), target.with_tag(t));
+            asks.push(async move { (tag, store.manifest_head(&r).await) }.boxed());
+        }
+        let heads: Vec<_> = futures::stream::iter(asks)
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let mut digests = BTreeMap::new();
+        for (tag, head) in heads {
+            if let Some(d) = head? {
+                digests.insert(tag, d.digest);
+            }
+        }
+        Ok(Usage {
+            follow,
+            digests,
+            gone: BTreeSet::new(),
+            own: selected
+                .into_iter()
+                .flatten()
+                .cloned()
+                .chain(planned.iter().map(|(t, _)| t.clone()))
+                .collect(),
+        })
+    }
+
+    /// Tags still in the target, other than `except`, that hold `d`.
+    fn tagged(&self, d: &Digest, except: &BTreeSet<String>) -> Vec<&str> {
+        self.digests
+            .iter()
+            .filter(|(t, have)| *have == d && !self.gone.contains(*t) && !except.contains(*t))
+            .map(|(t, _)| t.as_str())
+            .collect()
+    }
+
+    /// The digest tags of `d` in the target (`<alg>-<hex>` and anything after it, as
+    /// `digestTags` copies them) that the step does not select as tags of their own.
+    fn digest_tags_of(&self, d: &Digest) -> BTreeSet<String> {
+        let prefix = format!("{}-{}", d.algorithm(), d.hex());
+        self.digests
+            .keys()
+            .filter(|t| t.starts_with(&prefix) && !self.gone.contains(*t))
+            .filter(|t| !self.own.contains(*t))
+            .cloned()
+            .collect()
+    }
+
+    /// `tag` was deleted (or would be, under `check`): when no other tag holds its image any
+    /// more, its followers go too.
+    async fn pruned(
+        &mut self,
+        ctx: &PruneCtx<'_>,
+        target: &Reference,
+        tag: &str,
+        errors: &mut Vec<String>,
+    ) -> Followed {
+        self.gone.insert(tag.to_string());
+        let mut out = Followed::default();
+        let Some(d) = self.digests.get(tag).cloned() else {
+            return out;
+        };
+        let subject = target.with_tag(tag).common_name();
+        let none = BTreeSet::new();
+        self.follow(ctx, target, d, &subject, &none, 0, &mut out, errors)
+            .await;
+        out
+    }
+
+    /// Deletes the followers of `d` unless a tag that stays (other than `going`, the digest
+    /// tags about to follow `d`'s own subject) still holds `d`; referrers of referrers first,
+    /// then the referrer, then the digest tags.
+    #[allow(clippy::too_many_arguments)]
+    fn follow<'s>(
+        &'s mut self,
+        ctx: &'s PruneCtx<'_>,
+        target: &'s Reference,
+        d: Digest,
+        subject: &'s str,
+        outer: &'s BTreeSet<String>,
+        depth: usize,
+        out: &'s mut Followed,
+        errors: &'s mut Vec<String>,
+    ) -> BoxFuture<'s, ()> {
+        async move {
+            let log = ctx.log;
+            let mut going = if self.follow.digest_tags {
+                self.digest_tags_of(&d)
+            } else {
+                BTreeSet::new()
+            };
+            let fallback = fallback_tag(&d);
+            let mut except: BTreeSet<String> = going.union(outer).cloned().collect();
+            if self.follow.referrers {
+                except.insert(fallback.clone());
+            }
+            let holders = self.tagged(&d, &except);
+            if !holders.is_empty() {
+                slog::debug!(log, "Referrers and digest tags kept";
+                    "step" => ctx.name, "subject" => subject, "digest" => %d,
+                    "tagged" => holders.join(" "));
+                return;
+            }
+            if self.follow.referrers {
+                let listing = match ctx.store.referrers(&target.repo_only(), &d).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        slog::error!(log, "Tag prune failed";
+                            "target" => target.with_digest(&d).common_name(), "error" => %e);
+                        errors.push(format!(
+                            "{} {}: listing the referrers of {d} failed: {e}",
+                            ctx.name, subject
+                        ));
+                        return;
+                    }
+                };
+                for t in &listing.tags {
+                    if self.digests.contains_key(t)
+                        && !self.gone.contains(t)
+                        && !self.own.contains(t)
+                    {
+                        going.insert(t.clone());
+                    }
+                }
+                let around: BTreeSet<String> = going.union(outer).cloned().collect();
+                for r in listing.descriptors {
+                    let r = r.digest;
+                    let holders = self.tagged(&r, &around);
+                    if !holders.is_empty() {
+                        slog::debug!(log, "Referrer kept";
+                            "step" => ctx.name, "digest" => %r, "tagged" => holders.join(" "));
+                        continue;
+                    }
+                    if depth + 1 < FOLLOW_DEPTH {
+                        self.follow(
+                            ctx,
+                            target,
+                            r.clone(),
+                            subject,
+                            &around,
+                            depth + 1,
+                            out,
+                            errors,
+                        )
+                        .await;
+                    }
+                    let at = target.with_digest(&r);
+                    if ctx.dry_run {
+                        slog::info!(log, "Referrer prune needed";
+                            "step" => ctx.name, "target" => at.common_name(), "subject" => subject);
+                        out.referrers += 1;
+                        continue;
+                    }
+                    match ctx.store.manifest_delete(&at).await {
+                        Ok(()) => {
+                            out.referrers += 1;
+                            slog::info!(log, "Referrer pruned";
+                                "step" => ctx.name, "target" => at.common_name(),
+                                "subject" => subject);
+                            record(ctx, target, &format!("@{r}"), &r, subject, errors).await;
+                        }
+                        Err(e) => {
+                            slog::error!(log, "Tag prune failed";
+                                "target" => at.common_name(), "error" => %e);
+                            errors.push(format!(
+                                "{} {}: referrer delete failed: {e}",
+                                ctx.name,
+                                at.common_name()
+                            ));
+                            if matches!(e, StoreError::Unsupported(_) | StoreError::Canceled) {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            for t in going {
+                let tagged = target.with_tag(&t);
+                let held = self.digests.get(&t).cloned();
+                if ctx.dry_run {
+                    slog::info!(log, "Digest tag prune needed";
+                        "step" => ctx.name, "target" => tagged.common_name(), "subject" => subject);
+                    self.gone.insert(t);
+                    out.digest_tags += 1;
+                    continue;
+                }
+                match ctx.store.tag_delete(&tagged).await {
+                    Ok(()) => {
+                        out.digest_tags += 1;
+                        slog::info!(log, "Digest tag pruned";
+                            "step" => ctx.name, "target" => tagged.common_name(),
+                            "subject" => subject);
+                        if let Some(h) = &held {
+                            record(ctx, target, &t, h, subject, errors).await;
+                        }
+                        self.gone.insert(t);
+                    }
+                    Err(e) => {
+                        slog::error!(log, "Tag prune failed";
+                            "target" => tagged.common_name(), "error" => %e);
+                        errors.push(format!(
+                            "{} {}: digest tag delete failed: {e}",
+                            ctx.name,
+                            tagged.common_name()
+                        ));
+                        if matches!(e, StoreError::Unsupported(_) | StoreError::Canceled) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+/// A follower's deletion on record (`tag` is `@<digest>` for a referrer).
+async fn record(
+    ctx: &PruneCtx<'_>,
+    target: &Reference,
+    tag: &str,
+    digest: &Digest,
+    subject: &str,
+    errors: &mut Vec<String>,
+) {
+    let deletion = Deletion {
+        at: crate::state::now(),
+        step: ctx.step_key.to_string(),
+        target: target_key(target),
+        tag: tag.to_string(),
+        digest: digest.to_string(),
+        reason: format!("follows its subject {subject}"),
+    };
+    if let Err(e) = ctx
+        .state
+        .call(move |db| db.record_deletion(&deletion))
+        .await
+    {
+        errors.push(format!("{} {subject}: {e}", ctx.name));
+    }
+}
+
+/// `backup` set: the tag about to go is kept under the backup name first (returned). The
+/// backup is written into the same store from the manifest the target holds (its blobs and
+/// children are there already), so a backup name in another repository needs that
+/// repository to hold them.
+async fn backup(ctx: &PruneCtx<'_>, tagged: &Reference) -> Result<Option<Reference>, String> {
     let step = ctx.step;
     if step.backup.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let text = crate::config::render_backup(&step.backup, tagged, step)
         .map_err(|e| format!("failed to expand backup template {:?}: {e}", step.backup))?;
@@ -383,7 +732,8 @@ async fn backup(ctx: &PruneCtx<'_>, tagged: &Reference) -> Result<(), String> {
     ctx.store
         .manifest_put(&backup, &m, false)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(Some(backup))
 }
 
 #[cfg(test)]
@@ -554,6 +904,53 @@ mod tests {
             ),
             Err(Stop::TargetListingFailed(_))
         ));
+    }
+
+    #[test]
+    fn followers_are_the_digest_tags_of_an_image_no_other_tag_holds() {
+        let d = Digest::sha256_of(b"pruned");
+        let other = Digest::sha256_of(b"other");
+        let hex = d.hex().to_string();
+        let mut digests = BTreeMap::new();
+        for (t, dig) in [
+            ("v4", &d),
+            ("mine", &d),
+            ("v1", &other),
+            (&*format!("sha256-{hex}"), &other),
+            (&*format!("sha256-{hex}.sig"), &other),
+            (&*format!("sha256-{hex}.att"), &other),
+            (&*format!("sha256-{}.sig", other.hex()), &other),
+        ] {
+            digests.insert(t.to_string(), dig.clone());
+        }
+        let mut u = Usage {
+            follow: Follow {
+                digest_tags: true,
+                referrers: true,
+            },
+            digests,
+            gone: BTreeSet::new(),
+            own: set(&[&format!("sha256-{hex}.att")]),
+        };
+        // a digest tag the step selects is its own tag, not a follower
+        assert_eq!(
+            u.digest_tags_of(&d),
+            set(&[&format!("sha256-{hex}"), &format!("sha256-{hex}.sig")])
+        );
+        u.gone.insert("v4".into());
+        assert_eq!(u.tagged(&d, &BTreeSet::new()), ["mine"]);
+        u.gone.insert("mine".into());
+        assert!(u.tagged(&d, &BTreeSet::new()).is_empty());
+        // tags about to follow are not holders
+        let going = set(&["v1", &format!("sha256-{hex}")]);
+        assert_eq!(
+            u.tagged(&other, &going),
+            [
+                format!("sha256-{hex}.att"),
+                format!("sha256-{hex}.sig"),
+                format!("sha256-{}.sig", other.hex())
+            ]
+        );
     }
 
     #[test]

@@ -659,6 +659,28 @@ impl Store for OciDirStore {
         Ok(())
     }
 
+    /// Removes the untagged `index.json` entries of the digest (a tagged one is left: the
+    /// caller deletes only what nothing tags). A manifest no entry lists (a referrer, a child)
+    /// goes at the next GC once nothing reaches it.
+    async fn manifest_delete(&self, r: &Reference) -> Result<(), StoreError> {
+        let dir = layout_dir(r)?;
+        let digest = r
+            .digest
+            .as_ref()
+            .ok_or_else(|| StoreError::Invalid(format!("manifest delete without a digest: {r}")))?;
+        let _guard = self.lock_layout(&dir).await;
+        let mut index = read_index(&dir).await?;
+        let before = index.manifests.len();
+        index
+            .manifests
+            .retain(|d| &d.digest != digest || ref_name(d).is_some());
+        if index.manifests.len() != before {
+            write_index(&self.gc, &dir, &index).await?;
+            slog::debug!(self.log, "ocidir manifest deleted"; "layout" => &r.path, "digest" => %digest);
+        }
+        Ok(())
+    }
+
     async fn open(&self, r: &Reference) {
         if let Ok(dir) = layout_dir(r) {
             self.gc.hold(&lock_key(&dir));

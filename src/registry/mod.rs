@@ -527,6 +527,10 @@ impl Store for RegistryStore {
     async fn tag_delete(&self, r: &Reference) -> Result<(), StoreError> {
         tag_delete::tag_delete(&self.client, r).await
     }
+
+    async fn manifest_delete(&self, r: &Reference) -> Result<(), StoreError> {
+        tag_delete::manifest_delete(&self.client, r).await
+    }
 }
 
 #[cfg(test)]

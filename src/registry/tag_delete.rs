@@ -43,6 +43,20 @@ async fn delete(client: &Client, r: &Reference, what: &str) -> Result<(), StoreE
     client.send(&host, req, &[200, 202, 204]).await.map(drop)
 }
 
+/// `DELETE /v2/<repo>/manifests/<digest>`: a 404 is "already gone", a refusal
+/// [`StoreError::Unsupported`].
+pub(super) async fn manifest_delete(client: &Arc<Client>, r: &Reference) -> Result<(), StoreError> {
+    let digest = r
+        .digest
+        .as_ref()
+        .ok_or_else(|| StoreError::Invalid(format!("manifest delete without a digest: {r}")))?;
+    match delete(client, r, digest.as_str()).await {
+        Ok(()) | Err(StoreError::NotFound(_)) => Ok(()),
+        Err(e) if refused(&e) => Err(StoreError::Unsupported(REFUSED.into())),
+        Err(e) => Err(e),
+    }
+}
+
 pub(super) async fn tag_delete(client: &Arc<Client>, r: &Reference) -> Result<(), StoreError> {
     let tag = r
         .tag
