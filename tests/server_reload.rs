@@ -212,7 +212,7 @@ fn a_reload_asking_for_cleanup_tags_without_a_state_database_is_refused() {
     let (src, dst) = (Registry::start(), Registry::start());
     push(&src, "app", "v1", &oci_image(9530));
     let step = repo_step(&src.r("app"), &dst.r("app"), &[], &[]) + "interval: 1h\n";
-    let mut server = Server::start(&config(&[&src, &dst], 2, &[step.clone()]), &[]);
+    let mut server = Server::start(&config(&[&src, &dst], 2, std::slice::from_ref(&step)), &[]);
     server.wait_log("Step summary", Duration::from_secs(30), |_| true);
     let pruning = config(&[&src, &dst], 2, &[step + "cleanupTags: true\n"]);
     std::fs::write(server.config_path(), pruning).unwrap();
