@@ -847,3 +847,28 @@ fn a_backup_in_the_same_repository_keeps_the_followers() {
     let l4 = pruned_line(&out, &target, "v4");
     assert_eq!(l4["digest_tags"].as_u64(), Some(0), "{l4}");
 }
+
+/// A tag this step wrote that somebody else has since pushed another image over is theirs
+/// now: when the source drops it, it is kept (its record is forgotten), never deleted.
+#[test]
+fn a_recorded_tag_someone_else_overwrote_is_kept_and_forgotten() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    seed(&src, &["v1", "v2", "v3", "v4"]);
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    let cfg = prune_config(&src, &target, "", &[&src, &dst]);
+    once(&cfg, &state).assert_ok();
+    assert_eq!(recorded(&state, &target), ["v1", "v2", "v3", "v4"]);
+    // an operator pushes a hotfix over the mirror's v4
+    let hotfix = oci_image(9190);
+    push(&dst, DST_REPO, "v4", &hotfix);
+    let theirs = manifest_digest(&dst, DST_REPO, "v4").unwrap();
+    delete_tag(&src, SRC_REPO, "v4");
+
+    let out = once(&cfg, &state);
+    out.assert_ok();
+    assert_eq!(pruned(&out), 0, "{}", out.dump());
+    assert_eq!(manifest_digest(&dst, DST_REPO, "v4"), Some(theirs));
+    assert_eq!(recorded(&state, &target), ["v1", "v2", "v3"]);
+}

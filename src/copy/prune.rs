@@ -316,6 +316,37 @@ pub async fn prune_repository(
     };
     for (tag, reason) in &plan.delete {
         let tagged = target.with_tag(tag);
+        // The target must still hold what this step wrote: a tag somebody pushed another
+        // image over since is theirs now. It is kept, and its record forgotten.
+        let written = records.iter().find(|r| &r.tag == tag).map(|r| r.target_digest.as_str());
+        match ctx.store.manifest_head(&tagged).await {
+            Ok(Some(d)) if Some(d.digest.as_str()) == written => {}
+            Ok(held) => {
+                slog::info!(log, "Tag overwritten by another writer, kept";
+                    "step" => ctx.name, "target" => tagged.common_name(),
+                    "digest" => held.map(|d| d.digest.as_str().to_string()).unwrap_or_default(),
+                    "written" => written.unwrap_or_default());
+                if !ctx.dry_run {
+                    let (repo, gone) = (key.clone(), vec![tag.clone()]);
+                    if let Err(e) = ctx.state.call(move |db| db.forget_tags(&repo, &gone)).await {
+                        errors.push(format!("{} {}: {e}", ctx.name, tagged.common_name()));
+                    }
+                }
+                continue;
+            }
+            Err(e) => {
+                slog::error!(log, "Tag prune failed"; "target" => tagged.common_name(), "error" => %e);
+                errors.push(format!(
+                    "{} {}: reading the tag before pruning failed: {e}",
+                    ctx.name,
+                    tagged.common_name()
+                ));
+                if matches!(e, StoreError::Canceled) {
+                    break;
+                }
+                continue;
+            }
+        }
         let digest = usage
             .as_ref()
             .and_then(|u| u.digests.get(tag))

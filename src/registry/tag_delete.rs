@@ -37,11 +37,20 @@ fn refused(e: &StoreError) -> bool {
     }
 }
 
-async fn delete(client: &Client, r: &Reference, what: &str) -> Result<(), StoreError> {
+/// `DELETE /v2/<repo>/manifests/<what>`, `Ok` for the statuses in `accept`.
+async fn delete(
+    client: &Client,
+    r: &Reference,
+    what: &str,
+    accept: &[u16],
+) -> Result<(), StoreError> {
     let host = client.host(&r.registry);
     let req = host.request(Method::DELETE, &r.repository, &format!("manifests/{what}"))?;
-    client.send(&host, req, &[200, 202, 204]).await.map(drop)
+    client.send(&host, req, accept).await.map(drop)
 }
+
+/// What a delete by digest may answer: 202 (distribution spec), 200/204 (some registries).
+const DELETED: [u16; 3] = [200, 202, 204];
 
 /// `DELETE /v2/<repo>/manifests/<digest>`: a 404 is "already gone", a refusal
 /// [`StoreError::Unsupported`].
@@ -50,7 +59,7 @@ pub(super) async fn manifest_delete(client: &Arc<Client>, r: &Reference) -> Resu
         .digest
         .as_ref()
         .ok_or_else(|| StoreError::Invalid(format!("manifest delete without a digest: {r}")))?;
-    match delete(client, r, digest.as_str()).await {
+    match delete(client, r, digest.as_str(), &DELETED).await {
         Ok(()) | Err(StoreError::NotFound(_)) => Ok(()),
         Err(e) if refused(&e) => Err(StoreError::Unsupported(REFUSED.into())),
         Err(e) => Err(e),
@@ -62,8 +71,10 @@ pub(super) async fn tag_delete(client: &Arc<Client>, r: &Reference) -> Result<()
         .tag
         .as_deref()
         .ok_or_else(|| StoreError::Invalid(format!("tag delete without a tag: {r}")))?;
-    // 1. the registry's own tag delete
-    match delete(client, r, tag).await {
+    // 1. the registry's own tag delete (distribution spec 1.1), trusted only on its 202, as
+    //    regclient does: some registries have answered a tag DELETE by deleting the manifest
+    //    with every tag on it, with another status
+    match delete(client, r, tag, &[202]).await {
         Ok(()) => return Ok(()),
         Err(e @ (StoreError::Unauthorized { .. } | StoreError::Network { .. })) => return Err(e),
         Err(_) => {}
@@ -76,7 +87,7 @@ pub(super) async fn tag_delete(client: &Arc<Client>, r: &Reference) -> Result<()
         )
         .as_bytes(),
     );
-    match delete(client, r, nobody.as_str()).await {
+    match delete(client, r, nobody.as_str(), &DELETED).await {
         Ok(()) | Err(StoreError::NotFound(_)) => {}
         Err(e) if refused(&e) => return Err(StoreError::Unsupported(REFUSED.into())),
         Err(e) => return Err(e),
@@ -124,7 +135,7 @@ pub(super) async fn tag_delete(client: &Arc<Client>, r: &Reference) -> Result<()
     let stream = futures::stream::once(futures::future::ready(Ok(config))).boxed();
     blob::put(client.clone(), &repo, &config_desc, stream).await?;
     manifest::put(client, &r.with_tag(tag), &throwaway).await?;
-    delete(client, r, throwaway.digest.as_str())
+    delete(client, r, throwaway.digest.as_str(), &DELETED)
         .await
         .map_err(|e| {
             StoreError::Invalid(format!(
