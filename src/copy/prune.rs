@@ -318,7 +318,10 @@ pub async fn prune_repository(
         let tagged = target.with_tag(tag);
         // The target must still hold what this step wrote: a tag somebody pushed another
         // image over since is theirs now. It is kept, and its record forgotten.
-        let written = records.iter().find(|r| &r.tag == tag).map(|r| r.target_digest.as_str());
+        let written = records
+            .iter()
+            .find(|r| &r.tag == tag)
+            .map(|r| r.target_digest.as_str());
         match ctx.store.manifest_head(&tagged).await {
             Ok(Some(d)) if Some(d.digest.as_str()) == written => {}
             Ok(held) => {

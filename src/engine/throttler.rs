@@ -81,12 +81,8 @@ impl HostLimits {
     pub async fn grant(&self, cancel: &CancellationToken) -> Option<Permit> {
         let grant = async {
             loop {
-                if let Some((until, requested)) = pause_of(&self.health) {
-                    let waited = Instant::now();
+                if let Some(until) = pause_end(&self.health) {
                     tokio::time::sleep_until(until.into()).await;
-                    if requested {
-                        self.stats.rate_limit_wait(waited.elapsed());
-                    }
                     continue;
                 }
                 // The semaphore is never closed, so acquiring cannot fail.
@@ -214,12 +210,6 @@ fn pause_end(health: &Mutex<HostHealth>) -> Option<Instant> {
     health.lock().unwrap().paused(Instant::now())
 }
 
-/// The end of the current pause and whether the registry asked for it.
-fn pause_of(health: &Mutex<HostHealth>) -> Option<(Instant, bool)> {
-    let h = health.lock().unwrap();
-    h.paused(Instant::now()).map(|until| (until, h.requested))
-}
-
 impl Actor for RegistryThrottler {
     type Context = Context<Self>;
 }
@@ -261,6 +251,11 @@ impl Handler<HostObserved> for RegistryThrottler {
         let status = msg.status.map(i64::from).unwrap_or(-1);
         if let Some(Pause::Requested(d) | Pause::Backoff(d)) = &pause {
             self.limits.stats.paused_until(SystemTime::now() + *d);
+        }
+        // A pause the registry asked for is one rate-limit wait of its length, however many
+        // requests sit it out.
+        if let Some(Pause::Requested(d)) = &pause {
+            self.limits.stats.rate_limit_wait(*d);
         }
         match pause {
             Some(Pause::Requested(d)) => {
@@ -785,14 +780,17 @@ mod tests {
         );
         assert!(gate.paused_until(&h).await.is_some());
         assert!(snap().paused_until.is_some());
-        drop(
-            gate.acquire(&h, &cancel)
-                .await
-                .expect("slot after the pause"),
-        );
+        // Two requests sit the pause out: still one rate-limit wait, of the pause's length.
+        let (a, b) = tokio::join!(gate.acquire(&h, &cancel), gate.acquire(&h, &cancel));
+        assert!(a.is_some() && b.is_some());
         let s = snap();
         assert_eq!(s.retries, 1);
         assert_eq!(s.rate_limit_waits, 1);
+        assert!(
+            s.rate_limit_wait_seconds < 1.5,
+            "{}",
+            s.rate_limit_wait_seconds
+        );
         assert!(
             s.rate_limit_wait_seconds > 0.5,
             "{}",

@@ -302,7 +302,7 @@ impl Collector for Exposition {
         family(
             &mut enc,
             "regsync_ratelimit_waits",
-            "Waits imposed by a registry's rate limit (429 / Retry-After pauses, ratelimit.min).",
+            "Waits imposed by a registry's rate limit: each pause it asked for (429 / Retry-After) once, each image held back by ratelimit.min.",
             MetricType::Counter,
             regs.iter()
                 .map(|r| (registry_label(&r.registry), counter(r.rate_limit_waits))),
