@@ -17,7 +17,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// A target tag listing longer than this is not kept to skip HEADs (the manifest HEADs are
-/// sent as usual): memory stays bounded whatever one repository holds.
+/// sent as usual): what stays for the whole step run is bounded, whatever one repository
+/// holds (the listing itself is read whole, as `--missing` always did).
 const LISTED_TAGS_KEPT: usize = 10_000;
 
 pub struct TagLister {

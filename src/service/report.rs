@@ -72,7 +72,10 @@ impl ReportPath {
                 let fail = |e: std::io::Error| format!("--report {}: {e}", p.display());
                 let name = p.file_name().unwrap_or_default().to_string_lossy();
                 let tmp = p.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-                std::fs::write(&tmp, text).map_err(fail)?;
+                std::fs::write(&tmp, text).map_err(|e| {
+                    let _ = std::fs::remove_file(&tmp);
+                    fail(e)
+                })?;
                 std::fs::rename(&tmp, p).map_err(|e| {
                     let _ = std::fs::remove_file(&tmp);
                     fail(e)
