@@ -11,11 +11,13 @@
 //! Servers listen on 127.0.0.1 only; the mirrored images are the OCI layout shipped in
 //! `config-examples/quickstart/hello`, copied into a temp dir.
 
+mod common;
+
 use serde::Deserialize;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -940,17 +942,7 @@ struct Proc {
 impl Proc {
     fn spawn(mut cmd: Command) -> Proc {
         let mut child = cmd.spawn().expect("spawn regsync");
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let l2 = lines.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                match line {
-                    Ok(l) => l2.lock().unwrap().push(l),
-                    Err(_) => break,
-                }
-            }
-        });
+        let (lines, reader) = common::run::collect_stderr(&mut child);
         Proc {
             child,
             lines,

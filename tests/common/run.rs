@@ -153,7 +153,9 @@ pub fn regsync_raw(args: &[&str]) -> Output {
     run_cmd(cmd, dir.path(), &[])
 }
 
-fn run_cmd(mut cmd: Command, docker_cfg: &std::path::Path, env: &[(&str, &str)]) -> Output {
+/// The environment every regsync a test starts runs in: no proxy (loopback only), no Docker
+/// credentials of the machine (`DOCKER_CONFIG` = `docker_cfg`), backtraces on; stdin null.
+pub fn loopback_env(cmd: &mut Command, docker_cfg: &std::path::Path) {
     for k in [
         "HTTP_PROXY",
         "HTTPS_PROXY",
@@ -170,9 +172,34 @@ fn run_cmd(mut cmd: Command, docker_cfg: &std::path::Path, env: &[(&str, &str)])
         .env("no_proxy", "127.0.0.1,localhost")
         .env("DOCKER_CONFIG", docker_cfg)
         .env("RUST_BACKTRACE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdin(Stdio::null());
+}
+
+/// Collects `child`'s stderr line by line on a thread of its own.
+pub fn collect_stderr(
+    child: &mut std::process::Child,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr piped");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l2 = lines.clone();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            match line {
+                Ok(l) => l2.lock().unwrap().push(l),
+                Err(_) => break,
+            }
+        }
+    });
+    (lines, reader)
+}
+
+fn run_cmd(mut cmd: Command, docker_cfg: &std::path::Path, env: &[(&str, &str)]) -> Output {
+    loopback_env(&mut cmd, docker_cfg);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -35,36 +35,10 @@ impl Server {
             .arg(&cfg)
             .args(["--logopt", "json", "-v", "debug"])
             .args(extra);
-        for k in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-            "DOCKER_AUTH_CONFIG",
-        ] {
-            cmd.env_remove(k);
-        }
-        cmd.env("NO_PROXY", "127.0.0.1,localhost")
-            .env("no_proxy", "127.0.0.1,localhost")
-            .env("DOCKER_CONFIG", &docker)
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        super::run::loopback_env(&mut cmd, &docker);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn regsync server");
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let l2 = lines.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                match line {
-                    Ok(l) => l2.lock().unwrap().push(l),
-                    Err(_) => break,
-                }
-            }
-        });
+        let (lines, reader) = super::run::collect_stderr(&mut child);
         Server {
             child,
             lines,
