@@ -225,28 +225,36 @@ impl Db {
             .map_err(|e| self.err(e))
     }
 
+    /// Every row `sql` selects with `args`, each made a `T` by `row`.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StateError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+        let rows = stmt.query_map(args, row).map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
     fn tag_rows(
         &self,
         sql: &str,
         args: impl rusqlite::Params,
     ) -> Result<Vec<TagRecord>, StateError> {
-        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(args, |r| {
-                Ok(TagRecord {
-                    target: r.get(0)?,
-                    tag: r.get(1)?,
-                    step: r.get(2)?,
-                    source: r.get(3)?,
-                    source_digest: r.get(4)?,
-                    target_digest: r.get(5)?,
-                    media_type: r.get(6)?,
-                    first_written: r.get(7)?,
-                    last_confirmed: r.get(8)?,
-                })
+        self.rows(sql, args, |r| {
+            Ok(TagRecord {
+                target: r.get(0)?,
+                tag: r.get(1)?,
+                step: r.get(2)?,
+                source: r.get(3)?,
+                source_digest: r.get(4)?,
+                target_digest: r.get(5)?,
+                media_type: r.get(6)?,
+                first_written: r.get(7)?,
+                last_confirmed: r.get(8)?,
             })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+        })
     }
 
     const TAG_COLUMNS: &'static str = "SELECT target, tag, step, source, source_digest, \
@@ -334,15 +342,11 @@ impl Db {
 
     /// Deletions, newest first; of one target repository when `target` is given.
     pub fn deletions(&self, target: Option<&str>) -> Result<Vec<Deletion>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT at, step, target, tag, digest, reason FROM deletions
-                 WHERE ?1 IS NULL OR target = ?1 ORDER BY id DESC",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![target], |r| {
+        self.rows(
+            "SELECT at, step, target, tag, digest, reason FROM deletions
+             WHERE ?1 IS NULL OR target = ?1 ORDER BY id DESC",
+            params![target],
+            |r| {
                 Ok(Deletion {
                     at: r.get(0)?,
                     step: r.get(1)?,
@@ -351,9 +355,8 @@ impl Db {
                     digest: r.get(4)?,
                     reason: r.get(5)?,
                 })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+            },
+        )
     }
 
     /// A step run began.
@@ -384,15 +387,11 @@ impl Db {
 
     /// Every step's last run, by step.
     pub fn step_runs(&self) -> Result<Vec<StepRun>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT step, mode, last_start, last_end, result, last_success FROM step_runs
-                 ORDER BY step",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+        self.rows(
+            "SELECT step, mode, last_start, last_end, result, last_success FROM step_runs
+             ORDER BY step",
+            [],
+            |r| {
                 Ok(StepRun {
                     step: r.get(0)?,
                     mode: r.get(1)?,
@@ -401,9 +400,8 @@ impl Db {
                     result: r.get(4)?,
                     last_success: r.get(5)?,
                 })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+            },
+        )
     }
 
     /// Forget one step's run record.
