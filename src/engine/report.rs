@@ -104,16 +104,21 @@ impl CountSnapshot {
     /// The one info line that closes every run; a shard of several names itself
     /// (`shard=1/4`) and counts the target repositories it owned and left to the others.
     pub fn log(&self, log: &slog::Logger, seconds: f64, shard: Shard) {
-        let seconds = format!("{seconds:.3}");
-        if shard.is_sharded() {
-            summary_line!(log, "Sync summary", self; [];
-                ["seconds" => seconds,
-                "shard" => shard.to_string(),
-                "repositories_owned" => self.repos_owned,
-                "repositories_other_shards" => self.repos_other_shards]);
-        } else {
-            summary_line!(log, "Sync summary", self; []; ["seconds" => seconds]);
-        }
+        let log = shard_fields(log, shard, self);
+        summary_line!(log, "Sync summary", self; []; ["seconds" => format!("{seconds:.3}")]);
+    }
+}
+
+/// `log` with the shard's fields when the run is one shard of several (`shard=1/4`, and the
+/// target repositories it owned and left to the others, from `c`); `log` itself otherwise.
+fn shard_fields(log: &slog::Logger, shard: Shard, c: &CountSnapshot) -> slog::Logger {
+    if shard.is_sharded() {
+        log.new(slog::o!(
+            "shard" => shard.to_string(),
+            "repositories_owned" => c.repos_owned,
+            "repositories_other_shards" => c.repos_other_shards))
+    } else {
+        log.clone()
     }
 }
 
@@ -139,30 +144,15 @@ impl StepRunReport {
             Mode::Missing => "missing",
             Mode::Check => "check",
         };
-        let seconds = format!("{:.3}", self.duration.as_secs_f64());
-        let shard = step.run.shard;
-        if shard.is_sharded() {
-            summary_line!(log, "Step summary", c;
-                ["step" => step.name(),
-                "source" => &step.step.source,
-                "target" => &step.step.target,
-                "type" => &step.step.kind,
-                "mode" => mode,
-                "errors" => self.errors.len()];
-                ["seconds" => seconds,
-                "shard" => shard.to_string(),
-                "repositories_owned" => c.repos_owned,
-                "repositories_other_shards" => c.repos_other_shards]);
-        } else {
-            summary_line!(log, "Step summary", c;
-                ["step" => step.name(),
-                "source" => &step.step.source,
-                "target" => &step.step.target,
-                "type" => &step.step.kind,
-                "mode" => mode,
-                "errors" => self.errors.len()];
-                ["seconds" => seconds]);
-        }
+        let log = shard_fields(log, step.run.shard, c);
+        summary_line!(log, "Step summary", c;
+            ["step" => step.name(),
+            "source" => &step.step.source,
+            "target" => &step.step.target,
+            "type" => &step.step.kind,
+            "mode" => mode,
+            "errors" => self.errors.len()];
+            ["seconds" => format!("{:.3}", self.duration.as_secs_f64())]);
     }
 }
 
