@@ -92,3 +92,49 @@ fn a_stale_target_listing_never_skips_the_backup_of_an_overwritten_tag() {
         out.dump()
     );
 }
+
+/// A cold copy into a repository the target does not have: the target's tag listing
+/// answers 404, which proves every tag absent, so the target is asked about none of them, and
+/// the source manifest is read once (GET by tag), not HEADed and then read. Per image: one
+/// manifest GET on the source, one manifest PUT on the target, no manifest HEAD on either.
+#[test]
+fn a_cold_copy_into_a_new_repository_reads_each_source_manifest_once_and_heads_nothing() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let images: Vec<_> = (0..3).map(|i| oci_image(9720 + i)).collect();
+    for (i, img) in images.iter().enumerate() {
+        push(&src, "app", &format!("v{i}"), img);
+    }
+    let cfg = config(
+        &[&src, &dst],
+        2,
+        &[repo_step(&src.r("app"), &dst.r("new/app"), &[], &[])],
+    );
+    let (src_mark, dst_mark) = (src.mark(), dst.mark());
+    let out = regsync(&["once"], &cfg);
+    out.assert_ok();
+    assert_summary(&out, &[("images_copied", 3)]);
+    let (src_seen, dst_seen) = (src.access_since(src_mark), dst.access_since(dst_mark));
+    for i in 0..3 {
+        assert_same_image_at(&src, "app", &dst, "new/app", &format!("v{i}"));
+    }
+    assert_eq!(
+        count_lines(&src_seen, "HEAD", "/manifests/"),
+        0,
+        "source manifest HEADs: {src_seen:?}"
+    );
+    assert_eq!(
+        count_lines(&src_seen, "GET", "/manifests/"),
+        3,
+        "source manifest GETs: {src_seen:?}"
+    );
+    assert_eq!(
+        count_lines(&dst_seen, "HEAD", "/manifests/"),
+        0,
+        "target manifest HEADs: {dst_seen:?}"
+    );
+    assert_eq!(
+        count_lines(&dst_seen, "PUT", "/manifests/"),
+        3,
+        "target manifest PUTs: {dst_seen:?}"
+    );
+}

@@ -90,6 +90,9 @@ pub struct Copier<'a> {
     /// The top-level target as the image decision just saw it (spec §5.5 step 3), so the
     /// copy does not HEAD it a second time.
     top_target: StdMutex<Option<(Reference, Option<Descriptor>)>>,
+    /// The top-level source manifest when the image decision already read it whole (a tag
+    /// the target is known not to have: GET instead of HEAD), so it is not read again.
+    top_source: StdMutex<Option<Manifest>>,
 }
 
 impl<'a> Copier<'a> {
@@ -101,6 +104,27 @@ impl<'a> Copier<'a> {
             deferred: StdMutex::new(VecDeque::new()),
             tag_lists: StdMutex::new(HashMap::new()),
             top_target: StdMutex::new(None),
+            top_source: StdMutex::new(None),
+        }
+    }
+
+    /// The top-level source manifest as the caller already read it.
+    pub fn with_top_source(self, manifest: Manifest) -> Self {
+        *lock(&self.top_source) = Some(manifest);
+        self
+    }
+
+    /// The manifest handed over by [`Self::with_top_source`] when it is the one `digest`
+    /// names (taken once: only the top-level copy asks).
+    fn take_top_source(&self, role: &Role, digest: Option<&Digest>) -> Option<Manifest> {
+        if !matches!(role, Role::Top) {
+            return None;
+        }
+        let mut top = lock(&self.top_source);
+        match (top.as_ref(), digest) {
+            (Some(m), Some(d)) if m.digest == *d => top.take(),
+            (Some(_), None) => top.take(),
+            _ => None,
         }
     }
 
@@ -306,11 +330,13 @@ impl<'a> Copier<'a> {
                 Some(d) => pinned(src, d),
                 None => src.clone(),
             };
-            let m = self
-                .store(src)
-                .manifest_get(&get_ref)
-                .await
-                .map_err(|e| CopyError::store(format!("failed to get manifest {src}"), e))?;
+            let m =
+                match self.take_top_source(role, s_dig.as_ref()) {
+                    Some(m) => m,
+                    None => self.store(src).manifest_get(&get_ref).await.map_err(|e| {
+                        CopyError::store(format!("failed to get manifest {src}"), e)
+                    })?,
+                };
             match &s_dig {
                 None => {
                     if !self.claim(tgt, &m.digest, parents, guard).await? {

@@ -235,7 +235,21 @@ impl ImageJob {
         let step = &self.step.step;
         let stores = &self.run().stores;
         let rate_limit = self.rate_limit_probe(source).await;
-        let src_desc = match head_or_get(stores.for_ref(source), source).await {
+        // A tag the target is known not to have is going to be copied: read the source
+        // manifest whole now, one GET instead of a HEAD and then a GET. Not while a rate limit
+        // is watched (the HEAD decides whether a pull may be spent, spec §5.6) nor when a
+        // platform is picked out of an index.
+        let read_whole =
+            listed_absent && mode == Mode::Copy && rate_limit.is_none() && step.platform.is_empty();
+        let (looked_up, read) = match read_whole {
+            true => match stores.for_ref(source).manifest_get(source).await {
+                Ok(m) => (Ok(Some(m.descriptor())), Some(m)),
+                Err(e) if e.is_not_found() => (Ok(None), None),
+                Err(e) => (Err(e), None),
+            },
+            false => (head_or_get(stores.for_ref(source), source).await, None),
+        };
+        let src_desc = match looked_up {
             Ok(Some(d)) => d,
             Ok(None) => {
                 let e = StoreError::NotFound(None);
@@ -361,10 +375,12 @@ impl ImageJob {
         let opts = CopyOpts::from_step(step, self.log());
         slog::debug!(self.log(), "Image sync running"; "source" => %source, "target" => %target);
         let sink = self.blob_sink();
-        let result = Copier::new(self.copy_env(&sink), opts)
-            .with_top_target(target, tgt_desc.clone())
-            .copy(src_copy, target.clone())
-            .await;
+        let mut copier =
+            Copier::new(self.copy_env(&sink), opts).with_top_target(target, tgt_desc.clone());
+        if let Some(m) = read {
+            copier = copier.with_top_source(m);
+        }
+        let result = copier.copy(src_copy, target.clone()).await;
         if let Err(e) = tgt_store.close(target).await {
             slog::error!(self.log(), "Error closing ref"; "ref" => %target, "error" => %e);
         }

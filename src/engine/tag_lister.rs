@@ -273,8 +273,7 @@ impl StepLister {
                     || hooks.pre.is_some()
                     || hooks.post.is_some()
                     || hooks.unchanged.is_some();
-                listed_tags = listed
-                    .ok()
+                listed_tags = listed_or_absent(listed)
                     .filter(|t| t.len() <= LISTED_TAGS_KEPT && !old_image_matters)
                     .map(|t| t.into_iter().collect());
                 None
@@ -540,6 +539,17 @@ impl StepLister {
             return Err(repo_errors.join("\n"));
         }
         Ok(())
+    }
+}
+
+/// The tags a target repository is known to hold: its listing, or none at all when the
+/// repository does not exist (404: nothing there can match). Any other failure proves
+/// nothing (`None`).
+fn listed_or_absent(listed: Result<Vec<String>, StoreError>) -> Option<Vec<String>> {
+    match listed {
+        Ok(tags) => Some(tags),
+        Err(e) if e.is_not_found() => Some(Vec::new()),
+        Err(_) => None,
     }
 }
 
