@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::server::{http_get, metric, Server};
+use common::server::{metric, try_http_get, Server};
 use common::*;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,10 @@ fn images_in_flight_are_bounded_for_the_run_not_per_step() {
     let (mut most, mut samples) = (0.0f64, 0);
     let start = Instant::now();
     while run.running() && start.elapsed() < Duration::from_secs(120) {
-        let (code, text) = http_get(&addr, "/metrics");
+        // The run may end between the check above and this scrape.
+        let Ok((code, text)) = try_http_get(&addr, "/metrics") else {
+            break;
+        };
         if code == 200 {
             if let Some(v) = metric(&text, "regsync_images_in_flight", "") {
                 most = most.max(v);
@@ -48,5 +51,42 @@ fn images_in_flight_are_bounded_for_the_run_not_per_step() {
     assert!(most <= 4.0, "{most} images in flight at once (bound: 4)");
     for r in 0..8 {
         assert_eq!(tags(&dst, &format!("r{r:02}")).len(), 2);
+    }
+}
+
+/// Steps in flight are bounded for the run too (one per image slot: four with `parallel: 1`):
+/// twelve single-tag repository steps from a slow source (`reqPerSec: 20`) do not all list
+/// at once. In the source's access log, at most four tag listings come before the first
+/// manifest request (with every step started at once, all twelve listings queue first).
+#[test]
+fn steps_in_flight_are_bounded_for_the_run() {
+    use common::registry::count_lines;
+    let (src, dst) = (Registry::start(), Registry::start());
+    let mut steps = Vec::new();
+    for r in 0..12 {
+        let repo = format!("s{r:02}");
+        push(&src, &repo, "v0", &oci_image(9640 + r));
+        steps.push(repo_step(&src.r(&repo), &dst.r(&repo), &[], &[]));
+    }
+    let slow = format!("  - registry: {}\n    tls: disabled\n", src.host());
+    let cfg =
+        config(&[&src, &dst], 1, &steps).replacen(&slow, &format!("{slow}    reqPerSec: 20\n"), 1);
+    assert!(cfg.contains("reqPerSec: 20"), "{cfg}");
+    let mark = src.mark();
+    let out = regsync(&["once"], &cfg);
+    out.assert_ok();
+    let seen = src.access_since(mark);
+    let first_manifest = seen
+        .iter()
+        .position(|l| l.path.contains("/manifests/"))
+        .expect("no manifest request at the source");
+    let listings_first = count_lines(&seen[..first_manifest], "GET", "/tags/list");
+    assert!(
+        listings_first <= 4,
+        "{listings_first} tag listings before the first manifest request: {seen:?}"
+    );
+    assert_eq!(count_lines(&seen, "GET", "/tags/list"), 12, "{seen:?}");
+    for r in 0..12 {
+        assert_eq!(tags(&dst, &format!("s{r:02}")), vec!["v0".to_string()]);
     }
 }

@@ -83,6 +83,10 @@ pub struct RunCtx {
     /// ([`Parallel::look_ahead`] permits): what keeps memory flat when a config has one step
     /// per repository and the steps run at once.
     pub image_slots: Arc<tokio::sync::Semaphore>,
+    /// Step runs listing or copying at once, across the run (as many as image slots), taken
+    /// by the scheduler before it hands a step run to the tag lister: a config of thousands
+    /// of steps holds a bounded number of listings and step states, not one per step.
+    pub step_slots: Arc<tokio::sync::Semaphore>,
     /// Manifest writes in flight, one per target repository and digest, whatever run they
     /// belong to (see [`run_scope`]).
     pub manifest_writes: run_scope::WriteLocks,
@@ -253,6 +257,9 @@ impl Engine {
             abort_on_error: opts.abort_on_error,
             parallel: Parallel::from_config(config.defaults.parallel),
             image_slots: Arc::new(tokio::sync::Semaphore::new(
+                Parallel::from_config(config.defaults.parallel).look_ahead(),
+            )),
+            step_slots: Arc::new(tokio::sync::Semaphore::new(
                 Parallel::from_config(config.defaults.parallel).look_ahead(),
             )),
             manifest_writes: run_scope::WriteLocks::default(),

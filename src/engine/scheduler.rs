@@ -246,6 +246,7 @@ impl Handler<RunSteps> for Scheduler {
                 let stats = stats.clone();
                 let cancel = run.cancel.clone();
                 async move {
+                    let _slot = step_slot(&step.run).await;
                     lock(&stats).begin(&step);
                     persist(&step, msg.mode, None);
                     let step_started = std::time::Instant::now();
@@ -673,6 +674,7 @@ impl Server {
     /// One run of one step: its errors (cancellations left out), a `Step summary` line and
     /// the step's statistics.
     async fn run_step(&self, step: Arc<StepCtx>, mode: Mode) -> Vec<String> {
+        let _slot = step_slot(&self.run).await;
         lock(&self.stats).begin(&step);
         persist(&step, mode, None);
         let started = tokio::time::Instant::now();
@@ -703,6 +705,15 @@ impl Server {
         lock(&self.stats).end(&report);
         persist(&step, mode, Some(report.errors.is_empty()));
         report.errors
+    }
+}
+
+/// One of the run's step slots ([`RunCtx::step_slots`]), held while the step run lists and
+/// copies; `None` once the run is cancelled (the step then ends at once).
+async fn step_slot(run: &RunCtx) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    tokio::select! {
+        slot = run.step_slots.clone().acquire_owned() => slot.ok(),
+        _ = run.cancel.cancelled() => None,
     }
 }
 

@@ -225,15 +225,20 @@ impl Server {
 
 /// `GET http://{addr}{path}`: the status and the body text (panics when nothing answers).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    try_http_get(addr, path).unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"))
+}
+
+/// [`http_get`] for a listener that may be gone (a `once` run that just ended).
+pub fn try_http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
     super::block_on(async {
         let resp = super::http()
             .get(format!("http://{addr}{path}"))
             .timeout(Duration::from_secs(10))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"));
+            .map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        (status, resp.text().await.unwrap_or_default())
+        Ok((status, resp.text().await.unwrap_or_default()))
     })
 }
 
