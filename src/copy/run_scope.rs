@@ -14,41 +14,41 @@
 //! object is rewriting answers `DIGEST_INVALID` or `MANIFEST_BLOB_UNKNOWN`. Entries exist
 //! only while a write holds or waits for them.
 //!
-//! Every table is bounded: a full table is emptied, which costs requests (HEADs, a mount or a
-//! PUT again), never correctness.
+//! Every table is bounded by configuration (the caller sizes it from `parallel`), not by the
+//! catalog: the least recently used entry goes first, which costs requests (a HEAD, a mount
+//! or a PUT again), never correctness. Steps run a bounded number at a time, so what a run
+//! still needs is what it used lately.
 
 use crate::reference::Reference;
-use std::collections::{HashMap, HashSet};
+use hashlink::LruCache;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-
-/// Entries per table of one run before it is emptied (about 100 bytes each).
-const TABLE_BOUND: usize = 100_000;
 
 /// The tables of one run. Keys: `<repo_key>@<digest>` for what landed in a repository,
 /// `<registry key>@<digest>` for lenders, `<repo_key>` for empty repositories.
-#[derive(Default)]
 pub struct RunScope {
     tables: Mutex<Tables>,
 }
 
-#[derive(Default)]
 struct Tables {
-    blobs: HashSet<String>,
-    lenders: HashMap<String, Reference>,
-    empty_repos: HashSet<String>,
-    manifests: HashSet<String>,
-}
-
-fn bounded_insert<T: std::hash::Hash + Eq>(set: &mut HashSet<T>, v: T) {
-    if set.len() >= TABLE_BOUND {
-        set.clear();
-    }
-    set.insert(v);
+    blobs: LruCache<String, ()>,
+    lenders: LruCache<String, Reference>,
+    empty_repos: LruCache<String, ()>,
+    manifests: LruCache<String, ()>,
 }
 
 impl RunScope {
-    pub fn new() -> Arc<RunScope> {
-        Arc::new(RunScope::default())
+    /// A scope whose tables keep at most `entries` entries each (at least one).
+    pub fn new(entries: usize) -> Arc<RunScope> {
+        let n = entries.max(1);
+        Arc::new(RunScope {
+            tables: Mutex::new(Tables {
+                blobs: LruCache::new(n),
+                lenders: LruCache::new(n),
+                empty_repos: LruCache::new(n),
+                manifests: LruCache::new(n),
+            }),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Tables> {
@@ -57,19 +57,19 @@ impl RunScope {
 
     /// Whether this run saw the blob `key` land (or found it present).
     pub fn blob_landed(&self, key: &str) -> bool {
-        self.lock().blobs.contains(key)
+        self.lock().blobs.get(key).is_some()
     }
 
     /// The blob `key` is present; `lender` (`<registry key>@<digest>`, repository) is where
     /// siblings on the same registry can mount it from.
     pub fn blob_landed_in(&self, key: String, lender: Option<(String, Reference)>) {
         let mut t = self.lock();
-        bounded_insert(&mut t.blobs, key);
+        t.blobs.insert(key, ());
         if let Some((reg_key, repo)) = lender {
-            if t.lenders.len() >= TABLE_BOUND {
-                t.lenders.clear();
+            // The first repository seen stays the lender (its mounts are known to work).
+            if t.lenders.get(&reg_key).is_none() {
+                t.lenders.insert(reg_key, repo);
             }
-            t.lenders.entry(reg_key).or_insert(repo);
         }
     }
 
@@ -79,20 +79,20 @@ impl RunScope {
 
     /// The target repository had no tags when this run listed it.
     pub fn mark_empty_repo(&self, repo_key: String) {
-        bounded_insert(&mut self.lock().empty_repos, repo_key);
+        self.lock().empty_repos.insert(repo_key, ());
     }
 
     pub fn is_empty_repo(&self, repo_key: &str) -> bool {
-        self.lock().empty_repos.contains(repo_key)
+        self.lock().empty_repos.get(repo_key).is_some()
     }
 
     /// Whether this run pushed the manifest `key` (or confirmed it present).
     pub fn manifest_landed(&self, key: &str) -> bool {
-        self.lock().manifests.contains(key)
+        self.lock().manifests.get(key).is_some()
     }
 
     pub fn manifest_landed_in(&self, key: String) {
-        bounded_insert(&mut self.lock().manifests, key);
+        self.lock().manifests.insert(key, ());
     }
 }
 
@@ -160,23 +160,32 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn tables_are_bounded() {
-        let mut s = HashSet::new();
-        for i in 0..(TABLE_BOUND + 10) {
-            bounded_insert(&mut s, i);
+    fn tables_keep_the_entries_used_last_up_to_their_bound() {
+        let s = RunScope::new(100);
+        s.blob_landed_in("r@0".into(), None);
+        for i in 1..150 {
+            s.blob_landed_in(format!("r@{i}"), None);
+            // Asked about all along: it stays.
+            assert!(s.blob_landed("r@0"), "r@0 evicted at {i}");
         }
-        assert!(s.len() <= TABLE_BOUND);
-        assert!(s.contains(&(TABLE_BOUND + 9)));
+        assert!(s.lock().blobs.len() <= 100);
+        assert!(s.blob_landed("r@149") && !s.blob_landed("r@1"));
+        for i in 0..150 {
+            s.mark_empty_repo(format!("r{i}"));
+            s.manifest_landed_in(format!("r@m{i}"));
+        }
+        let t = s.lock();
+        assert!(t.empty_repos.len() <= 100 && t.manifests.len() <= 100);
     }
 
     #[test]
     fn a_new_scope_knows_nothing() {
-        let a = RunScope::new();
+        let a = RunScope::new(10);
         a.blob_landed_in("r@d".into(), None);
         a.manifest_landed_in("r@m".into());
         a.mark_empty_repo("r".into());
         assert!(a.blob_landed("r@d") && a.manifest_landed("r@m") && a.is_empty_repo("r"));
-        let b = RunScope::new();
+        let b = RunScope::new(10);
         assert!(!b.blob_landed("r@d") && !b.manifest_landed("r@m") && !b.is_empty_repo("r"));
     }
 

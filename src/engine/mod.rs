@@ -133,6 +133,13 @@ impl Parallel {
     pub fn look_ahead(&self) -> usize {
         self.copies * 4
     }
+
+    /// Entries per table of a run's [`run_scope::RunScope`]: 256 for each image in flight,
+    /// ample for the blobs and manifests of the repositories a run copies into at once
+    /// (steps run as many at a time as images).
+    pub fn scope_entries(&self) -> usize {
+        self.look_ahead() * 256
+    }
 }
 
 /// One sync step with its position in the file, as every actor sees it, bound to one run
@@ -153,7 +160,7 @@ impl StepCtx {
             index: self.index,
             step: self.step.clone(),
             run: self.run.clone(),
-            scope: run_scope::RunScope::new(),
+            scope: run_scope::RunScope::new(self.run.parallel.scope_entries()),
             counters: Arc::new(Counters::under(self.run.counters.clone())),
         }
     }
@@ -280,7 +287,7 @@ impl Engine {
     /// Every step of `config`, numbered as in the file, bound to one new run (hand them to
     /// [`Engine::run_steps`]; their counters are what the progress display reads).
     pub fn step_ctxs(&self, config: &Config) -> Vec<Arc<StepCtx>> {
-        let scope = run_scope::RunScope::new();
+        let scope = run_scope::RunScope::new(self.run.parallel.scope_entries());
         config
             .sync
             .iter()
