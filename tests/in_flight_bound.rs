@@ -90,3 +90,42 @@ fn steps_in_flight_are_bounded_for_the_run() {
         assert_eq!(tags(&dst, &format!("s{r:02}")), vec!["v0".to_string()]);
     }
 }
+
+/// A step run still waiting for a step slot when the run is cancelled never starts: it is
+/// not reported (nor recorded) as a run that succeeded. Eight steps, four slots
+/// (`parallel: 1`), a slow source; the first step's source does not exist and
+/// `--abort-on-error` stops the run at once: the report holds only the steps that started.
+#[test]
+fn a_step_still_waiting_for_a_slot_when_the_run_stops_never_starts() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let mut steps = vec![repo_step(&src.r("missing"), &dst.r("missing"), &[], &[])];
+    for r in 1..8 {
+        let repo = format!("w{r:02}");
+        push(&src, &repo, "v0", &oci_image(9660 + r));
+        push(&src, &repo, "v1", &oci_image(9670 + r));
+        steps.push(repo_step(&src.r(&repo), &dst.r(&repo), &[], &[]));
+    }
+    let slow = format!("  - registry: {}\n    tls: disabled\n", src.host());
+    let cfg =
+        config(&[&src, &dst], 1, &steps).replacen(&slow, &format!("{slow}    reqPerSec: 5\n"), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.json");
+    let out = regsync(
+        &[
+            "once",
+            "--abort-on-error",
+            "--report",
+            path.to_str().unwrap(),
+        ],
+        &cfg,
+    );
+    assert_ne!(out.code(), Some(0), "{}", out.dump());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let reported = report["steps"].as_array().unwrap().len();
+    assert!(
+        (1..8).contains(&reported),
+        "{reported} of 8 steps reported as run: {}",
+        report["steps"]
+    );
+}

@@ -138,3 +138,83 @@ fn a_cold_copy_into_a_new_repository_reads_each_source_manifest_once_and_heads_n
         "target manifest PUTs: {dst_seen:?}"
     );
 }
+
+/// Where reading the source manifest whole up front would cost pulls it need not, the
+/// source is HEADed first even for a tag the target lacks: a `mediaTypes` that leaves out a
+/// common type (a tag it skips is never copied, so it is absent on every run), and the
+/// manifest cache (one source read by digest serves every target).
+#[test]
+fn a_tag_the_target_lacks_is_headed_first_when_a_get_could_be_wasted() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    push(&src, "app", "v0", &oci_image(9730));
+    // mediaTypes without the OCI manifest type: the OCI tag is skipped, after a HEAD only.
+    let step = repo_step(&src.r("app"), &dst.r("narrow/app"), &[], &[])
+        + "mediaTypes:\n  - application/vnd.docker.distribution.manifest.v2+json\n";
+    let cfg = config(&[&src, &dst], 2, &[step]);
+    let mark = src.mark();
+    let out = regsync(&["once"], &cfg);
+    out.assert_ok();
+    assert_summary(&out, &[("images_skipped", 1), ("images_copied", 0)]);
+    let seen = src.access_since(mark);
+    assert_eq!(count_lines(&seen, "GET", "/manifests/"), 0, "{seen:?}");
+    assert_eq!(count_lines(&seen, "HEAD", "/manifests/"), 1, "{seen:?}");
+
+    // The cache on, one source into two new repositories: one manifest read in all.
+    let steps = [
+        repo_step(&src.r("app"), &dst.r("one/app"), &[], &[]),
+        repo_step(&src.r("app"), &dst.r("two/app"), &[], &[]),
+    ];
+    let cfg = config(&[&src, &dst], 1, &steps).replacen(
+        "defaults:\n",
+        "defaults:\n  cacheCount: 100\n  cacheTime: 5m\n",
+        1,
+    );
+    let mark = src.mark();
+    let out = regsync(&["once"], &cfg);
+    out.assert_ok();
+    assert_summary(&out, &[("images_copied", 2)]);
+    let seen = src.access_since(mark);
+    assert_eq!(count_lines(&seen, "GET", "/manifests/"), 1, "{seen:?}");
+}
+
+/// Only the first page's 404 proves a target repository absent: a tag listing whose `Link`
+/// page answers 404 is a failed listing, and the tags are asked about (the one the target
+/// holds is matched, not pushed again).
+#[test]
+fn a_404_on_a_later_listing_page_does_not_make_every_tag_absent() {
+    use common::rewrite::{Reply, RewriteOpts, RewriteProxy};
+    use std::sync::Arc;
+    let (src, dst) = (Registry::start(), Registry::start());
+    let img = oci_image(9740);
+    push(&src, "app", "v0", &img);
+    push(&dst, "app", "v0", &img);
+    let front = RewriteProxy::start(
+        &dst.url(),
+        RewriteOpts {
+            before: Some(Arc::new(|seen| {
+                if !(seen.method == "GET" && seen.path.contains("/tags/list")) {
+                    return None;
+                }
+                if seen.path.contains("last=") {
+                    return Some(Reply::new(
+                        404,
+                        "application/json",
+                        r#"{"errors":[{"code":"NAME_UNKNOWN","message":"gone"}]}"#,
+                    ));
+                }
+                let mut r = Reply::new(200, "application/json", r#"{"name":"app","tags":[]}"#);
+                r.set_header("link", "</v2/app/tags/list?last=a&n=1>; rel=\"next\"");
+                Some(r)
+            })),
+            ..Default::default()
+        },
+    );
+    let cfg = config(
+        &[&src, &front],
+        2,
+        &[repo_step(&src.r("app"), &front.r("app"), &[], &[])],
+    );
+    let out = regsync(&["once"], &cfg);
+    out.assert_ok();
+    assert_summary(&out, &[("images_matched", 1), ("images_copied", 0)]);
+}

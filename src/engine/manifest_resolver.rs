@@ -237,10 +237,18 @@ impl ImageJob {
         let rate_limit = self.rate_limit_probe(source).await;
         // A tag the target is known not to have is going to be copied: read the source
         // manifest whole now, one GET instead of a HEAD and then a GET. Not while a rate limit
-        // is watched (the HEAD decides whether a pull may be spent, spec §5.6) nor when a
-        // platform is picked out of an index.
-        let read_whole =
-            listed_absent && mode == Mode::Copy && rate_limit.is_none() && step.platform.is_empty();
+        // is watched (the HEAD decides whether a pull may be spent, spec §5.6), nor when a
+        // platform is picked out of an index, nor when `mediaTypes` leaves out a common type
+        // (a tag it skips would cost a pull on every run), nor with the manifest cache on (a
+        // HEAD and a cached read by digest cost one pull for all targets of one source).
+        let read_whole = listed_absent
+            && mode == Mode::Copy
+            && rate_limit.is_none()
+            && step.platform.is_empty()
+            && !stores.registry.manifest_cache_on()
+            && media::DEFAULT_MEDIA_TYPES
+                .iter()
+                .all(|t| step.media_types.iter().any(|m| m == t));
         let (looked_up, read) = match read_whole {
             true => match stores.for_ref(source).manifest_get(source).await {
                 Ok(m) => (Ok(Some(m.descriptor())), Some(m)),

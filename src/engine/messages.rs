@@ -62,6 +62,9 @@ pub struct GetSchedulerState;
 pub struct ListStep {
     pub step: Arc<StepCtx>,
     pub mode: Mode,
+    /// The run's step slot this step run holds until its last image is dispatched
+    /// (`RunCtx::step_slots`).
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// ManifestResolver ← TagLister: bring `target` up to date with `source`.

@@ -136,9 +136,9 @@ impl Parallel {
 
     /// Entries per table of a run's [`run_scope::RunScope`]: 256 for each image in flight,
     /// ample for the blobs and manifests of the repositories a run copies into at once
-    /// (steps run as many at a time as images).
+    /// (steps run as many at a time as images), and never more than 100,000 (~10 MB).
     pub fn scope_entries(&self) -> usize {
-        self.look_ahead() * 256
+        (self.look_ahead() * 256).min(100_000)
     }
 }
 

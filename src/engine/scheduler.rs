@@ -246,7 +246,8 @@ impl Handler<RunSteps> for Scheduler {
                 let stats = stats.clone();
                 let cancel = run.cancel.clone();
                 async move {
-                    let _slot = step_slot(&step.run).await;
+                    // Cancelled while waiting for a slot: the step run never starts.
+                    let slot = step_slot(&step.run, &cancel).await?;
                     lock(&stats).begin(&step);
                     persist(&step, msg.mode, None);
                     let step_started = std::time::Instant::now();
@@ -254,6 +255,7 @@ impl Handler<RunSteps> for Scheduler {
                         .send(ListStep {
                             step: step.clone(),
                             mode: msg.mode,
+                            slot: Some(slot),
                         })
                         .await
                     {
@@ -274,7 +276,7 @@ impl Handler<RunSteps> for Scheduler {
                     };
                     lock(&stats).end(&report);
                     persist(&step, msg.mode, Some(report.errors.is_empty()));
-                    (errors, report)
+                    Some((errors, report))
                 }
             };
             let mut errors = Vec::new();
@@ -285,12 +287,17 @@ impl Handler<RunSteps> for Scheduler {
                     if run.cancel.is_cancelled() {
                         break;
                     }
-                    let (e, report) = list(step).await;
-                    errors.extend(e);
-                    steps.push(report);
+                    if let Some((e, report)) = list(step).await {
+                        errors.extend(e);
+                        steps.push(report);
+                    }
                 }
             } else {
-                for (e, report) in join_all(msg.steps.into_iter().map(list)).await {
+                for (e, report) in join_all(msg.steps.into_iter().map(list))
+                    .await
+                    .into_iter()
+                    .flatten()
+                {
                     errors.extend(e);
                     steps.push(report);
                 }
@@ -548,8 +555,10 @@ impl Server {
             let me = self.clone();
             let pass = async move {
                 let (index, step_def) = (step.index, step.step.clone());
-                let errors = me.run_step(step, Mode::Missing).await;
-                me.record_run(&step_def, index, errors);
+                let stop = me.run.cancel.clone();
+                if let Some(errors) = me.run_step(step, Mode::Missing, &stop).await {
+                    me.record_run(&step_def, index, errors);
+                }
             };
             if sequential {
                 pass.await;
@@ -656,10 +665,12 @@ impl Server {
                 let me = self.clone();
                 // A run of its own: nothing an earlier firing saw land is trusted.
                 let step = Arc::new(step.new_run());
+                let stop = stop.clone();
                 async move {
                     let step_def = step.step.clone();
-                    let errors = me.run_step(step, Mode::Copy).await;
-                    me.record_run(&step_def, index, errors);
+                    if let Some(errors) = me.run_step(step, Mode::Copy, &stop).await {
+                        me.record_run(&step_def, index, errors);
+                    }
                 }
             },
             || {
@@ -672,9 +683,15 @@ impl Server {
     }
 
     /// One run of one step: its errors (cancellations left out), a `Step summary` line and
-    /// the step's statistics.
-    async fn run_step(&self, step: Arc<StepCtx>, mode: Mode) -> Vec<String> {
-        let _slot = step_slot(&self.run).await;
+    /// the step's statistics. `None`: `stop` (the server's end, or a reload that removed or
+    /// changed the step) came while the run waited for a step slot, and it never started.
+    async fn run_step(
+        &self,
+        step: Arc<StepCtx>,
+        mode: Mode,
+        stop: &CancellationToken,
+    ) -> Option<Vec<String>> {
+        let slot = step_slot(&self.run, stop).await?;
         lock(&self.stats).begin(&step);
         persist(&step, mode, None);
         let started = tokio::time::Instant::now();
@@ -683,6 +700,7 @@ impl Server {
             .send(ListStep {
                 step: step.clone(),
                 mode,
+                slot: Some(slot),
             })
             .await
         {
@@ -704,16 +722,20 @@ impl Server {
         report.log(self.log(), &step);
         lock(&self.stats).end(&report);
         persist(&step, mode, Some(report.errors.is_empty()));
-        report.errors
+        Some(report.errors)
     }
 }
 
-/// One of the run's step slots ([`RunCtx::step_slots`]), held while the step run lists and
-/// copies; `None` once the run is cancelled (the step then ends at once).
-async fn step_slot(run: &RunCtx) -> Option<tokio::sync::OwnedSemaphorePermit> {
+/// One of the run's step slots ([`RunCtx::step_slots`]), handed to the tag lister with the
+/// step run; `None` once `stop` is cancelled while waiting.
+async fn step_slot(
+    run: &RunCtx,
+    stop: &CancellationToken,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
     tokio::select! {
+        biased;
+        _ = stop.cancelled() => None,
         slot = run.step_slots.clone().acquire_owned() => slot.ok(),
-        _ = run.cancel.cancelled() => None,
     }
 }
 

@@ -43,6 +43,7 @@ impl Handler<ListStep> for TagLister {
             step: msg.step,
             mode: msg.mode,
             resolver: self.resolver.clone(),
+            slot: std::sync::Mutex::new(msg.slot),
         };
         Box::pin(on_pool(lister.run(), |e| StepResult { errors: vec![e] }))
     }
@@ -127,6 +128,9 @@ struct StepLister {
     step: Arc<StepCtx>,
     mode: Mode,
     resolver: Addr<ManifestResolver>,
+    /// The run's step slot, given back once every image is dispatched: a long step waiting
+    /// for its last images does not keep other steps from listing.
+    slot: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl StepLister {
@@ -180,6 +184,7 @@ impl StepLister {
             // With --abort-on-error, stop the images still queued before waiting for them.
             self.step.run.failed();
         }
+        drop(self.slot.lock().unwrap_or_else(|e| e.into_inner()).take());
         pending.drain().await;
         let mut errors = pending.errors;
         if let Err(e) = result {

@@ -105,12 +105,28 @@ pub(super) async fn tag_list(
                         let page: TagPage = read_json(resp).await?;
                         Ok((following, page))
                     })
-                    .await?;
+                    .await
+                    .map_err(later_page_error)?;
                 send(&pages, page.tags.unwrap_or_default()).await?;
                 next = following;
             }
             _ => return Ok(()),
         }
+    }
+}
+
+/// Only the first page's 404 says the repository is not there (its tags all absent); a
+/// `Link` page that answers 404 is a broken listing.
+fn later_page_error(e: StoreError) -> StoreError {
+    match e {
+        StoreError::NotFound(detail) => StoreError::HttpStatus {
+            status: 404,
+            text: format!(
+                "tag listing page not found{}",
+                detail.map(|d| format!(": {d}")).unwrap_or_default()
+            ),
+        },
+        e => e,
     }
 }
 

@@ -2,7 +2,7 @@
 //! always goes to the registry itself.
 //!
 //! With the cache on (spec §7.4, [`super::cache`]): a GET by digest is answered from
-//! manifests read or pushed before; a HEAD by digest only from manifests this process pushed
+//! manifests read (by tag or digest) or pushed before; a HEAD by digest only from manifests this process pushed
 //! into that repository (a target-side check), never from a source read, so a source HEAD
 //! always reaches the registry with its rate-limit headers (spec §16 quirk 15, fixed). A
 //! successful push, by tag or digest, primes the cache under the manifest's digest.
@@ -88,7 +88,10 @@ pub(super) async fn head(client: &Client, r: &Reference) -> Result<Option<Descri
 /// GET, from the registry or its mirrors.
 pub(super) async fn get(client: &Client, r: &Reference) -> Result<Manifest, StoreError> {
     let Some(digest) = &r.digest else {
-        return client.retry_body(|| get_once(client, r)).await;
+        // Read by tag: kept under its digest too, for the copies that read it by digest.
+        let m = client.retry_body(|| get_once(client, r)).await?;
+        client.cache.fetched(&r.registry, &r.repository, &m);
+        return Ok(m);
     };
     if let Some(m) = client.cache.manifest(&r.registry, &r.repository, digest) {
         return Ok(m);

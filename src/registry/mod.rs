@@ -410,6 +410,12 @@ impl RegistryStore {
         }
     }
 
+    /// Whether manifests read by digest may be answered from the cache (`cacheCount` and
+    /// `cacheTime` both set).
+    pub fn manifest_cache_on(&self) -> bool {
+        self.client.cache.enabled()
+    }
+
     /// The host whose request slots a registry name uses (throttlers are per hostname, and
     /// two names may be aliases of one host).
     pub fn slot_host(&self, registry: &str) -> String {
