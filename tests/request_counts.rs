@@ -117,26 +117,15 @@ fn a_cold_copy_into_a_new_repository_reads_each_source_manifest_once_and_heads_n
     for i in 0..3 {
         assert_same_image_at(&src, "app", &dst, "new/app", &format!("v{i}"));
     }
-    assert_eq!(
-        count_lines(&src_seen, "HEAD", "/manifests/"),
-        0,
-        "source manifest HEADs: {src_seen:?}"
-    );
-    assert_eq!(
-        count_lines(&src_seen, "GET", "/manifests/"),
-        3,
-        "source manifest GETs: {src_seen:?}"
-    );
-    assert_eq!(
-        count_lines(&dst_seen, "HEAD", "/manifests/"),
-        0,
-        "target manifest HEADs: {dst_seen:?}"
-    );
-    assert_eq!(
-        count_lines(&dst_seen, "PUT", "/manifests/"),
-        3,
-        "target manifest PUTs: {dst_seen:?}"
-    );
+    for (side, seen, method, want) in [
+        ("source", &src_seen, "HEAD", 0),
+        ("source", &src_seen, "GET", 3),
+        ("target", &dst_seen, "HEAD", 0),
+        ("target", &dst_seen, "PUT", 3),
+    ] {
+        let got = count_lines(seen, method, "/manifests/");
+        assert_eq!(got, want, "{side} manifest {method}s: {seen:?}");
+    }
 }
 
 /// Where reading the source manifest whole up front would cost pulls it need not, the
