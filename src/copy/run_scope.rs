@@ -66,7 +66,7 @@ impl RunScope {
         let mut t = self.lock();
         t.blobs.insert(key, ());
         if let Some((reg_key, repo)) = lender {
-            // The first repository seen stays the lender (its mounts are known to work).
+            // The first repository seen stays the lender while it is remembered.
             if t.lenders.get(&reg_key).is_none() {
                 t.lenders.insert(reg_key, repo);
             }

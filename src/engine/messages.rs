@@ -64,7 +64,7 @@ pub struct ListStep {
     pub mode: Mode,
     /// The run's step slot this step run holds until its last image is dispatched
     /// (`RunCtx::step_slots`).
-    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// ManifestResolver ← TagLister: bring `target` up to date with `source`.

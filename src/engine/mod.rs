@@ -252,6 +252,7 @@ impl Engine {
                 .with_cancel(cancel.clone()),
             log.clone(),
         )?;
+        let parallel = Parallel::from_config(config.defaults.parallel);
         let run = Arc::new(RunCtx {
             stores: Stores {
                 registry,
@@ -262,13 +263,9 @@ impl Engine {
             cancel,
             throttle,
             abort_on_error: opts.abort_on_error,
-            parallel: Parallel::from_config(config.defaults.parallel),
-            image_slots: Arc::new(tokio::sync::Semaphore::new(
-                Parallel::from_config(config.defaults.parallel).look_ahead(),
-            )),
-            step_slots: Arc::new(tokio::sync::Semaphore::new(
-                Parallel::from_config(config.defaults.parallel).look_ahead(),
-            )),
+            parallel,
+            image_slots: Arc::new(tokio::sync::Semaphore::new(parallel.look_ahead())),
+            step_slots: Arc::new(tokio::sync::Semaphore::new(parallel.look_ahead())),
             manifest_writes: run_scope::WriteLocks::default(),
             hooks: crate::hooks::HookRunner::new(hook_http, log.clone()),
             state: opts.state,

@@ -255,7 +255,7 @@ impl Handler<RunSteps> for Scheduler {
                         .send(ListStep {
                             step: step.clone(),
                             mode: msg.mode,
-                            slot: Some(slot),
+                            slot,
                         })
                         .await
                     {
@@ -700,7 +700,7 @@ impl Server {
             .send(ListStep {
                 step: step.clone(),
                 mode,
-                slot: Some(slot),
+                slot,
             })
             .await
         {

@@ -43,7 +43,7 @@ impl Handler<ListStep> for TagLister {
             step: msg.step,
             mode: msg.mode,
             resolver: self.resolver.clone(),
-            slot: std::sync::Mutex::new(msg.slot),
+            slot: std::sync::Mutex::new(Some(msg.slot)),
         };
         Box::pin(on_pool(lister.run(), |e| StepResult { errors: vec![e] }))
     }
