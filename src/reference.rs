@@ -226,6 +226,18 @@ impl Reference {
         r
     }
 
+    /// Another repository of the same registry, no tag, no digest (ocidir: the same layout).
+    pub fn sibling(&self, repository: &str) -> Reference {
+        let mut r = self.clone();
+        r.tag = None;
+        r.digest = None;
+        if r.scheme == Scheme::Reg {
+            r.repository = repository.to_string();
+        }
+        r.original = r.common_name();
+        r
+    }
+
     /// Same scheme and registry (ocidir: same path).
     pub fn same_registry(&self, o: &Reference) -> bool {
         if self.scheme != o.scheme {

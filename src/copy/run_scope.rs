@@ -18,23 +18,66 @@
 //! catalog: the least recently used entry goes first, which costs requests (a HEAD, a mount
 //! or a PUT again), never correctness. Steps run a bounded number at a time, so what a run
 //! still needs is what it used lately.
+//!
+//! Entries are small on purpose: a full table holds thousands of them for the whole run, so
+//! a key is the 32-byte SHA-256 of its text ([`ScopeKey`]) rather than the ~100-byte text, and
+//! a lender is its repository's name rather than a whole [`Reference`]. With string keys and
+//! references the four full tables of a `parallel: 3` run took about 2 MB of heap.
 
-use crate::reference::Reference;
+use crate::oci::Digest;
+use crate::reference::{Reference, Scheme};
 use hashlink::LruCache;
+use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// The tables of one run. Keys: `<repo_key>@<digest>` for what landed in a repository,
-/// `<registry key>@<digest>` for lenders, `<repo_key>` for empty repositories.
+/// A key of the run's tables: the SHA-256 of `<repo_key>@<digest>` (an object in a
+/// repository), `<registry key>@<digest>` (a lender) or `<repo_key>` (an empty repository).
+/// Two different texts never share a key in practice (a SHA-256 collision), so a hit is as
+/// good as a match of the texts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ScopeKey([u8; 32]);
+
+impl ScopeKey {
+    fn of(parts: &[&str]) -> ScopeKey {
+        let mut h = Sha256::new();
+        for p in parts {
+            h.update(p.as_bytes());
+        }
+        ScopeKey(h.finalize().into())
+    }
+}
+
+/// `<repo_key>@<digest>`: one object in one repository.
+pub fn object_key(repo: &Reference, digest: &Digest) -> ScopeKey {
+    ScopeKey::of(&[&repo.repo_key(), "@", digest.as_str()])
+}
+
+/// One repository (or layout): the key of [`RunScope::mark_empty_repo`].
+pub fn repo_key(repo: &Reference) -> ScopeKey {
+    ScopeKey::of(&[&repo.repo_key()])
+}
+
+/// A blob anywhere on `repo`'s registry (or in its layout): the key of lenders. Mounts work
+/// only within one registry.
+pub fn lender_key(repo: &Reference, digest: &Digest) -> ScopeKey {
+    match repo.scheme {
+        Scheme::Reg => ScopeKey::of(&["reg:", &repo.registry, "@", digest.as_str()]),
+        Scheme::OciDir => ScopeKey::of(&["ocidir:", &repo.path, "@", digest.as_str()]),
+    }
+}
+
+/// The tables of one run.
 pub struct RunScope {
     tables: Mutex<Tables>,
 }
 
 struct Tables {
-    blobs: LruCache<String, ()>,
-    lenders: LruCache<String, Reference>,
-    empty_repos: LruCache<String, ()>,
-    manifests: LruCache<String, ()>,
+    blobs: LruCache<ScopeKey, ()>,
+    /// The repository (on the key's registry) where the blob landed first.
+    lenders: LruCache<ScopeKey, Box<str>>,
+    empty_repos: LruCache<ScopeKey, ()>,
+    manifests: LruCache<ScopeKey, ()>,
 }
 
 impl RunScope {
@@ -55,78 +98,79 @@ impl RunScope {
         self.tables.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether this run saw the blob `key` land (or found it present).
-    pub fn blob_landed(&self, key: &str) -> bool {
+    /// Whether this run saw the blob ([`object_key`]) land (or found it present).
+    pub fn blob_landed(&self, key: &ScopeKey) -> bool {
         self.lock().blobs.get(key).is_some()
     }
 
-    /// The blob `key` is present; `lender` (`<registry key>@<digest>`, repository) is where
-    /// siblings on the same registry can mount it from.
-    pub fn blob_landed_in(&self, key: String, lender: Option<(String, Reference)>) {
+    /// The blob `digest` is present in `repo`, which siblings on the same registry can mount
+    /// it from.
+    pub fn blob_landed_in(&self, repo: &Reference, digest: &Digest) {
+        let lender = lender_key(repo, digest);
         let mut t = self.lock();
-        t.blobs.insert(key, ());
-        if let Some((reg_key, repo)) = lender {
-            // The first repository seen stays the lender while it is remembered.
-            if t.lenders.get(&reg_key).is_none() {
-                t.lenders.insert(reg_key, repo);
-            }
+        t.blobs.insert(object_key(repo, digest), ());
+        // The first repository seen stays the lender while it is remembered.
+        if t.lenders.get(&lender).is_none() {
+            t.lenders.insert(lender, repo.repository.as_str().into());
         }
     }
 
-    pub fn lender(&self, reg_key: &str) -> Option<Reference> {
-        self.lock().lenders.get(reg_key).cloned()
+    /// A repository of `target`'s registry where this run saw `digest` land: where to mount
+    /// it from.
+    pub fn lender(&self, target: &Reference, digest: &Digest) -> Option<Reference> {
+        let repository = self
+            .lock()
+            .lenders
+            .get(&lender_key(target, digest))?
+            .clone();
+        Some(target.sibling(&repository))
     }
 
     /// The target repository had no tags when this run listed it.
-    pub fn mark_empty_repo(&self, repo_key: String) {
-        self.lock().empty_repos.insert(repo_key, ());
+    pub fn mark_empty_repo(&self, repo: &Reference) {
+        self.lock().empty_repos.insert(repo_key(repo), ());
     }
 
-    pub fn is_empty_repo(&self, repo_key: &str) -> bool {
-        self.lock().empty_repos.get(repo_key).is_some()
+    pub fn is_empty_repo(&self, repo: &Reference) -> bool {
+        self.lock().empty_repos.get(&repo_key(repo)).is_some()
     }
 
-    /// Whether this run pushed the manifest `key` (or confirmed it present).
-    pub fn manifest_landed(&self, key: &str) -> bool {
+    /// Whether this run pushed the manifest ([`object_key`]) or confirmed it present.
+    pub fn manifest_landed(&self, key: &ScopeKey) -> bool {
         self.lock().manifests.get(key).is_some()
     }
 
-    pub fn manifest_landed_in(&self, key: String) {
+    pub fn manifest_landed_in(&self, key: ScopeKey) {
         self.lock().manifests.insert(key, ());
     }
-}
-
-/// `<repo_key>@<digest>`: one object in one repository.
-pub fn object_key(repo: &Reference, digest: &crate::oci::Digest) -> String {
-    format!("{}@{}", repo.repo_key(), digest)
 }
 
 /// One async lock per key, held while that object is written; an entry lives only while a
 /// writer holds or waits for it.
 #[derive(Default)]
 pub struct WriteLocks {
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<ScopeKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Holds a key of [`WriteLocks`]; dropping it lets the next writer in.
 pub struct WriteGuard<'a> {
     owner: &'a WriteLocks,
-    key: String,
+    key: ScopeKey,
     lock: Option<Arc<tokio::sync::Mutex<()>>>,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl WriteLocks {
-    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+    fn map(&self) -> MutexGuard<'_, HashMap<ScopeKey, Arc<tokio::sync::Mutex<()>>>> {
         self.locks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Wait until no one else writes `key`, then hold it.
-    pub async fn write(&self, key: &str) -> WriteGuard<'_> {
-        let lock = self.map().entry(key.to_string()).or_default().clone();
+    pub async fn write(&self, key: &ScopeKey) -> WriteGuard<'_> {
+        let lock = self.map().entry(*key).or_default().clone();
         let mut g = WriteGuard {
             owner: self,
-            key: key.to_string(),
+            key: *key,
             lock: Some(lock.clone()),
             guard: None,
         };
@@ -159,20 +203,33 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn repo(name: &str) -> Reference {
+        Reference::parse(&format!("127.0.0.1:5000/{name}")).unwrap()
+    }
+
+    fn digest(i: usize) -> Digest {
+        Digest::sha256_of(i.to_string().as_bytes())
+    }
+
     #[test]
     fn tables_keep_the_entries_used_last_up_to_their_bound() {
         let s = RunScope::new(100);
-        s.blob_landed_in("r@0".into(), None);
+        let r = repo("r");
+        s.blob_landed_in(&r, &digest(0));
         for i in 1..150 {
-            s.blob_landed_in(format!("r@{i}"), None);
+            s.blob_landed_in(&r, &digest(i));
             // Asked about all along: it stays.
-            assert!(s.blob_landed("r@0"), "r@0 evicted at {i}");
+            assert!(
+                s.blob_landed(&object_key(&r, &digest(0))),
+                "blob 0 evicted at {i}"
+            );
         }
-        assert!(s.lock().blobs.len() <= 100);
-        assert!(s.blob_landed("r@149") && !s.blob_landed("r@1"));
+        assert!(s.lock().blobs.len() <= 100 && s.lock().lenders.len() <= 100);
+        assert!(s.blob_landed(&object_key(&r, &digest(149))));
+        assert!(!s.blob_landed(&object_key(&r, &digest(1))));
         for i in 0..150 {
-            s.mark_empty_repo(format!("r{i}"));
-            s.manifest_landed_in(format!("r@m{i}"));
+            s.mark_empty_repo(&repo(&format!("r{i}")));
+            s.manifest_landed_in(object_key(&r, &digest(1000 + i)));
         }
         let t = s.lock();
         assert!(t.empty_repos.len() <= 100 && t.manifests.len() <= 100);
@@ -180,13 +237,41 @@ mod tests {
 
     #[test]
     fn a_new_scope_knows_nothing() {
+        let (r, d, m) = (repo("r"), digest(1), digest(2));
         let a = RunScope::new(10);
-        a.blob_landed_in("r@d".into(), None);
-        a.manifest_landed_in("r@m".into());
-        a.mark_empty_repo("r".into());
-        assert!(a.blob_landed("r@d") && a.manifest_landed("r@m") && a.is_empty_repo("r"));
+        a.blob_landed_in(&r, &d);
+        a.manifest_landed_in(object_key(&r, &m));
+        a.mark_empty_repo(&r);
+        assert!(a.blob_landed(&object_key(&r, &d)));
+        assert!(a.manifest_landed(&object_key(&r, &m)) && a.is_empty_repo(&r));
         let b = RunScope::new(10);
-        assert!(!b.blob_landed("r@d") && !b.manifest_landed("r@m") && !b.is_empty_repo("r"));
+        assert!(!b.blob_landed(&object_key(&r, &d)));
+        assert!(!b.manifest_landed(&object_key(&r, &m)) && !b.is_empty_repo(&r));
+    }
+
+    #[test]
+    fn keys_tell_repositories_registries_and_digests_apart() {
+        let s = RunScope::new(10);
+        let (a, d) = (repo("a"), digest(1));
+        s.blob_landed_in(&a, &d);
+        // Same digest, other repository of the same registry: not landed there, but `a`
+        // lends it.
+        let b = repo("b");
+        assert!(!s.blob_landed(&object_key(&b, &d)));
+        assert_eq!(
+            s.lender(&b, &d).map(|l| l.common_name()),
+            Some(a.repo_only().common_name())
+        );
+        // Another registry, or another digest: nothing to lend.
+        let elsewhere = Reference::parse("127.0.0.1:5001/b").unwrap();
+        assert!(s.lender(&elsewhere, &d).is_none());
+        assert!(s.lender(&b, &digest(2)).is_none());
+        // The first repository stays the lender.
+        s.blob_landed_in(&b, &d);
+        assert_eq!(s.lender(&repo("c"), &d).unwrap().repository, "a");
+        // `a/b` and `a` + `/b` are different repositories, not one key.
+        assert_ne!(repo_key(&repo("a/b")), repo_key(&repo("a")));
+        assert_ne!(object_key(&repo("ab"), &d), object_key(&repo("a"), &d));
     }
 
     #[tokio::test(start_paused = true)]
@@ -197,14 +282,14 @@ mod tests {
         for i in 0..3 {
             let (locks, order) = (locks.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
-                let _g = locks.write("repo@d").await;
+                let _g = locks.write(&ScopeKey::of(&["repo@d"])).await;
                 order.lock().unwrap().push(format!("start {i}"));
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 order.lock().unwrap().push(format!("end {i}"));
             }));
         }
         // Another key does not wait.
-        let other = locks.write("repo@e").await;
+        let other = locks.write(&ScopeKey::of(&["repo@e"])).await;
         drop(other);
         for t in tasks {
             t.await.unwrap();

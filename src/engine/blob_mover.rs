@@ -21,6 +21,7 @@
 
 use super::messages::{BlobMoved, BlobSettled, MoveBlob};
 use super::report::{Counter, Counters};
+use super::run_scope::{object_key, ScopeKey};
 use super::{CopyError, RunCtx};
 use crate::oci::Descriptor;
 use crate::reference::{Reference, Scheme};
@@ -40,7 +41,7 @@ const BLOB_ATTEMPTS: u32 = 6;
 
 pub struct BlobMover {
     run: Arc<RunCtx>,
-    in_flight: HashMap<String, Move>,
+    in_flight: HashMap<ScopeKey, Move>,
 }
 
 impl BlobMover {
@@ -56,26 +57,18 @@ impl Actor for BlobMover {
     type Context = Context<Self>;
 }
 
-fn registry_key(r: &Reference) -> String {
-    match r.scheme {
-        Scheme::Reg => format!("reg:{}", r.registry),
-        Scheme::OciDir => format!("ocidir:{}", r.path),
-    }
-}
-
 impl Handler<MoveBlob> for BlobMover {
     type Result = ResponseFuture<Result<BlobMoved, CopyError>>;
 
     fn handle(&mut self, msg: MoveBlob, ctx: &mut Context<Self>) -> Self::Result {
         let digest = msg.desc.digest.clone();
-        let key = super::run_scope::object_key(&msg.target, &digest);
+        let key = object_key(&msg.target, &digest);
         let scope = msg.step.scope.clone();
         let counters = msg.step.counters.clone();
         if msg.target.scheme == Scheme::Reg && scope.blob_landed(&key) {
             counters.bump(Counter::BlobsSkipped);
             return Box::pin(async { Ok(BlobMoved::Present) });
         }
-        let reg_key = format!("{}@{}", registry_key(&msg.target), digest);
         let target_repo = msg.target.repo_only();
         if let Some(existing) = self.in_flight.get(&key) {
             counters.bump(Counter::BlobsDeduped);
@@ -83,30 +76,29 @@ impl Handler<MoveBlob> for BlobMover {
             return Box::pin(async move {
                 let out = existing.await;
                 if out.is_ok() {
-                    scope.blob_landed_in(key, Some((reg_key, target_repo)));
+                    scope.blob_landed_in(&target_repo, &digest);
                 }
                 out.map(|_| BlobMoved::Joined)
             });
         }
         // Mount from a sibling repository where the blob landed in this run, or from the
         // source when source and target share a registry (spec §6.3 step 4).
-        let lender = match scope.lender(&reg_key) {
+        let lender = match scope.lender(&msg.target, &digest) {
             Some(repo) => Some(repo),
             None if msg.source.same_registry(&msg.target) => Some(msg.source.repo_only()),
             None => None,
         };
-        let known_absent = scope.is_empty_repo(&msg.target.repo_key());
+        let known_absent = scope.is_empty_repo(&msg.target);
         let run = self.run.clone();
         let addr = ctx.address();
-        let settled_key = key.clone();
         // Started now and settled by itself: the move leaves the in-flight table when it
         // ends, also when every image waiting for it was dropped meanwhile.
         let task = tokio::spawn(async move {
             let out = move_blob(run, msg, lender, known_absent).await;
             if out.is_ok() {
-                scope.blob_landed_in(settled_key.clone(), Some((reg_key, target_repo)));
+                scope.blob_landed_in(&target_repo, &digest);
             }
-            addr.do_send(BlobSettled { key: settled_key });
+            addr.do_send(BlobSettled { key });
             out
         });
         let mv: Move = async move {

@@ -109,7 +109,7 @@ pub enum BlobMoved {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct BlobSettled {
-    pub key: String,
+    pub key: super::run_scope::ScopeKey,
 }
 
 /// RegistryThrottler ← HTTP layer: wait for a request slot on this host (after any pause);

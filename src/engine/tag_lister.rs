@@ -482,7 +482,7 @@ impl StepLister {
             Err(e) => e.is_not_found(),
         };
         if empty && tgt.scheme == Scheme::Reg {
-            self.step.scope.mark_empty_repo(tgt.repo_key());
+            self.step.scope.mark_empty_repo(tgt);
         }
     }
 
