@@ -173,10 +173,16 @@ fn run_engine(
     config
         .check_cleanup_has_state(flags.state.is_some())
         .map_err(|e| vec![e])?;
-    // Opened and checked before anything runs: a corrupt or locked file is one line.
+    // Opened and checked before anything runs: a corrupt or locked file is one line. `check`
+    // writes nothing, so it only reads (also while a `server` holds the file); `once` and
+    // `server` are its one writer.
     let (state, restored_runs) = match &flags.state {
         Some(path) => {
-            let db = regsync::state::Db::open(path).map_err(|e| vec![e.to_string()])?;
+            let open = match job {
+                Job::Once(Mode::Check) => regsync::state::Db::open_read,
+                Job::Once(_) | Job::Serve => regsync::state::Db::open,
+            };
+            let db = open(path).map_err(|e| vec![e.to_string()])?;
             let runs = db.step_runs().map_err(|e| vec![e.to_string()])?;
             (Some(regsync::state::StateHandle::spawn(db)), runs)
         }

@@ -3,12 +3,14 @@
 //! never on an empty, failed or too sweeping listing; `check` only names them; an OCI layout
 //! loses the index entry; a registry that refuses deletes is one line per step; a run killed
 //! with SIGKILL leaves a database the next run makes consistent; a corrupt state file is one
-//! line and exit 1.
+//! line and exit 1; a second writer on a state file in use is refused, its readers are not.
 
 mod common;
 
+use common::server::Server;
 use common::*;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 const SRC_REPO: &str = "src/app";
 const DST_REPO: &str = "mirror/app";
@@ -871,4 +873,105 @@ fn a_recorded_tag_someone_else_overwrote_is_kept_and_forgotten() {
     assert_eq!(pruned(&out), 0, "{}", out.dump());
     assert_eq!(manifest_digest(&dst, DST_REPO, "v4"), Some(theirs));
     assert_eq!(recorded(&state, &target), ["v1", "v2", "v3"]);
+}
+
+/// One writer per state file, across processes: while a `server` holds the file, a `once`, a
+/// second `server` and `state forget` on it are refused at start with one line naming the
+/// file and the holder's pid, and write nothing (no request to either registry, the file's
+/// bytes unchanged). Reading it keeps working meanwhile: `state list`, `state show` and
+/// `check`. Once the server has stopped, the next writer gets the file.
+#[test]
+fn a_second_writer_on_a_state_file_in_use_is_refused_and_readers_keep_working() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    seed(&src, &["v1", "v2"]);
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    let extra = "interval: 1h\ncleanupTagsMaxPercent: 50\n";
+    let cfg = prune_config(&src, &target, extra, &[&src, &dst]);
+    let mut server = Server::start(&cfg, &["--state", state.arg()]);
+    server.wait_logs("Step summary", 1, Duration::from_secs(60));
+    // The end of the initial pass is written just after its summary line.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let runs = regsync_raw(&["state", "list", "runs", "--state", state.arg()]);
+        assert!(runs.success(), "{}", runs.dump());
+        if runs.stdout.contains("\tok\t") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ended run recorded: {}",
+            runs.stdout
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bytes = || {
+        ["", "-wal"].map(|end| std::fs::read(format!("{}{end}", state.arg())).unwrap_or_default())
+    };
+    let before = bytes();
+    let (src_mark, dst_mark) = (src.mark(), dst.mark());
+    let holder = format!("pid {}", server.pid());
+    let refused = |what: &str, out: Output| {
+        out.assert_fail();
+        let line = out.assert_one_error_line(&[state.arg()]);
+        assert!(
+            line.contains("another regsync process") && line.contains(&holder),
+            "{what}: {line}"
+        );
+    };
+    refused("once", once(&cfg, &state));
+    refused(
+        "a second server",
+        regsync(&["server", "--state", state.arg()], &cfg),
+    );
+    let forget = regsync_raw(&[
+        "state",
+        "forget",
+        &format!("{target}:v1"),
+        "--state",
+        state.arg(),
+    ]);
+    refused("state forget", forget);
+    assert!(before == bytes(), "a refused writer changed the state file");
+    assert!(
+        src.access_since(src_mark).is_empty(),
+        "requests to the source"
+    );
+    assert!(
+        dst.access_since(dst_mark).is_empty(),
+        "requests to the target"
+    );
+
+    // Readers: the records, one of them shown, and a check that names what a run would prune.
+    assert_eq!(recorded(&state, &target), ["v1", "v2"]);
+    let show = regsync_raw(&[
+        "state",
+        "show",
+        &format!("{target}:v2"),
+        "--state",
+        state.arg(),
+    ]);
+    assert!(show.success(), "{}", show.dump());
+    delete_tag(&src, SRC_REPO, "v2");
+    let check = regsync(&["check", "--state", state.arg()], &cfg);
+    check.assert_ok();
+    assert!(
+        log_mentions(
+            &check,
+            "Tag prune needed",
+            "target",
+            &format!("{target}:v2")
+        ),
+        "{}",
+        check.dump()
+    );
+    assert!(server.running(), "{}", server.stderr());
+
+    server.signal(libc::SIGTERM);
+    let (st, _) = server.wait_exit(Duration::from_secs(30));
+    assert_eq!(st.code(), Some(0), "{}", server.stderr());
+    let after = once(&cfg, &state);
+    after.assert_ok();
+    assert_eq!(pruned(&after), 1, "{}", after.dump());
 }

@@ -1,15 +1,19 @@
 //! `regsync state list|show|forget`: read and edit the database by hand. Each verb opens the
-//! file like a run does (same checks, same one-line errors) and answers on stdout.
+//! file with the same checks and one-line errors as a run and answers on stdout. `list` and
+//! `show` only read, so they work while a `server` holds the file; `forget` is a writer and
+//! is refused while another regsync process holds it (see [`Db::open`]).
 
 use super::{time_text, Db, StateError};
 use crate::cli::StateVerb;
 use crate::reference::Reference;
+use std::path::{Path, PathBuf};
 
-fn open(path: &Option<std::path::PathBuf>) -> Result<Db, String> {
+/// How a verb opens the file: [`Db::open_read`] or [`Db::open`].
+fn open(path: &Option<PathBuf>, how: fn(&Path) -> Result<Db, StateError>) -> Result<Db, String> {
     let path = path
         .as_ref()
         .ok_or("required flag \"--state\" (or REGSYNC_STATE) not set")?;
-    Db::open(path).map_err(|e| e.to_string())
+    how(path).map_err(|e| e.to_string())
 }
 
 /// `<target repository>` and the tag, as the records name them (the reference parsed like a
@@ -29,7 +33,7 @@ pub fn run(verb: &StateVerb) -> Result<String, String> {
     let mut out = String::new();
     match verb {
         StateVerb::List { what, path } => {
-            let db = open(&path.state)?;
+            let db = open(&path.state, Db::open_read)?;
             match what.as_str() {
                 "tags" => {
                     for r in db.all_tags().map_err(q)? {
@@ -77,7 +81,7 @@ pub fn run(verb: &StateVerb) -> Result<String, String> {
             }
         }
         StateVerb::Show { target, path } => {
-            let db = open(&path.state)?;
+            let db = open(&path.state, Db::open_read)?;
             let (repo, tag) = split(target)?;
             let records = db.tags_of(&repo, tag.as_deref()).map_err(q)?;
             if records.is_empty() {
@@ -103,7 +107,7 @@ pub fn run(verb: &StateVerb) -> Result<String, String> {
             }
         }
         StateVerb::Forget { target, path } => {
-            let mut db = open(&path.state)?;
+            let mut db = open(&path.state, Db::open)?;
             let (repo, tag) = split(target)?;
             let n = db.forget(&repo, tag.as_deref()).map_err(q)?;
             out.push_str(&format!("forgot {n} record(s) of {target}\n"));

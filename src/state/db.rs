@@ -1,5 +1,6 @@
 //! The connection, the schema and its migrations, and every query.
 
+use super::lock::WriterLock;
 use super::StateError;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
@@ -84,36 +85,92 @@ pub struct Deletion {
     pub reason: String,
 }
 
-/// The state database connection.
+/// Refused before anything is opened: SQLite's error for a directory says less.
+fn refuse_directory(path: &Path) -> Result<(), StateError> {
+    if path.is_dir() {
+        return Err(StateError::Open {
+            path: path.display().to_string(),
+            detail: "is a directory".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A connection to `path` with `flags` (one thread owns it: no SQLite mutex) and a busy
+/// timeout for the moments another connection holds SQLite's lock.
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StateError> {
+    let err = |e| StateError::from_sqlite(path, e);
+    let conn =
+        Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(err)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+    Ok(conn)
+}
+
+/// The state database connection: a writer (`once`, `server`, `regsync state forget`), the
+/// only one across processes, or a reader (`check`, `regsync state list|show`).
 pub struct Db {
     conn: Connection,
     path: PathBuf,
+    /// The writer's lock, `None` for a reader. After `conn`: fields drop in order, so the lock
+    /// is released only once the connection has closed.
+    _writer: Option<WriterLock>,
 }
 
 impl Db {
-    /// Opens (or creates) the file, checks that it is a regsync-rs state database, applies
-    /// the migrations it lacks, and takes the write lock once to prove nobody else holds it.
+    /// Opens (or creates) the file as its one writer: takes the writer's lock first (another
+    /// regsync process holding it is [`StateError::Held`], and nothing is touched), checks
+    /// that it is a regsync-rs state database, applies the migrations it lacks, and takes
+    /// SQLite's write lock once to prove no other program holds it.
     pub fn open(path: &Path) -> Result<Db, StateError> {
-        let err = |e| StateError::from_sqlite(path, e);
-        if path.is_dir() {
-            return Err(StateError::Open {
-                path: path.display().to_string(),
-                detail: "is a directory".into(),
-            });
-        }
-        let conn = Connection::open_with_flags(
+        refuse_directory(path)?;
+        let lock = WriterLock::acquire(path)?;
+        let conn = connect(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
         let mut db = Db {
             conn,
             path: path.to_path_buf(),
+            _writer: Some(lock),
         };
         db.init()?;
+        Ok(db)
+    }
+
+    /// Opens an existing file to read it, also while a writer holds it: no writer's lock,
+    /// and a read-only connection, so a reader writes nothing even by mistake (WAL gives it
+    /// a consistent snapshot while the writer goes on). The file must have this release's
+    /// schema: a reader does not migrate.
+    pub fn open_read(path: &Path) -> Result<Db, StateError> {
+        refuse_directory(path)?;
+        // SQLite's "unable to open database file" would not say why.
+        let missing = |detail: String| StateError::Open {
+            path: path.display().to_string(),
+            detail,
+        };
+        match path.try_exists() {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(missing(
+                    "no such file (a `once` or `server` with it creates it)".into(),
+                ))
+            }
+            Err(e) => return Err(missing(e.to_string())),
+        }
+        let conn = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let db = Db {
+            conn,
+            path: path.to_path_buf(),
+            _writer: None,
+        };
+        let version = db.check_header()?;
+        if version < SCHEMA_VERSION {
+            return Err(StateError::TooOld {
+                path: path.display().to_string(),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
         Ok(db)
     }
 
@@ -125,7 +182,9 @@ impl Db {
         &self.path
     }
 
-    fn init(&mut self) -> Result<(), StateError> {
+    /// The file's schema version, once it is known to be SQLite, of this application, and not
+    /// newer than this release.
+    fn check_header(&self) -> Result<i64, StateError> {
         // Reading the header is what finds a file that is not SQLite at all.
         let app_id: i64 = self
             .conn
@@ -153,6 +212,12 @@ impl Db {
                 known: SCHEMA_VERSION,
             });
         }
+        Ok(version)
+    }
+
+    fn init(&mut self) -> Result<(), StateError> {
+        self.check_header()?;
+        let path = self.path.display().to_string();
         let mode: String = self
             .conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
@@ -168,8 +233,9 @@ impl Db {
         self.conn
             .execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
             .map_err(|e| self.err(e))?;
-        // One write transaction, also when nothing is to migrate: a file another process
-        // holds locked fails here, at start, rather than in the middle of a run.
+        // One write transaction, also when nothing is to migrate: a file another program
+        // holds locked (an `sqlite3` shell; another regsync-rs was refused by the writer's
+        // lock already) fails here, at start, rather than in the middle of a run.
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)

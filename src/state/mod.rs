@@ -8,7 +8,8 @@
 //!   run and serves requests from a channel, answering through oneshot channels. Async code
 //!   never waits on SQLite (a write with `fsync` can take milliseconds, and `busy_timeout` up to
 //!   seconds): it awaits the answer while the tokio workers keep running. One thread also makes
-//!   "one writer" true by construction, and the connection is not shared, so no `Mutex` around
+//!   "one writer" true by construction within the process (across processes the writer's lock
+//!   file does, see `lock`), and the connection is not shared, so no `Mutex` around
 //!   `rusqlite::Connection` is needed. `spawn_blocking` per call would work too, but would need
 //!   that mutex and may open work on several pool threads at once.
 //! * The handle belongs to the run (`RunCtx`), never to a static: two engines in one process
@@ -16,9 +17,14 @@
 //!
 //! Opening checks the file at once (schema version, migrations, a write transaction), so a
 //! corrupt, foreign, newer or locked file is one [`StateError`] naming it before any request.
+//! A writer (`once`, `server`, `regsync state forget`) first takes `<file>.lock`: a second
+//! regsync process wanting to write the same file is refused ([`StateError::Held`]) before it
+//! touches anything. Readers (`check`, `regsync state list|show`) take no lock and open the
+//! file read-only, so they work while a server runs.
 
 pub mod command;
 mod db;
+mod lock;
 
 pub use db::{Db, Deletion, StepRun, TagRecord, SCHEMA_VERSION};
 
@@ -35,8 +41,20 @@ pub enum StateError {
     Corrupt { path: String, detail: String },
     #[error("state database {path}: locked by another process (one writer at a time): {detail}")]
     Locked { path: String, detail: String },
+    #[error("state database {path}: another regsync process{} holds it (lock file {lock}); one writer at a time: stop that one first (\"regsync state list|show\" and \"regsync check\" read it meanwhile)", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Held {
+        path: String,
+        lock: String,
+        pid: Option<u32>,
+    },
     #[error("state database {path}: schema version {found} is newer than this regsync-rs knows ({known}); use a newer release")]
     TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("state database {path}: schema version {found} is older than this regsync-rs reads ({known}); a `once` or `server` with it migrates it")]
+    TooOld {
         path: String,
         found: i64,
         known: i64,

@@ -130,6 +130,52 @@ fn a_file_locked_by_another_writer_is_refused() {
 }
 
 #[test]
+fn a_second_writer_is_refused_while_readers_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let mut writer = Db::open(&path).unwrap();
+    writer.confirm_tag(&rec("b", "v1", "sha256:1", 1)).unwrap();
+    // flock is per open file: a second open in the same process is refused like another
+    // process would be, and names the holder's pid from the lock file.
+    let e = Db::open(&path).err().expect("a second writer opened");
+    assert!(
+        matches!(&e, StateError::Held { pid: Some(p), .. } if *p == std::process::id()),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("s.db:") && text.contains("another regsync process"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1);
+    let reader = Db::open_read(&path).unwrap();
+    assert_eq!(reader.all_tags().unwrap().len(), 1);
+    // a reader cannot write, even by mistake
+    let mut reader = reader;
+    assert!(reader.forget("b", None).is_err());
+    drop(writer);
+    // released with the writer: the next one gets the file
+    let mut next = Db::open(&path).unwrap();
+    assert_eq!(next.forget("b", None).unwrap(), 1);
+}
+
+#[test]
+fn a_reader_needs_an_existing_file_of_this_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.db");
+    let e = Db::open_read(&missing)
+        .err()
+        .expect("a missing file opened");
+    assert!(matches!(e, StateError::Open { .. }), "{e:?}");
+    assert!(e.to_string().contains("no such file"), "{e}");
+    assert!(!missing.exists(), "a reader created the file");
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let e = Db::open_read(&empty).err().expect("an empty file opened");
+    assert!(matches!(e, StateError::TooOld { found: 0, .. }), "{e:?}");
+}
+
+#[test]
 fn the_handle_answers_from_its_thread() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("s.db")).unwrap();

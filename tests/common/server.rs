@@ -160,6 +160,11 @@ impl Server {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// The process id of the `regsync` process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until `n` log lines with `msg` were seen; returns them all.
     pub fn wait_logs(&mut self, msg: &str, n: usize, timeout: Duration) -> Vec<Value> {
         self.wait_until(&format!("{n} log lines {msg:?}"), timeout, |s| {
