@@ -354,7 +354,7 @@ fn reload_on_sighup(
                 Ok(sum) => {
                     slog::info!(log, "Config reloaded";
                         "file" => &path, "unchanged" => sum.unchanged, "changed" => sum.changed,
-                        "added" => sum.added, "removed" => sum.removed);
+                        "added" => sum.added, "removed" => sum.removed, "moved" => sum.moved);
                     running.sync = config.sync;
                 }
                 Err(e) => {

@@ -1,10 +1,11 @@
 //! SIGHUP in `server` (operations issue): the config file is read again; a broken file keeps
 //! the running config with one error line naming the problem; changed, added and removed
-//! steps take effect from their next run; an unchanged step keeps its schedule and history.
+//! steps take effect from their next run; an unchanged step keeps its schedule and history,
+//! also when it moved: steps are known by what they copy, not by their position.
 
 mod common;
 
-use common::server::{http_get, Server};
+use common::server::{self, http_get, Server};
 use common::*;
 use serde_json::Value;
 use std::time::Duration;
@@ -71,8 +72,9 @@ fn sighup_applies_changed_added_and_removed_steps_and_keeps_the_config_when_the_
         [src.r("alpha:v1"), src.r("beta:v1")]
     );
 
-    // Step 0 unchanged, step 1 changed (beta → gamma), step 2 added (delta).
-    // `parallel` changes too: read once at start-up, it is named in a warning.
+    // Step 0 unchanged; step 1 copies gamma instead of beta: another source and target, so
+    // another step (beta removed, gamma added); step 2 added (delta). `parallel` changes too:
+    // read once at start-up, it is named in a warning.
     let second = config(
         &[&src, &dst],
         3,
@@ -96,9 +98,9 @@ fn sighup_applies_changed_added_and_removed_steps_and_keeps_the_config_when_the_
         ),
         (
             &Value::from(1),
-            &Value::from(1),
-            &Value::from(1),
-            &Value::from(0)
+            &Value::from(0),
+            &Value::from(2),
+            &Value::from(1)
         ),
         "{done}"
     );
@@ -152,6 +154,138 @@ fn sighup_applies_changed_added_and_removed_steps_and_keeps_the_config_when_the_
 
     server.signal(libc::SIGTERM);
     let (st, _) = server.wait_exit(Duration::from_secs(15));
+    assert_eq!(st.code(), Some(0), "{}", server.stderr());
+}
+
+/// A reload knows steps by what they copy (type, source and target), as the state database
+/// does, not by their position: a step inserted at the top of `sync:` leaves every other step
+/// its own `/status` history and fire loop at its new position, and starts with none itself.
+/// A step whose definition changed under the same type, source and target counts as changed
+/// and keeps its history; one no longer in the file is removed.
+#[test]
+fn a_step_inserted_at_the_top_leaves_every_step_its_own_history() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    push(&src, "alpha", "v1", &oci_image(9540));
+    push(&src, "gamma", "v1", &oci_image(9541));
+    let step = |repo: &str, interval: &str| {
+        image_step(&src.r(&format!("{repo}:v1")), &dst.r(&format!("{repo}:v1")))
+            + &format!("interval: {interval}\n")
+    };
+    // alpha copies and then fires every second; beta's source image does not exist, its one
+    // run (the initial pass) failed.
+    let (alpha, beta) = (step("alpha", "1s"), step("beta", "1h"));
+    let eps: [&dyn Endpoint; 2] = [&src, &dst];
+    let mut server = Server::start(
+        &config(&eps, 2, &[alpha.clone(), beta.clone()]),
+        &["--listen", "127.0.0.1:0"],
+    );
+    let addr = server.listen_addr();
+    server.wait_until(
+        "beta failed and alpha ran twice",
+        Duration::from_secs(30),
+        |_| {
+            let st = status(&addr);
+            st["steps"][1]["last_result"] == "failed" && st["steps"][0]["runs"].as_u64() >= Some(2)
+        },
+    );
+    let before = status(&addr)["steps"].clone();
+    assert!(
+        before[1]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("beta")),
+        "{before}"
+    );
+
+    std::fs::write(
+        server.config_path(),
+        config(&eps, 2, &[step("gamma", "1h"), alpha.clone(), beta.clone()]),
+    )
+    .unwrap();
+    server.signal(libc::SIGHUP);
+    let done = server.wait_log("Config reloaded", Duration::from_secs(10), |_| true);
+    let st = status(&addr);
+    assert_eq!(
+        step_sources(&st),
+        [src.r("gamma:v1"), src.r("alpha:v1"), src.r("beta:v1")]
+    );
+    let steps = &st["steps"];
+    // gamma: nothing yet (it first runs at its next firing, in an hour)
+    assert_eq!(steps[0]["step"], 0, "{st}");
+    assert_eq!(steps[0]["runs"], 0, "{st}");
+    assert!(steps[0]["last_result"].is_null(), "{st}");
+    assert!(steps[0]["last_end"].is_null(), "{st}");
+    assert!(steps[0]["last_success"].is_null(), "{st}");
+    assert_eq!(steps[0]["counts"]["images_copied"], 0, "{st}");
+    // alpha: its runs, its copy and its successes, under its new position
+    assert_eq!(steps[1]["name"], "sync[1]", "{st}");
+    assert!(
+        steps[1]["runs"].as_u64() >= before[0]["runs"].as_u64(),
+        "{st}"
+    );
+    assert_eq!(steps[1]["failed_runs"], 0, "{st}");
+    assert_eq!(steps[1]["last_result"], "ok", "{st}");
+    assert_eq!(steps[1]["counts"]["images_copied"], 1, "{st}");
+    // beta: its one failed run and its error
+    assert_eq!(steps[2]["name"], "sync[2]", "{st}");
+    assert_eq!(steps[2]["runs"], 1, "{st}");
+    assert_eq!(steps[2]["failed_runs"], 1, "{st}");
+    assert_eq!(steps[2]["last_result"], "failed", "{st}");
+    assert_eq!(steps[2]["last_error"], before[1]["last_error"], "{st}");
+    assert!(steps[2]["last_success"].is_null(), "{st}");
+    let (_, metrics) = http_get(&addr, "/metrics");
+    let runs = |step: &str, repo: &str, result: &str| {
+        let labels = format!(
+            "step=\"{step}\",type=\"image\",source=\"{}\",target=\"{}\",result=\"{result}\"",
+            src.r(&format!("{repo}:v1")),
+            dst.r(&format!("{repo}:v1"))
+        );
+        server::metric(&metrics, "regsync_step_runs_total", &labels)
+    };
+    assert_eq!(runs("2", "beta", "failed"), Some(1.0), "{metrics}");
+    assert_eq!(runs("0", "gamma", "failed"), Some(0.0), "{metrics}");
+    let counts = |v: &Value| {
+        ["unchanged", "changed", "added", "removed", "moved"].map(|k| v[k].as_u64().unwrap_or(99))
+    };
+    assert_eq!(counts(&done), [2, 0, 1, 0, 2], "{done}");
+    // alpha's fire loop goes on, its runs named and counted at its new position
+    let runs_after = steps[1]["runs"].as_u64().unwrap();
+    server.wait_log("Step summary", Duration::from_secs(10), |v| {
+        v["step"] == "sync[1]" && v["source"] == src.r("alpha:v1")
+    });
+    server.wait_until("alpha counted at sync[1]", Duration::from_secs(10), |_| {
+        let st = status(&addr);
+        st["steps"][1]["runs"].as_u64() > Some(runs_after) && st["steps"][0]["runs"] == 0
+    });
+
+    // gamma goes; beta changes under the same type, source and target (another interval)
+    // and keeps its history; both move up.
+    std::fs::write(
+        server.config_path(),
+        config(&eps, 2, &[alpha, step("beta", "2h")]),
+    )
+    .unwrap();
+    let mark = server.logs().len();
+    server.signal(libc::SIGHUP);
+    let done = server.wait_log("Config reloaded", Duration::from_secs(10), |v| {
+        v["removed"] == 1
+    });
+    assert_eq!(counts(&done), [1, 1, 0, 1, 2], "{done}");
+    let st = status(&addr);
+    assert_eq!(step_sources(&st), [src.r("alpha:v1"), src.r("beta:v1")]);
+    let steps = &st["steps"];
+    assert_eq!(steps[0]["last_result"], "ok", "{st}");
+    assert!(steps[0]["runs"].as_u64() > Some(runs_after), "{st}");
+    assert_eq!(steps[1]["schedule"], "@every 2h0m0s", "{st}");
+    assert_eq!(steps[1]["failed_runs"], 1, "{st}");
+    assert_eq!(steps[1]["last_result"], "failed", "{st}");
+    server.wait_until("alpha named sync[0] again", Duration::from_secs(10), |s| {
+        s.logs().iter().skip(mark).any(|v| {
+            v["msg"] == "Step summary" && v["step"] == "sync[0]" && v["source"] == src.r("alpha:v1")
+        })
+    });
+    server.signal(libc::SIGTERM);
+    let (st, _) = server.wait_exit(Duration::from_secs(15));
+    // beta's failure went with its old definition: nothing in force failed
     assert_eq!(st.code(), Some(0), "{}", server.stderr());
 }
 

@@ -31,22 +31,26 @@ pub struct Serve {
 }
 
 /// Scheduler ← `regsync server` on SIGHUP: the steps of the config file read again. Steps are
-/// known by their position in the file: an unchanged step keeps its schedule and history, a
-/// changed or added one starts on its schedule, a removed one fires no more; runs in progress
-/// finish. `Err` when no server is running.
+/// known by what they copy (type, source and target, as the state database knows them), not
+/// by their position: an unchanged step keeps its schedule and history wherever it moved, a
+/// changed one keeps its history and starts on its schedule, an added one starts on its
+/// schedule, a removed one fires no more; runs in progress finish. `Err` when no server is
+/// running.
 #[derive(Message)]
 #[rtype(result = "Result<ReloadSummary, String>")]
 pub struct Reload {
     pub steps: Vec<Arc<StepCtx>>,
 }
 
-/// How many steps a [`Reload`] left alone, changed, added and removed.
+/// How many steps a [`Reload`] left alone, changed, added and removed, and how many of the
+/// unchanged and changed ones are at another position in the file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReloadSummary {
     pub unchanged: usize,
     pub changed: usize,
     pub added: usize,
     pub removed: usize,
+    pub moved: usize,
 }
 
 /// Scheduler ← the service endpoints (`--listen`): what every step has done so far, and

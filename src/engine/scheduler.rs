@@ -25,6 +25,14 @@ use tokio_util::sync::CancellationToken;
 
 type Stats = Arc<Mutex<Book>>;
 
+/// A step for as long as it is in force, whatever its position in the file: what the book, a
+/// server's errors and its fire loops know the step by. A reload that finds a step again (by
+/// what it copies, see [`pair_steps`]) keeps its id, so its history and its loop stay with it
+/// and only its position ([`StepState::step`], [`StepCtx::index`]) changes. `once` and
+/// `check` use the position: nothing moves during their one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct StepId(usize);
+
 pub struct Scheduler {
     run: Arc<RunCtx>,
     lister: Addr<TagLister>,
@@ -50,7 +58,8 @@ impl Scheduler {
 /// `/readyz` read from (through [`GetSchedulerState`]).
 #[derive(Debug, Default)]
 struct Book {
-    steps: BTreeMap<usize, StepBook>,
+    /// By id; `/status` lists them by position.
+    steps: BTreeMap<StepId, StepBook>,
     serving: bool,
     initial_pass_done: bool,
     /// Set once `server`'s schedules run: where "now" comes from for the next firings.
@@ -133,14 +142,21 @@ fn lock(stats: &Stats) -> std::sync::MutexGuard<'_, Book> {
 impl Book {
     /// A step of the run about to start, with its schedule text and (in `server`) the parsed
     /// schedule.
-    fn register(&mut self, step: &StepCtx, schedule: Option<String>, parsed: Option<Schedule>) {
+    fn register(
+        &mut self,
+        id: StepId,
+        step: &StepCtx,
+        schedule: Option<String>,
+        parsed: Option<Schedule>,
+    ) {
         let s = &step.step;
         let period = parsed
             .as_ref()
             .and_then(|p| period_of(p, chrono::Utc::now()));
         // A step changed by a reload keeps its history (runs, counts, last success): its
         // counters stay monotonic and a stale mirror stays stale.
-        if let Some(b) = self.steps.get_mut(&step.index) {
+        if let Some(b) = self.steps.get_mut(&id) {
+            b.state.step = step.index;
             b.state.kind = s.kind.clone();
             b.state.source = s.source.clone();
             b.state.target = s.target.clone();
@@ -160,7 +176,7 @@ impl Book {
         };
         restore(&mut state, step);
         self.steps.insert(
-            step.index,
+            id,
             StepBook {
                 state,
                 schedule: parsed,
@@ -169,17 +185,27 @@ impl Book {
         );
     }
 
-    fn begin(&mut self, step: &StepCtx) {
-        let b = self.steps.entry(step.index).or_default();
+    /// A step kept by a reload is at `index` in the new file.
+    fn moved(&mut self, id: StepId, index: usize) {
+        if let Some(b) = self.steps.get_mut(&id) {
+            b.state.step = index;
+        }
+    }
+
+    fn begin(&mut self, id: StepId, step: &StepCtx) {
+        // A step removed by a reload just before its run began is not brought back by it.
+        let Some(b) = self.steps.get_mut(&id) else {
+            return;
+        };
         let now = SystemTime::now();
         b.state.running_since = Some(now);
         b.state.last_start = Some(now);
         b.running = Some(step.counters.clone());
     }
 
-    fn end(&mut self, report: &StepRunReport) {
+    fn end(&mut self, id: StepId, report: &StepRunReport) {
         // A step removed by a reload while it ran is not brought back by its last run.
-        let Some(b) = self.steps.get_mut(&report.step) else {
+        let Some(b) = self.steps.get_mut(&id) else {
             return;
         };
         // One lock: the run's counts leave `running` and enter the totals together, so a
@@ -188,13 +214,15 @@ impl Book {
         b.state.record(report, SystemTime::now());
     }
 
-    fn skipped(&mut self, index: usize) {
-        self.steps.entry(index).or_default().state.skipped_firings += 1;
+    fn skipped(&mut self, id: StepId) {
+        if let Some(b) = self.steps.get_mut(&id) {
+            b.state.skipped_firings += 1;
+        }
     }
 
     fn state(&self, run: &RunCtx, started: SystemTime) -> SchedulerState {
         let now = self.firing.as_ref().map(Clock::now);
-        let steps = self
+        let mut steps: Vec<StepState> = self
             .steps
             .values()
             .map(|b| {
@@ -208,6 +236,7 @@ impl Book {
                 st
             })
             .collect();
+        steps.sort_by_key(|st| st.step);
         SchedulerState {
             started,
             serving: self.serving,
@@ -236,7 +265,8 @@ impl Handler<RunSteps> for Scheduler {
             let mut book = lock(&stats);
             for step in &msg.steps {
                 let s = &step.step;
-                book.register(step, cron::step_schedule(&s.schedule, &s.interval), None);
+                let schedule = cron::step_schedule(&s.schedule, &s.interval);
+                book.register(StepId(step.index), step, schedule, None);
             }
         }
         Box::pin(async move {
@@ -248,7 +278,8 @@ impl Handler<RunSteps> for Scheduler {
                 async move {
                     // Cancelled while waiting for a slot: the step run never starts.
                     let slot = step_slot(&step.run, &cancel).await?;
-                    lock(&stats).begin(&step);
+                    let id = StepId(step.index);
+                    lock(&stats).begin(id, &step);
                     persist(&step, msg.mode, None);
                     let step_started = std::time::Instant::now();
                     let errors = match lister
@@ -274,7 +305,7 @@ impl Handler<RunSteps> for Scheduler {
                         counts: step.counters.snapshot(),
                         duration: step_started.elapsed(),
                     };
-                    lock(&stats).end(&report);
+                    lock(&stats).end(id, &report);
                     persist(&step, msg.mode, Some(report.errors.is_empty()));
                     Some((errors, report))
                 }
@@ -330,8 +361,10 @@ impl Handler<Serve> for Scheduler {
             errors: Mutex::default(),
             loops: Mutex::default(),
         });
+        // In force before the handler returns: a reload handled next finds them.
+        let steps = server.adopt(msg.steps);
         self.server = Some(server.clone());
-        Box::pin(server.serve(msg.steps, msg.clock))
+        Box::pin(server.serve(steps, msg.clock))
     }
 }
 
@@ -365,19 +398,104 @@ struct Server {
     loops: Mutex<Loops>,
 }
 
-/// The steps of the config in force (the start-up one, then each reload's), by index, and
-/// once the schedules run, each step's fire loop.
+/// The steps of the config in force (the start-up one, then each reload's), by id, and once
+/// the schedules run, each step's fire loop.
 #[derive(Default)]
 struct Loops {
-    steps: BTreeMap<usize, Arc<StepCtx>>,
+    /// Each step as in force now: its context carries its current position.
+    steps: BTreeMap<StepId, Arc<StepCtx>>,
+    /// The id the next new step gets (ids are never reused).
+    next_id: usize,
     /// Set when the initial pass has ended: steps registered from then on start firing at
     /// once.
     firing: Option<Clock>,
     /// Stops a step's loop (a child of the run's cancellation): it fires no more, and its
     /// run in progress finishes.
-    stops: BTreeMap<usize, CancellationToken>,
+    stops: BTreeMap<StepId, CancellationToken>,
     /// Every loop started, stopped ones included: the server waits for all of them.
     handles: Vec<JoinHandle<()>>,
+}
+
+impl Loops {
+    fn new_id(&mut self) -> StepId {
+        self.next_id += 1;
+        StepId(self.next_id - 1)
+    }
+
+    /// The steps in force and their positions, in file order.
+    fn positions(&self) -> Vec<(StepId, usize)> {
+        let mut at: Vec<(StepId, usize)> =
+            self.steps.iter().map(|(id, s)| (*id, s.index)).collect();
+        at.sort_by_key(|&(_, index)| index);
+        at
+    }
+}
+
+/// How a reload pairs a step of the new file with one in force ([`pair_steps`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pairing {
+    /// The same definition: it keeps its id, history, schedule and loop.
+    Unchanged(StepId),
+    /// The same type, source and target, another definition: it keeps its id and history,
+    /// and starts on its (new) schedule.
+    Changed(StepId),
+    /// Nothing in force copies the same: a new step.
+    Added,
+}
+
+/// Pairs each step of `new` with one of `old` (the steps in force, in file order) by what it
+/// copies, the state database's key (`'<type> <source> -> <target>'`), whatever the positions:
+/// first the identical definitions, then the remaining steps with the same key. Steps sharing
+/// a key are taken in file order, so the same two files always pair the same way. Returns the
+/// pairing of each new step, and the steps of `old` left over (removed).
+fn pair_steps(
+    old: &[(StepId, &crate::config::SyncStep)],
+    new: &[&crate::config::SyncStep],
+) -> (Vec<Pairing>, Vec<StepId>) {
+    use std::collections::HashMap;
+    let key = |s: &crate::config::SyncStep| crate::state::step_key(&s.kind, &s.source, &s.target);
+    // Positions in `old` by key, in file order; an entry is taken once it is paired.
+    let mut by_key: HashMap<String, Vec<Option<usize>>> = HashMap::new();
+    for (at, (_, s)) in old.iter().enumerate() {
+        by_key.entry(key(s)).or_default().push(Some(at));
+    }
+    let mut pairs = vec![Pairing::Added; new.len()];
+    for (pair, s) in pairs.iter_mut().zip(new) {
+        let Some(candidates) = by_key.get_mut(&key(s)) else {
+            continue;
+        };
+        let same = candidates
+            .iter_mut()
+            .find(|c| c.is_some_and(|at| old[at].1 == *s))
+            .and_then(Option::take);
+        if let Some(at) = same {
+            *pair = Pairing::Unchanged(old[at].0);
+        }
+    }
+    for (pair, s) in pairs.iter_mut().zip(new) {
+        if *pair != Pairing::Added {
+            continue;
+        }
+        let taken = by_key
+            .get_mut(&key(s))
+            .and_then(|candidates| candidates.iter_mut().find_map(Option::take));
+        if let Some(at) = taken {
+            *pair = Pairing::Changed(old[at].0);
+        }
+    }
+    let paired: std::collections::BTreeSet<StepId> = pairs
+        .iter()
+        .filter_map(|p| match p {
+            Pairing::Unchanged(id) | Pairing::Changed(id) => Some(*id),
+            Pairing::Added => None,
+        })
+        .collect();
+    let removed = old
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !paired.contains(id))
+        .collect();
+    (pairs, removed)
 }
 
 /// Error lines of one step run kept for the final report; the rest are counted.
@@ -389,27 +507,27 @@ const KEPT_ERRORS_PER_STEP: usize = 100;
 #[derive(Debug, Default)]
 struct ServerErrors {
     /// Errors that are not a step run's (a schedule that does not parse), at most one per step.
-    setup: BTreeMap<usize, String>,
-    /// By step index: the last run's lines (bounded) and how many that run had.
-    last: BTreeMap<usize, (Vec<String>, u64)>,
-    /// By step index: error lines of the runs before the last one.
-    earlier: BTreeMap<usize, u64>,
+    setup: BTreeMap<StepId, String>,
+    /// By step: the last run's lines (bounded) and how many that run had.
+    last: BTreeMap<StepId, (Vec<String>, u64)>,
+    /// By step: error lines of the runs before the last one.
+    earlier: BTreeMap<StepId, u64>,
 }
 
 impl ServerErrors {
-    fn setup(&mut self, step: usize, line: String) {
+    fn setup(&mut self, step: StepId, line: String) {
         self.setup.insert(step, line);
     }
 
     /// A step removed or changed by a reload: its errors no longer decide the exit status.
-    fn forget(&mut self, step: usize) {
+    fn forget(&mut self, step: StepId) {
         self.setup.remove(&step);
         self.last.remove(&step);
         self.earlier.remove(&step);
     }
 
     /// Step `step` finished a run with `errors`; it replaces the step's previous run.
-    fn run(&mut self, step: usize, mut errors: Vec<String>) {
+    fn run(&mut self, step: StepId, mut errors: Vec<String>) {
         let count = errors.len() as u64;
         dedup_keep_order(&mut errors);
         errors.truncate(KEPT_ERRORS_PER_STEP);
@@ -418,14 +536,22 @@ impl ServerErrors {
         }
     }
 
-    /// The report's lines: setup errors, each step's last run, and one line per step that
-    /// failed only in earlier runs or had more lines than were kept.
-    fn lines(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.setup.values().cloned().collect();
-        for (step, (lines, count)) in &self.last {
+    /// The report's lines of the steps `in_force` (id and position, in file order; the
+    /// errors of any other step were forgotten): setup errors, each step's last run, and one
+    /// line per step that failed only in earlier runs or had more lines than were kept.
+    fn lines(&self, in_force: &[(StepId, usize)]) -> Vec<String> {
+        let mut out: Vec<String> = in_force
+            .iter()
+            .filter_map(|(id, _)| self.setup.get(id).cloned())
+            .collect();
+        for (id, step) in in_force {
+            let (lines, count) = match self.last.get(id) {
+                Some((lines, count)) => (lines.as_slice(), *count),
+                None => (&[][..], 0),
+            };
             out.extend(lines.iter().cloned());
             let hidden = count.saturating_sub(lines.len() as u64);
-            let earlier = self.earlier.get(step).copied().unwrap_or(0);
+            let earlier = self.earlier.get(id).copied().unwrap_or(0);
             if hidden > 0 {
                 out.push(format!(
                     "sync[{step}]: {hidden} more error(s) in its last run"
@@ -451,17 +577,14 @@ impl Server {
         self.errors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A run of the step `def` at `index` ended with `errors`: they decide the exit status
-    /// only while that step is still the one in force (a reload may have removed or changed
-    /// it while it ran).
-    fn record_run(&self, def: &crate::config::SyncStep, index: usize, errors: Vec<String>) {
-        let in_force = self
-            .loops()
-            .steps
-            .get(&index)
-            .is_some_and(|s| &s.step == def);
-        if in_force {
-            self.errors().run(index, errors);
+    /// A run of the step `id` with the definition `def` ended with `errors`: they decide the
+    /// exit status only while that definition is still the one in force (a reload may have
+    /// removed or changed the step while it ran; one that only moved it keeps them).
+    fn record_run(&self, id: StepId, def: &crate::config::SyncStep, errors: Vec<String>) {
+        // Held while the errors are recorded: a reload cannot slip in between.
+        let loops = self.loops();
+        if loops.steps.get(&id).is_some_and(|s| &s.step == def) {
+            self.errors().run(id, errors);
         }
     }
 
@@ -471,7 +594,7 @@ impl Server {
 
     /// The schedule of `step`: `Ok(None)` when it has none (logged, the step never fires),
     /// `Err` when it does not parse or never fires (logged and kept as an error line).
-    fn schedule_of(&self, step: &StepCtx) -> Result<Option<Schedule>, ()> {
+    fn schedule_of(&self, id: StepId, step: &StepCtx) -> Result<Option<Schedule>, ()> {
         let s = &step.step;
         let Some(sched) = cron::step_schedule(&s.schedule, &s.interval) else {
             slog::error!(self.log(), "No schedule or interval found, ignoring";
@@ -493,7 +616,7 @@ impl Server {
                 "source" => &s.source, "target" => &s.target, "sched" => &sched,
                 "err" => %e);
             self.errors().setup(
-                step.index,
+                id,
                 format!(
                     "{} source {:?} target {:?}: failed to schedule cron {sched:?}: {e}",
                     step.name(),
@@ -504,44 +627,62 @@ impl Server {
         })
     }
 
-    /// Tells `/status` about `step` (a new one, or a changed one keeping its history).
-    fn register(&self, step: &StepCtx) {
+    /// Tells `book` about `step` (a new one, or a changed one keeping its history).
+    fn register(book: &mut Book, id: StepId, step: &StepCtx) {
         let s = &step.step;
         let text = cron::step_schedule(&s.schedule, &s.interval);
         let parsed = text.as_deref().and_then(|t| cron::parse(t).ok());
-        lock(&self.stats).register(step, text, parsed);
+        book.register(id, step, text, parsed);
     }
 
-    /// Starts the fire loop of `step` (the loops table is locked by the caller).
-    fn start_loop(self: &Arc<Self>, loops: &mut Loops, step: Arc<StepCtx>, schedule: Schedule) {
+    /// Starts the fire loop of step `id` (the loops table is locked by the caller).
+    fn start_loop(
+        self: &Arc<Self>,
+        loops: &mut Loops,
+        id: StepId,
+        step: &StepCtx,
+        schedule: Schedule,
+    ) {
         let Some(clock) = loops.firing.clone() else {
             return;
         };
         let stop = self.run.cancel.child_token();
-        loops.stops.insert(step.index, stop.clone());
-        // Every firing is a run of its own (see `step_loop`).
-        let step = Arc::new(step.new_run());
+        loops.stops.insert(id, stop.clone());
+        let s = &step.step;
+        let what = (s.source.clone(), s.target.clone(), s.kind.clone());
         loops.handles.push(tokio::spawn(
-            self.clone().step_loop(step, schedule, clock, stop),
+            self.clone().step_loop(id, what, schedule, clock, stop),
         ));
     }
 
-    async fn serve(self: Arc<Self>, steps: Vec<Arc<StepCtx>>, clock: Clock) -> RunReport {
+    /// Puts the start-up config's steps in force, each with an id of its own: every step is
+    /// known to `/status` from the start, with or without a schedule.
+    fn adopt(&self, steps: Vec<Arc<StepCtx>>) -> Vec<(StepId, Arc<StepCtx>)> {
+        let mut loops = self.loops();
+        let mut book = lock(&self.stats);
+        book.serving = true;
+        steps
+            .into_iter()
+            .map(|step| {
+                let id = loops.new_id();
+                Self::register(&mut book, id, &step);
+                loops.steps.insert(id, step.clone());
+                (id, step)
+            })
+            .collect()
+    }
+
+    /// The initial pass of the steps [`Server::adopt`] put in force, then their schedules.
+    async fn serve(self: Arc<Self>, steps: Vec<(StepId, Arc<StepCtx>)>, clock: Clock) -> RunReport {
         let run = self.run.clone();
         let started = std::time::Instant::now();
         let sequential = run.parallel.sequential_steps;
         let mut initial: Vec<BoxFuture<'static, ()>> = Vec::new();
-        lock(&self.stats).serving = true;
-        // Every step is known to `/status` from the start, with or without a schedule.
-        for step in &steps {
-            self.register(step);
-            self.loops().steps.insert(step.index, step.clone());
-        }
-        for step in steps {
+        for (id, step) in steps {
             if run.cancel.is_cancelled() {
                 break;
             }
-            match self.schedule_of(&step) {
+            match self.schedule_of(id, &step) {
                 // Without a schedule a step never runs, not even in the initial pass.
                 Ok(None) => continue,
                 Err(()) if run.abort_on_error => {
@@ -554,10 +695,10 @@ impl Server {
             }
             let me = self.clone();
             let pass = async move {
-                let (index, step_def) = (step.index, step.step.clone());
+                let step_def = step.step.clone();
                 let stop = me.run.cancel.clone();
-                if let Some(errors) = me.run_step(step, Mode::Missing, &stop).await {
-                    me.record_run(&step_def, index, errors);
+                if let Some(errors) = me.run_step(id, step, Mode::Missing, &stop).await {
+                    me.record_run(id, &step_def, errors);
                 }
             };
             if sequential {
@@ -575,14 +716,15 @@ impl Server {
             {
                 let mut loops = self.loops();
                 loops.firing = Some(clock.clone());
-                let steps: Vec<Arc<StepCtx>> = loops.steps.values().cloned().collect();
-                for step in steps {
+                let steps: Vec<(StepId, Arc<StepCtx>)> =
+                    loops.steps.iter().map(|(id, s)| (*id, s.clone())).collect();
+                for (id, step) in steps {
                     let s = &step.step;
                     let schedule = cron::step_schedule(&s.schedule, &s.interval)
                         .and_then(|t| cron::parse(&t).ok())
                         .filter(|p| p.next(chrono::Utc::now()).is_some());
                     if let Some(schedule) = schedule {
-                        self.start_loop(&mut loops, step, schedule);
+                        self.start_loop(&mut loops, id, &step, schedule);
                     }
                 }
             }
@@ -595,7 +737,8 @@ impl Server {
         // The whole lifetime, like the one line that closes `once`.
         let counts = run.counters.snapshot();
         counts.log(&run.log, started.elapsed().as_secs_f64(), run.shard);
-        let errors = self.errors().lines();
+        let in_force = self.loops().positions();
+        let errors = self.errors().lines(&in_force);
         RunReport {
             errors,
             counts,
@@ -603,58 +746,90 @@ impl Server {
         }
     }
 
-    /// SIGHUP: `steps` replace the steps in force (see [`Reload`]).
+    /// SIGHUP: `steps` replace the steps in force (see [`Reload`]), paired with them by what
+    /// they copy ([`pair_steps`]), not by position.
     fn reload(self: &Arc<Self>, steps: Vec<Arc<StepCtx>>) -> ReloadSummary {
         let mut sum = ReloadSummary::default();
         let mut loops = self.loops();
-        let old = std::mem::take(&mut loops.steps);
-        let kept: std::collections::BTreeSet<usize> = steps.iter().map(|s| s.index).collect();
-        for index in old.keys().filter(|i| !kept.contains(i)) {
-            sum.removed += 1;
-            if let Some(stop) = loops.stops.remove(index) {
-                stop.cancel();
-            }
-            lock(&self.stats).steps.remove(index);
-            self.errors().forget(*index);
-        }
-        for step in steps {
-            match old.get(&step.index) {
-                Some(was) if was.step == step.step => {
-                    sum.unchanged += 1;
-                    loops.steps.insert(step.index, was.clone());
-                    continue;
+        let mut old = std::mem::take(&mut loops.steps);
+        let (pairs, removed) = {
+            let mut in_force: Vec<(StepId, &crate::config::SyncStep)> =
+                old.iter().map(|(id, s)| (*id, &s.step)).collect();
+            in_force.sort_by_key(|(id, _)| old[id].index);
+            let new: Vec<&crate::config::SyncStep> = steps.iter().map(|s| &s.step).collect();
+            pair_steps(&in_force, &new)
+        };
+        // Steps that start (again) on their schedule once the book knows them all.
+        let mut start = Vec::new();
+        {
+            // One lock of the book for the whole change: `/status` never sees two steps at
+            // one position.
+            let mut book = lock(&self.stats);
+            for id in removed {
+                sum.removed += 1;
+                old.remove(&id);
+                if let Some(stop) = loops.stops.remove(&id) {
+                    stop.cancel();
                 }
-                Some(_) => {
-                    sum.changed += 1;
-                    if let Some(stop) = loops.stops.remove(&step.index) {
-                        stop.cancel();
+                book.steps.remove(&id);
+                self.errors().forget(id);
+            }
+            for (step, pair) in steps.into_iter().zip(pairs) {
+                let was = match pair {
+                    Pairing::Unchanged(id) | Pairing::Changed(id) => old.remove(&id),
+                    Pairing::Added => None,
+                };
+                if was.as_ref().is_some_and(|w| w.index != step.index) {
+                    sum.moved += 1;
+                }
+                let id = match pair {
+                    Pairing::Unchanged(id) => {
+                        // Its loop keeps firing (and its schedule its phase); every firing
+                        // takes the step as in force, at its new position.
+                        sum.unchanged += 1;
+                        book.moved(id, step.index);
+                        loops.steps.insert(id, step);
+                        continue;
                     }
-                    self.errors().forget(step.index);
-                }
-                None => sum.added += 1,
+                    Pairing::Changed(id) => {
+                        sum.changed += 1;
+                        if let Some(stop) = loops.stops.remove(&id) {
+                            stop.cancel();
+                        }
+                        self.errors().forget(id);
+                        id
+                    }
+                    Pairing::Added => {
+                        sum.added += 1;
+                        loops.new_id()
+                    }
+                };
+                Self::register(&mut book, id, &step);
+                loops.steps.insert(id, step.clone());
+                start.push((id, step));
             }
-            self.register(&step);
-            loops.steps.insert(step.index, step.clone());
-            if let Ok(Some(schedule)) = self.schedule_of(&step) {
-                self.start_loop(&mut loops, step, schedule);
+        }
+        for (id, step) in start {
+            if let Ok(Some(schedule)) = self.schedule_of(id, &step) {
+                self.start_loop(&mut loops, id, &step, schedule);
             }
         }
         sum
     }
 
-    /// Fires `step` on `schedule` until the server stops.
+    /// Fires step `id` on `schedule` until the server stops (`what`: its source, target and
+    /// type, for the log).
     async fn step_loop(
         self: Arc<Self>,
-        step: Arc<StepCtx>,
+        id: StepId,
+        what: (String, String, String),
         schedule: Schedule,
         clock: Clock,
         stop: CancellationToken,
     ) {
-        let s = &step.step;
-        let (source, target, kind) = (s.source.clone(), s.target.clone(), s.kind.clone());
+        let (source, target, kind) = what;
         let log = self.run.log.clone();
         let stats = self.stats.clone();
-        let index = step.index;
         fire_loop(
             &schedule,
             &clock,
@@ -663,36 +838,51 @@ impl Server {
                 slog::debug!(log, "Running task";
                     "source" => &source, "target" => &target, "type" => &kind);
                 let me = self.clone();
-                // A run of its own: nothing an earlier firing saw land is trusted.
-                let step = Arc::new(step.new_run());
+                // The step as in force now: a reload may have moved it to another position.
+                // Read under the loops' lock, where a reload that removes or changes the
+                // step cancels `stop`: such a firing runs nothing.
+                let current = {
+                    let loops = me.loops();
+                    loops
+                        .steps
+                        .get(&id)
+                        .filter(|_| !stop.is_cancelled())
+                        .cloned()
+                };
                 let stop = stop.clone();
                 async move {
+                    let Some(current) = current else {
+                        return;
+                    };
+                    // A run of its own: nothing an earlier firing saw land is trusted.
+                    let step = Arc::new(current.new_run());
                     let step_def = step.step.clone();
-                    if let Some(errors) = me.run_step(step, Mode::Copy, &stop).await {
-                        me.record_run(&step_def, index, errors);
+                    if let Some(errors) = me.run_step(id, step, Mode::Copy, &stop).await {
+                        me.record_run(id, &step_def, errors);
                     }
                 }
             },
             || {
                 slog::debug!(log, "Skipping task, previous run still running";
                     "source" => &source, "target" => &target, "type" => &kind);
-                lock(&stats).skipped(index);
+                lock(&stats).skipped(id);
             },
         )
         .await;
     }
 
-    /// One run of one step: its errors (cancellations left out), a `Step summary` line and
+    /// One run of step `id`: its errors (cancellations left out), a `Step summary` line and
     /// the step's statistics. `None`: `stop` (the server's end, or a reload that removed or
     /// changed the step) came while the run waited for a step slot, and it never started.
     async fn run_step(
         &self,
+        id: StepId,
         step: Arc<StepCtx>,
         mode: Mode,
         stop: &CancellationToken,
     ) -> Option<Vec<String>> {
         let slot = step_slot(&self.run, stop).await?;
-        lock(&self.stats).begin(&step);
+        lock(&self.stats).begin(id, &step);
         persist(&step, mode, None);
         let started = tokio::time::Instant::now();
         let errors = match self
@@ -720,7 +910,7 @@ impl Server {
             duration: started.elapsed(),
         };
         report.log(self.log(), &step);
-        lock(&self.stats).end(&report);
+        lock(&self.stats).end(id, &report);
         persist(&step, mode, Some(report.errors.is_empty()));
         Some(report.errors)
     }
@@ -897,15 +1087,16 @@ mod tests {
     #[test]
     fn server_errors_keep_the_last_run_of_each_step_and_count_the_rest() {
         let mut e = ServerErrors::default();
-        e.setup(1, "sync[1] bad cron".into());
+        let in_force = [(StepId(0), 0), (StepId(1), 1)];
+        e.setup(StepId(1), "sync[1] bad cron".into());
         // A thousand failing firings of step 0, each with 150 distinct lines.
         for run in 0..1000 {
             let lines = (0..150)
                 .map(|i| format!("sync[0] run {run} image {i}"))
                 .collect();
-            e.run(0, lines);
+            e.run(StepId(0), lines);
         }
-        let lines = e.lines();
+        let lines = e.lines(&in_force);
         assert!(lines.len() <= KEPT_ERRORS_PER_STEP + 3, "{}", lines.len());
         assert_eq!(lines[0], "sync[1] bad cron");
         assert_eq!(lines[1], "sync[0] run 999 image 0");
@@ -915,19 +1106,116 @@ mod tests {
             lines.contains(&"sync[0]: 149850 error(s) in earlier runs of this server".to_string())
         );
         // A clean last run: its lines are gone, the exit status still sees the earlier ones.
-        e.run(0, Vec::new());
+        e.run(StepId(0), Vec::new());
         assert_eq!(
-            e.lines(),
+            e.lines(&in_force),
             [
                 "sync[1] bad cron",
                 "sync[0]: 150000 error(s) in earlier runs of this server"
             ]
         );
+        // Moved by a reload: the counts name the step at its new position.
+        assert_eq!(
+            e.lines(&[(StepId(1), 0), (StepId(0), 3)]),
+            [
+                "sync[1] bad cron",
+                "sync[3]: 150000 error(s) in earlier runs of this server"
+            ]
+        );
         // A server that never failed reports nothing.
         let mut clean = ServerErrors::default();
-        clean.run(0, Vec::new());
-        clean.run(0, Vec::new());
-        assert!(clean.lines().is_empty());
+        clean.run(StepId(0), Vec::new());
+        clean.run(StepId(0), Vec::new());
+        assert!(clean.lines(&in_force).is_empty());
+    }
+
+    fn sync_step(source: &str, target: &str, interval: &str) -> crate::config::SyncStep {
+        crate::config::SyncStep {
+            kind: "image".into(),
+            source: source.into(),
+            target: target.into(),
+            interval: interval.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Pairs `new` with `old` (ids 10, 11, ... in order) and names each pairing by letter:
+    /// `u10` unchanged, `c10` changed, `a` added; the removed ids follow.
+    fn pairing(
+        old: &[crate::config::SyncStep],
+        new: &[crate::config::SyncStep],
+    ) -> (Vec<String>, Vec<usize>) {
+        let old: Vec<(StepId, &crate::config::SyncStep)> = old
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (StepId(10 + i), s))
+            .collect();
+        let new: Vec<&crate::config::SyncStep> = new.iter().collect();
+        let (pairs, removed) = pair_steps(&old, &new);
+        let pairs = pairs
+            .iter()
+            .map(|p| match p {
+                Pairing::Unchanged(id) => format!("u{}", id.0),
+                Pairing::Changed(id) => format!("c{}", id.0),
+                Pairing::Added => "a".into(),
+            })
+            .collect();
+        (pairs, removed.iter().map(|id| id.0).collect())
+    }
+
+    #[test]
+    fn a_reload_pairs_steps_by_what_they_copy_not_by_position() {
+        let a = sync_step("s/a:1", "t/a:1", "1h");
+        let b = sync_step("s/b:1", "t/b:1", "1h");
+        let c = sync_step("s/c:1", "t/c:1", "1h");
+        // a step inserted at the top: the others keep theirs
+        assert_eq!(
+            pairing(&[a.clone(), b.clone()], &[c.clone(), a.clone(), b.clone()]),
+            (vec!["a".into(), "u10".into(), "u11".into()], vec![])
+        );
+        // another interval under the same type, source and target: changed, not new
+        let b2 = sync_step("s/b:1", "t/b:1", "2h");
+        assert_eq!(
+            pairing(&[a.clone(), b.clone()], &[b2.clone(), a.clone()]),
+            (vec!["c11".into(), "u10".into()], vec![])
+        );
+        // another source or target or type is another step
+        let mut b_repo = b.clone();
+        b_repo.kind = "repository".into();
+        assert_eq!(
+            pairing(
+                &[a.clone(), b.clone()],
+                &[sync_step("s/b:1", "t/x:1", "1h"), b_repo]
+            ),
+            (vec!["a".into(), "a".into()], vec![10, 11])
+        );
+    }
+
+    #[test]
+    fn steps_sharing_a_key_pair_identical_ones_first_then_in_file_order() {
+        let a1 = sync_step("s/a:1", "t/a:1", "1h");
+        let a2 = sync_step("s/a:1", "t/a:1", "2h");
+        let a3 = sync_step("s/a:1", "t/a:1", "3h");
+        // swapped: each finds its own definition
+        assert_eq!(
+            pairing(&[a1.clone(), a2.clone()], &[a2.clone(), a1.clone()]),
+            (vec!["u11".into(), "u10".into()], vec![])
+        );
+        // two identical steps: in file order, the last one goes
+        assert_eq!(
+            pairing(&[a1.clone(), a1.clone()], std::slice::from_ref(&a1)),
+            (vec!["u10".into()], vec![11])
+        );
+        // neither identical: the first in force goes to the first in the file
+        assert_eq!(
+            pairing(&[a1.clone(), a2.clone()], &[a3.clone(), a3.clone(), a3]),
+            (vec!["c10".into(), "c11".into(), "a".into()], vec![])
+        );
+        // an identical one is found first even when it comes later in the file
+        assert_eq!(
+            pairing(&[a1.clone(), a2.clone()], std::slice::from_ref(&a2)),
+            (vec!["u11".into()], vec![10])
+        );
     }
 
     #[test]
