@@ -41,9 +41,6 @@ pub enum Mode {
 pub enum EngineError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    /// The HTTP client of `http` hooks could not be built.
-    #[error("failed to set up the HTTP client for hooks: {0}")]
-    HookClient(String),
 }
 
 /// Both storage schemes; the copy algorithm asks for the one a reference names.
@@ -242,12 +239,10 @@ impl Engine {
         };
         // The run's cancellation reaches every request, retry wait and host pause.
         let cancel = CancellationToken::new();
-        let hook_http = crate::registry::plain_client(&user_agent, &log)
-            .map_err(|e| EngineError::HookClient(crate::registry::error_chain(&e)))?;
         let registry = RegistryStore::new(
             hosts,
             throttle.clone(),
-            crate::registry::RegistryOptions::new(user_agent)
+            crate::registry::RegistryOptions::new(user_agent.clone())
                 .with_cache(config.defaults.cache_count, &config.defaults.cache_time)
                 .with_cancel(cancel.clone()),
             log.clone(),
@@ -267,7 +262,7 @@ impl Engine {
             image_slots: Arc::new(tokio::sync::Semaphore::new(parallel.look_ahead())),
             step_slots: Arc::new(tokio::sync::Semaphore::new(parallel.look_ahead())),
             manifest_writes: run_scope::WriteLocks::default(),
-            hooks: crate::hooks::HookRunner::new(hook_http, log.clone()),
+            hooks: crate::hooks::HookRunner::new(&user_agent, log.clone()),
             state: opts.state,
             restored_runs: opts.restored_runs,
             shard: opts.shard,

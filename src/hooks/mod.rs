@@ -25,6 +25,7 @@ pub use crate::config::template::HookVars;
 
 use crate::config::template::render_hook_param;
 use crate::config::Hook;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -89,6 +90,9 @@ pub enum HookError {
     },
     #[error("invalid hook: {0}")]
     Invalid(String),
+    /// The HTTP client of `http` hooks could not be built.
+    #[error("failed to set up the HTTP client for hooks: {0}")]
+    Client(String),
     /// The run's cancellation fired.
     #[error("hook canceled")]
     Canceled,
@@ -97,18 +101,33 @@ pub enum HookError {
 /// Runs hooks for one engine: its HTTP client (for `http` hooks: no registry credentials,
 /// ever), its logger and the timeout.
 pub struct HookRunner {
-    http: reqwest::Client,
+    user_agent: String,
+    /// Built at the first `http` hook: a client holds its own parsed copy of the system's
+    /// root certificates (about 0.3 MB), which a config without `http` hooks never needs. A
+    /// reload may add such hooks to a running server, so it is not decided at start.
+    http: OnceLock<Result<reqwest::Client, String>>,
     log: slog::Logger,
     timeout: Duration,
 }
 
 impl HookRunner {
-    pub fn new(http: reqwest::Client, log: slog::Logger) -> HookRunner {
+    pub fn new(user_agent: &str, log: slog::Logger) -> HookRunner {
         HookRunner {
-            http,
+            user_agent: user_agent.to_string(),
+            http: OnceLock::new(),
             log,
             timeout: HOOK_TIMEOUT,
         }
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, HookError> {
+        self.http
+            .get_or_init(|| {
+                crate::registry::plain_client(&self.user_agent, &self.log)
+                    .map_err(|e| crate::registry::error_chain(&e))
+            })
+            .as_ref()
+            .map_err(|e| HookError::Client(e.clone()))
     }
 
     /// Another timeout than [`HOOK_TIMEOUT`] (tests).
@@ -149,7 +168,7 @@ impl HookRunner {
             "target" => vars.target.to_string()));
         match hook.kind.as_str() {
             "cmd" => cmd::run(&params, self.timeout, cancel, &log).await,
-            "http" => http::run(&self.http, &params, self.timeout, cancel, &log).await,
+            "http" => http::run(self.http()?, &params, self.timeout, cancel, &log).await,
             other => Err(HookError::Invalid(format!(
                 "unknown hook type {other:?} (expected cmd or http)"
             ))),
