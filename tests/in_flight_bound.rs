@@ -56,8 +56,12 @@ fn images_in_flight_are_bounded_for_the_run_not_per_step() {
 
 /// Steps in flight are bounded for the run too (one per image slot: four with `parallel: 1`):
 /// twelve single-tag repository steps from a slow source (`reqPerSec: 20`) do not all list
-/// at once. In the source's access log, at most four tag listings come before the first
-/// manifest request (with every step started at once, all twelve listings queue first).
+/// at once. A step gives its slot back once its images are handed to the image slots, so
+/// before the first manifest request at most eight steps can have listed: four whose images
+/// took the four image slots, and four waiting, slot in hand, for an image slot that only a
+/// finished image (its manifest read first) frees. How many of those eight list before the
+/// first manifest request is a race of the paced requests (four on a quiet machine, six
+/// seen under load); with every step started at once all twelve listings queue first.
 #[test]
 fn steps_in_flight_are_bounded_for_the_run() {
     use common::registry::count_lines;
@@ -82,7 +86,7 @@ fn steps_in_flight_are_bounded_for_the_run() {
         .expect("no manifest request at the source");
     let listings_first = count_lines(&seen[..first_manifest], "GET", "/tags/list");
     assert!(
-        listings_first <= 4,
+        listings_first <= 8,
         "{listings_first} tag listings before the first manifest request: {seen:?}"
     );
     assert_eq!(count_lines(&seen, "GET", "/tags/list"), 12, "{seen:?}");
