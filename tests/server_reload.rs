@@ -25,6 +25,24 @@ fn step_sources(st: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Every sample of the per-step counters in a `/metrics` text: `name{labels}` → value.
+fn step_counters(metrics: &str) -> std::collections::BTreeMap<String, f64> {
+    const COUNTERS: [&str; 4] = [
+        "regsync_step_runs_total{",
+        "regsync_images_total{",
+        "regsync_tags_pruned_total{",
+        "regsync_step_run_duration_seconds_count{",
+    ];
+    metrics
+        .lines()
+        .filter(|l| COUNTERS.iter().any(|c| l.starts_with(c)))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
 /// Step summaries of `step` logged after log line number `after`.
 fn summaries_of(server: &Server, step: &str, after: usize) -> usize {
     server
@@ -189,6 +207,7 @@ fn a_step_inserted_at_the_top_leaves_every_step_its_own_history() {
         },
     );
     let before = status(&addr)["steps"].clone();
+    let counters_before = step_counters(&http_get(&addr, "/metrics").1);
     assert!(
         before[1]["last_error"]
             .as_str()
@@ -243,6 +262,24 @@ fn a_step_inserted_at_the_top_leaves_every_step_its_own_history() {
     };
     assert_eq!(runs("2", "beta", "failed"), Some(1.0), "{metrics}");
     assert_eq!(runs("0", "gamma", "failed"), Some(0.0), "{metrics}");
+    // Counters never go down within a series: a moved step's counts leave the series of its
+    // old position (which another step may take) for a series of its own at the new one.
+    let counters_after = step_counters(&metrics);
+    assert!(counters_after.len() > 4, "{metrics}");
+    for (series, was) in &counters_before {
+        if let Some(now) = counters_after.get(series) {
+            assert!(
+                now >= was,
+                "{series} went from {was} to {now} across the reload"
+            );
+        }
+    }
+    let alpha_copied = format!(
+        "regsync_images_total{{step=\"1\",type=\"image\",source=\"{}\",target=\"{}\",result=\"copied\"}}",
+        src.r("alpha:v1"),
+        dst.r("alpha:v1")
+    );
+    assert_eq!(counters_after.get(&alpha_copied), Some(&1.0), "{metrics}");
     let counts = |v: &Value| {
         ["unchanged", "changed", "added", "removed", "moved"].map(|k| v[k].as_u64().unwrap_or(99))
     };

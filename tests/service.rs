@@ -97,21 +97,26 @@ fn metrics_count_the_copies_and_readyz_flips_after_the_initial_pass() {
     let m = |name: &str, labels: &str| {
         metric(&text, name, labels).unwrap_or_else(|| panic!("no {name}{{{labels}}} in\n{text}"))
     };
+    // A step's series: its position and what it copies.
+    let (s0, t0) = (src.r("alpha"), dst.r("alpha"));
+    let (s1, t1) = (src.r("missing:v1"), dst.r("missing:v1"));
+    let l0 = format!("step=\"0\",type=\"repository\",source=\"{s0}\",target=\"{t0}\"");
+    let l1 = format!("step=\"1\",type=\"image\",source=\"{s1}\",target=\"{t1}\"");
     let version = env!("CARGO_PKG_VERSION");
     assert_eq!(
         m("regsync_build_info", &format!("version=\"{version}\"")),
         1.0
     );
     assert_eq!(
-        m("regsync_images_total", "step=\"0\",result=\"copied\""),
+        m("regsync_images_total", &format!("{l0},result=\"copied\"")),
         tags_copied as f64
     );
     assert_eq!(
-        m("regsync_images_total", "step=\"0\",result=\"failed\""),
+        m("regsync_images_total", &format!("{l0},result=\"failed\"")),
         0.0
     );
     assert_eq!(
-        m("regsync_images_total", "step=\"1\",result=\"copied\""),
+        m("regsync_images_total", &format!("{l1},result=\"copied\"")),
         0.0
     );
     assert_eq!(m("regsync_copied_bytes_total", ""), bytes_written as f64);
@@ -129,8 +134,6 @@ fn metrics_count_the_copies_and_readyz_flips_after_the_initial_pass() {
             ),
         )
     };
-    let (s0, t0) = (src.r("alpha"), dst.r("alpha"));
-    let (s1, t1) = (src.r("missing:v1"), dst.r("missing:v1"));
     assert_eq!(runs(0, &s0, &t0, "repository", "ok"), 1.0);
     assert_eq!(runs(0, &s0, &t0, "repository", "failed"), 0.0);
     assert_eq!(runs(1, &s1, &t1, "image", "ok"), 0.0);
@@ -139,20 +142,15 @@ fn metrics_count_the_copies_and_readyz_flips_after_the_initial_pass() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    let last_ok = m("regsync_step_last_success_timestamp_seconds", "step=\"0\"");
+    let last_ok = m("regsync_step_last_success_timestamp_seconds", &l0);
     assert!(
         (now - 120.0..=now + 1.0).contains(&last_ok),
         "{last_ok} vs {now}"
     );
-    assert!(metric(
-        &text,
-        "regsync_step_last_success_timestamp_seconds",
-        "step=\"1\""
-    )
-    .is_none());
-    assert!(m("regsync_step_last_run_timestamp_seconds", "step=\"1\"") > 0.0);
+    assert!(metric(&text, "regsync_step_last_success_timestamp_seconds", &l1).is_none());
+    assert!(m("regsync_step_last_run_timestamp_seconds", &l1) > 0.0);
     // An hour ahead, give or take the time the test took.
-    let next = m("regsync_step_next_run_timestamp_seconds", "step=\"0\"");
+    let next = m("regsync_step_next_run_timestamp_seconds", &l0);
     assert!(
         (now + 3000.0..=now + 3601.0).contains(&next),
         "{next} vs {now}"
@@ -222,11 +220,8 @@ fn metrics_count_the_copies_and_readyz_flips_after_the_initial_pass() {
         text.contains("# TYPE regsync_ratelimit_remaining gauge"),
         "{text}"
     );
-    assert_eq!(
-        m("regsync_step_run_duration_seconds_count", "step=\"0\""),
-        1.0
-    );
-    assert!(m("regsync_step_run_duration_seconds_sum", "step=\"0\"") > 0.0);
+    assert_eq!(m("regsync_step_run_duration_seconds_count", &l0), 1.0);
+    assert!(m("regsync_step_run_duration_seconds_sum", &l0) > 0.0);
     // No per-tag label anywhere.
     assert!(!text.contains("v0") && !text.contains("sha256"), "{text}");
 

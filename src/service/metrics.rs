@@ -46,8 +46,24 @@ fn seconds(t: SystemTime) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A step's series: its position and what it copies. A reload that moves a step (steps are
+/// paired by type, source and target) then ends the series at the old position and starts
+/// one at the new, each monotonic; with the position alone, the series of position 0 would
+/// jump from one step's count to another's, a counter reset or a false increase to
+/// Prometheus.
 fn step_label(s: &StepState) -> Labels {
-    vec![("step", s.step.to_string())]
+    vec![
+        ("step", s.step.to_string()),
+        ("type", s.kind.clone()),
+        ("source", s.source.clone()),
+        ("target", s.target.clone()),
+    ]
+}
+
+fn step_result_label(s: &StepState, result: &str) -> Labels {
+    let mut labels = step_label(s);
+    labels.push(("result", result.to_string()));
+    labels
 }
 
 /// One metric family: its descriptor, then one sample per label set.
@@ -128,18 +144,9 @@ impl Collector for Exposition {
             "Completed runs of a sync step, by result (failed: at least one error).",
             MetricType::Counter,
             steps.iter().flat_map(|s| {
-                let labels = |result: &str| {
-                    vec![
-                        ("step", s.step.to_string()),
-                        ("type", s.kind.clone()),
-                        ("source", s.source.clone()),
-                        ("target", s.target.clone()),
-                        ("result", result.to_string()),
-                    ]
-                };
                 [
-                    (labels("ok"), counter(s.runs - s.failed_runs)),
-                    (labels("failed"), counter(s.failed_runs)),
+                    (step_result_label(s, "ok"), counter(s.runs - s.failed_runs)),
+                    (step_result_label(s, "failed"), counter(s.failed_runs)),
                 ]
             }),
         )?;
@@ -192,12 +199,7 @@ impl Collector for Exposition {
                     ("skipped", c.images_skipped),
                     ("failed", c.images_failed),
                 ]
-                .map(|(result, n)| {
-                    (
-                        vec![("step", s.step.to_string()), ("result", result.to_string())],
-                        counter(n),
-                    )
-                })
+                .map(|(result, n)| (step_result_label(s, result), counter(n)))
             }),
         )?;
         family(
@@ -205,12 +207,9 @@ impl Collector for Exposition {
             "regsync_tags_pruned",
             "Target tags a sync step deleted because they are no longer selected (cleanupTags).",
             MetricType::Counter,
-            steps.iter().map(|s| {
-                (
-                    vec![("step", s.step.to_string())],
-                    counter(s.counts.tags_pruned),
-                )
-            }),
+            steps
+                .iter()
+                .map(|s| (step_label(s), counter(s.counts.tags_pruned))),
         )?;
         let t = &st.totals;
         family(
@@ -418,18 +417,18 @@ mod tests {
             "# TYPE regsync_step_runs_total counter",
             "regsync_step_runs_total{step=\"0\",type=\"repository\",source=\"src.example:5000/a\\\"b\",target=\"dst.example/a\",result=\"ok\"} 2",
             "regsync_step_runs_total{step=\"0\",type=\"repository\",source=\"src.example:5000/a\\\"b\",target=\"dst.example/a\",result=\"failed\"} 1",
-            "regsync_step_last_run_timestamp_seconds{step=\"0\"} 1700000000.0",
-            "regsync_step_last_success_timestamp_seconds{step=\"0\"} 1699999940.0",
+            "regsync_step_last_run_timestamp_seconds{step=\"0\",type=\"repository\",source=\"src.example:5000/a\\\"b\",target=\"dst.example/a\"} 1700000000.0",
+            "regsync_step_last_success_timestamp_seconds{step=\"0\",type=\"repository\",source=\"src.example:5000/a\\\"b\",target=\"dst.example/a\"} 1699999940.0",
             "# TYPE regsync_step_next_run_timestamp_seconds gauge",
-            "regsync_images_total{step=\"0\",result=\"copied\"} 5",
-            "regsync_images_total{step=\"0\",result=\"matched\"} 7",
-            "regsync_images_total{step=\"0\",result=\"failed\"} 0",
+            "regsync_images_total{step=\"0\",type=\"repository\",source=\"src.example:5000/a\\\"b\",target=\"dst.example/a\",result=\"copied\"} 5",
+            "regsync_images_total{step=\"0\",type=\"repository\",source=\"src.example:5000/a\\\"b\",target=\"dst.example/a\",result=\"matched\"} 7",
+            "regsync_images_total{step=\"0\",type=\"repository\",source=\"src.example:5000/a\\\"b\",target=\"dst.example/a\",result=\"failed\"} 0",
             "regsync_blobs_total{result=\"copied\"} 4",
             "regsync_blobs_total{result=\"mounted\"} 1",
             "regsync_copied_bytes_total 1234",
             "regsync_images_in_flight 2.0",
             "# TYPE regsync_step_run_duration_seconds histogram",
-            "regsync_step_run_duration_seconds_count{step=\"0\"} 0",
+            "regsync_step_run_duration_seconds_count{step=\"0\",type=\"repository\",source=\"src.example:5000/a\\\"b\",target=\"dst.example/a\"} 0",
             "# TYPE regsync_http_requests_total counter",
             "regsync_http_requests_total{registry=\"r.example:5000\",method=\"HEAD\",kind=\"manifest\",code=\"200\"} 2",
             "regsync_http_requests_total{registry=\"r.example:5000\",method=\"GET\",kind=\"blob\",code=\"error\"} 1",
