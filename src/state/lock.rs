@@ -22,11 +22,33 @@ pub(crate) struct WriterLock {
     _file: File,
 }
 
-/// `state.db` → `state.db.lock`, beside it.
+/// `state.db` → `state.db.lock`, beside the file the path leads to: a symlink to the
+/// database, or a path spelled another way (`..`, a symlinked directory), finds the same
+/// lock.
 pub(crate) fn lock_path(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_os_string();
+    let mut name = real_path(db).into_os_string();
     name.push(".lock");
     PathBuf::from(name)
+}
+
+/// `db` with every symlink and `..` resolved; a file not created yet is named in its
+/// directory's resolved path. As given when even the directory cannot be resolved (opening
+/// the database then fails with the reason).
+fn real_path(db: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(db) {
+        return p;
+    }
+    let (Some(dir), Some(name)) = (db.parent(), db.file_name()) else {
+        return db.to_path_buf();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::fs::canonicalize(dir)
+        .map(|d| d.join(name))
+        .unwrap_or_else(|_| db.to_path_buf())
 }
 
 impl WriterLock {

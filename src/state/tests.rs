@@ -191,3 +191,24 @@ fn the_handle_answers_from_its_thread() {
         assert_eq!(n, 1);
     });
 }
+
+#[test]
+fn a_writer_through_another_path_to_the_same_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.db");
+    let _writer = Db::open(&real).unwrap();
+    // A symlink, and a path through `..`: the same database, so the same lock.
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let roundabout = dir.path().join("sub/../real.db");
+    for other in [&link, &roundabout] {
+        let e = Db::open(other).err();
+        assert!(
+            matches!(e, Some(StateError::Held { .. })),
+            "a second writer opened {} while {} is held: {e:?}",
+            other.display(),
+            real.display()
+        );
+    }
+}
