@@ -403,3 +403,55 @@ fn a_reload_asking_for_cleanup_tags_without_a_state_database_is_refused() {
     let (st, _) = server.wait_exit(Duration::from_secs(15));
     assert_eq!(st.code(), Some(0), "{}", server.stderr());
 }
+
+/// A step removed by a reload during `server`'s initial pass, before its turn came, never
+/// runs with the definition that was removed: with `parallel: 0` the initial pass runs the
+/// steps one after the other, and beta's turn comes after the reload took it away.
+#[test]
+fn a_step_removed_during_the_initial_pass_before_its_turn_never_runs() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    for t in 0..6 {
+        push(&src, "alpha", &format!("v{t}"), &oci_image(9560 + t));
+    }
+    push(&src, "beta", "v1", &oci_image(9570));
+    let alpha = repo_step(&src.r("alpha"), &dst.r("alpha"), &[], &[]) + "interval: 1h\n";
+    let beta = image_step(&src.r("beta:v1"), &dst.r("beta:v1")) + "interval: 1h\n";
+    let eps: [&dyn Endpoint; 2] = [&src, &dst];
+    // A slow source: alpha's initial run takes seconds.
+    let slow = format!("  - registry: {}\n    tls: disabled\n", src.host());
+    let with_slow = |c: String| c.replacen(&slow, &format!("{slow}    reqPerSec: 3\n"), 1);
+    let cfg = with_slow(config(&eps, 0, &[alpha.clone(), beta]));
+    assert!(
+        cfg.contains("reqPerSec: 3") && cfg.contains("parallel: 0"),
+        "{cfg}"
+    );
+    let mut server = Server::start(&cfg, &["--listen", "127.0.0.1:0"]);
+    let addr = server.listen_addr();
+    server.wait_until("alpha's initial run", Duration::from_secs(30), |_| {
+        status(&addr)["steps"][0]["running_since"].is_string()
+    });
+    std::fs::write(server.config_path(), with_slow(config(&eps, 0, &[alpha]))).unwrap();
+    server.signal(libc::SIGHUP);
+    let done = server.wait_log("Config reloaded", Duration::from_secs(10), |_| true);
+    assert_eq!(done["removed"], 1, "{done}");
+    server.wait_until("the initial pass ends", Duration::from_secs(60), |_| {
+        http_get(&addr, "/readyz").0 == 200
+    });
+    assert_eq!(
+        summaries_of(&server, "sync[0]", 0),
+        1,
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(
+        summaries_of(&server, "sync[1]", 0),
+        0,
+        "the removed step ran after the reload\n{}",
+        server.stderr()
+    );
+    assert!(tags(&dst, "beta").is_empty(), "beta was copied");
+    assert_eq!(tags(&dst, "alpha").len(), 6);
+    server.signal(libc::SIGTERM);
+    let (st, _) = server.wait_exit(Duration::from_secs(15));
+    assert_eq!(st.code(), Some(0), "{}", server.stderr());
+}

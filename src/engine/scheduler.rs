@@ -656,8 +656,11 @@ impl Server {
     }
 
     /// Puts the start-up config's steps in force, each with an id of its own: every step is
-    /// known to `/status` from the start, with or without a schedule.
-    fn adopt(&self, steps: Vec<Arc<StepCtx>>) -> Vec<(StepId, Arc<StepCtx>)> {
+    /// known to `/status` from the start, with or without a schedule. Each gets its stop
+    /// token at once, as a fire loop does: a reload during the initial pass that removes or
+    /// changes a step stops its initial run if it has not begun yet (a run in progress
+    /// finishes, as on any reload).
+    fn adopt(&self, steps: Vec<Arc<StepCtx>>) -> Vec<(StepId, Arc<StepCtx>, CancellationToken)> {
         let mut loops = self.loops();
         let mut book = lock(&self.stats);
         book.serving = true;
@@ -667,18 +670,24 @@ impl Server {
                 let id = loops.new_id();
                 Self::register(&mut book, id, &step);
                 loops.steps.insert(id, step.clone());
-                (id, step)
+                let stop = self.run.cancel.child_token();
+                loops.stops.insert(id, stop.clone());
+                (id, step, stop)
             })
             .collect()
     }
 
     /// The initial pass of the steps [`Server::adopt`] put in force, then their schedules.
-    async fn serve(self: Arc<Self>, steps: Vec<(StepId, Arc<StepCtx>)>, clock: Clock) -> RunReport {
+    async fn serve(
+        self: Arc<Self>,
+        steps: Vec<(StepId, Arc<StepCtx>, CancellationToken)>,
+        clock: Clock,
+    ) -> RunReport {
         let run = self.run.clone();
         let started = std::time::Instant::now();
         let sequential = run.parallel.sequential_steps;
         let mut initial: Vec<BoxFuture<'static, ()>> = Vec::new();
-        for (id, step) in steps {
+        for (id, step, stop) in steps {
             if run.cancel.is_cancelled() {
                 break;
             }
@@ -696,7 +705,6 @@ impl Server {
             let me = self.clone();
             let pass = async move {
                 let step_def = step.step.clone();
-                let stop = me.run.cancel.clone();
                 if let Some(errors) = me.run_step(id, step, Mode::Missing, &stop).await {
                     me.record_run(id, &step_def, errors);
                 }
