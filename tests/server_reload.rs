@@ -455,3 +455,71 @@ fn a_step_removed_during_the_initial_pass_before_its_turn_never_runs() {
     let (st, _) = server.wait_exit(Duration::from_secs(15));
     assert_eq!(st.code(), Some(0), "{}", server.stderr());
 }
+
+/// A step changed by a reload (same type, source and target, other settings) while one of
+/// its runs is in progress does not start a second run of the same target before that one
+/// ends: the new definition's firings are skipped meanwhile, as a fire loop skips its own
+/// while its previous run goes on. The target already holds every tag, so each scheduled
+/// run is a check of 16 tags on a source paced at 2 requests a second (about 8 s); a run
+/// starting shows as a listing of the target's tags.
+#[test]
+fn a_step_changed_while_it_runs_does_not_run_twice_at_once() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    for t in 0..16 {
+        let img = oci_image(9580 + t);
+        push(&src, "alpha", &format!("v{t}"), &img);
+        push(&dst, "alpha", &format!("v{t}"), &img);
+    }
+    let alpha =
+        |deny: &[&str]| repo_step(&src.r("alpha"), &dst.r("alpha"), &[], deny) + "interval: 1s\n";
+    let eps: [&dyn Endpoint; 2] = [&src, &dst];
+    let slow = format!("  - registry: {}\n    tls: disabled\n", src.host());
+    let with_slow = |c: String| c.replacen(&slow, &format!("{slow}    reqPerSec: 2\n"), 1);
+    // Every run lists the target's tags first (that registry is not paced).
+    let target_listings = |since| {
+        dst.access_since(since)
+            .iter()
+            .filter(|l| l.method == "GET" && l.path.contains("/alpha/tags/list"))
+            .count()
+    };
+    let start = dst.mark();
+    let mut server = Server::start(
+        &with_slow(config(&eps, 2, &[alpha(&[])])),
+        &["--listen", "127.0.0.1:0"],
+    );
+    let addr = server.listen_addr();
+    // The initial pass (nothing missing) ends, then a scheduled run begins and has listed.
+    server.wait_until(
+        "a scheduled run in progress",
+        Duration::from_secs(30),
+        |_| {
+            let st = status(&addr);
+            let runs = st["steps"][0]["runs"].as_u64().unwrap_or(0);
+            runs >= 1
+                && st["steps"][0]["running_since"].is_string()
+                && target_listings(start) as u64 > runs
+        },
+    );
+    let ended = summaries_of(&server, "sync[0]", 0);
+    let mark = dst.mark();
+    std::fs::write(
+        server.config_path(),
+        with_slow(config(&eps, 2, &[alpha(&["^nomatch$"])])),
+    )
+    .unwrap();
+    server.signal(libc::SIGHUP);
+    let done = server.wait_log("Config reloaded", Duration::from_secs(10), |_| true);
+    assert_eq!(done["changed"], 1, "{done}");
+    // The new definition fires every second; the run in progress needs seconds more.
+    std::thread::sleep(Duration::from_secs(3));
+    let still_running = summaries_of(&server, "sync[0]", 0) == ended;
+    let listings = target_listings(mark);
+    assert!(still_running, "the run in progress ended too soon to tell");
+    assert_eq!(
+        listings, 0,
+        "a second run of alpha started while one was in progress"
+    );
+    server.signal(libc::SIGTERM);
+    let (st, _) = server.wait_exit(Duration::from_secs(30));
+    assert_eq!(st.code(), Some(0), "{}", server.stderr());
+}

@@ -360,6 +360,7 @@ impl Handler<Serve> for Scheduler {
             stats: self.stats.clone(),
             errors: Mutex::default(),
             loops: Mutex::default(),
+            running: Mutex::default(),
         });
         // In force before the handler returns: a reload handled next finds them.
         let steps = server.adopt(msg.steps);
@@ -396,6 +397,27 @@ struct Server {
     errors: Mutex<ServerErrors>,
     /// The steps in force and their fire loops.
     loops: Mutex<Loops>,
+    /// Steps with a scheduled run in progress. A fire loop skips its own firings while its
+    /// previous run goes on; this also covers the loop a reload starts for a changed step
+    /// (same id) while the old definition's run still goes on: two runs of one target at
+    /// once would interleave their copies and their pruning.
+    running: Mutex<std::collections::BTreeSet<StepId>>,
+}
+
+/// A scheduled run of a step in progress ([`Server::claim_run`]); dropping it ends the claim.
+struct RunClaim<'a> {
+    server: &'a Server,
+    id: StepId,
+}
+
+impl Drop for RunClaim<'_> {
+    fn drop(&mut self) {
+        self.server
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
 }
 
 /// The steps of the config in force (the start-up one, then each reload's), by id, and once
@@ -569,6 +591,17 @@ impl ServerErrors {
 }
 
 impl Server {
+    /// Step `id` begins a scheduled run, unless one is in progress (`None`).
+    fn claim_run(&self, id: StepId) -> Option<RunClaim<'_>> {
+        let fresh = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
+        // Not `then_some`: a claim made and dropped at once would end the claim in force.
+        fresh.then(|| RunClaim { server: self, id })
+    }
+
     fn log(&self) -> &slog::Logger {
         &self.run.log
     }
@@ -858,8 +891,18 @@ impl Server {
                         .cloned()
                 };
                 let stop = stop.clone();
+                let skipped = (log.clone(), stats.clone());
+                let what = (source.clone(), target.clone(), kind.clone());
                 async move {
                     let Some(current) = current else {
+                        return;
+                    };
+                    let Some(_claim) = me.claim_run(id) else {
+                        // The run of the definition a reload changed still goes on.
+                        let ((log, stats), (source, target, kind)) = (skipped, what);
+                        slog::debug!(log, "Skipping task, previous run still running";
+                            "source" => &source, "target" => &target, "type" => &kind);
+                        lock(&stats).skipped(id);
                         return;
                     };
                     // A run of its own: nothing an earlier firing saw land is trusted.
