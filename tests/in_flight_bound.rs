@@ -23,10 +23,7 @@ fn images_in_flight_are_bounded_for_the_run_not_per_step() {
         }
         steps.push(repo_step(&src.r(&repo), &dst.r(&repo), &[], &[]));
     }
-    let slow = format!("  - registry: {}\n    tls: disabled\n", src.host());
-    let cfg =
-        config(&[&src, &dst], 1, &steps).replacen(&slow, &format!("{slow}    reqPerSec: 20\n"), 1);
-    assert!(cfg.contains("reqPerSec: 20"), "{cfg}");
+    let cfg = paced(&config(&[&src, &dst], 1, &steps), &src.host(), 20);
     let mut run = Server::start_cmd("once", &cfg, &["--listen", "127.0.0.1:0"]);
     let addr = run.listen_addr();
     let (mut most, mut samples) = (0.0f64, 0);
@@ -72,10 +69,7 @@ fn steps_in_flight_are_bounded_for_the_run() {
         push(&src, &repo, "v0", &oci_image(9640 + r));
         steps.push(repo_step(&src.r(&repo), &dst.r(&repo), &[], &[]));
     }
-    let slow = format!("  - registry: {}\n    tls: disabled\n", src.host());
-    let cfg =
-        config(&[&src, &dst], 1, &steps).replacen(&slow, &format!("{slow}    reqPerSec: 20\n"), 1);
-    assert!(cfg.contains("reqPerSec: 20"), "{cfg}");
+    let cfg = paced(&config(&[&src, &dst], 1, &steps), &src.host(), 20);
     let mark = src.mark();
     let out = regsync(&["once"], &cfg);
     out.assert_ok();
@@ -109,9 +103,7 @@ fn a_step_still_waiting_for_a_slot_when_the_run_stops_never_starts() {
         push(&src, &repo, "v1", &oci_image(9670 + r));
         steps.push(repo_step(&src.r(&repo), &dst.r(&repo), &[], &[]));
     }
-    let slow = format!("  - registry: {}\n    tls: disabled\n", src.host());
-    let cfg =
-        config(&[&src, &dst], 1, &steps).replacen(&slow, &format!("{slow}    reqPerSec: 5\n"), 1);
+    let cfg = paced(&config(&[&src, &dst], 1, &steps), &src.host(), 5);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.json");
     let out = regsync(

@@ -54,10 +54,7 @@ fn metrics_count_the_copies_and_readyz_flips_after_the_initial_pass() {
         repo_step(&src.r("alpha"), &dst.r("alpha"), &[], &[]) + "interval: 1h\n",
         image_step(&src.r("missing:v1"), &dst.r("missing:v1")) + "interval: 1h\n",
     ];
-    let slow = format!("  - registry: {}\n    tls: disabled\n", src.host());
-    let cfg =
-        config(&[&src, &dst], 2, &steps).replacen(&slow, &format!("{slow}    reqPerSec: 3\n"), 1);
-    assert!(cfg.contains("reqPerSec: 3"), "{cfg}");
+    let cfg = paced(&config(&[&src, &dst], 2, &steps), &src.host(), 3);
     let mut server = Server::start(&cfg, &["--listen", "127.0.0.1:0"]);
     let addr = server.listen_addr();
     assert!(

@@ -127,6 +127,14 @@ pub fn creds_yaml(eps: &[&dyn Endpoint]) -> String {
     s
 }
 
+/// `cfg` (from [`config`]) with the creds entry of `host` paced at `per_sec` requests a
+/// second (`reqPerSec`): a slow registry, so that a run lasts long enough to watch.
+pub fn paced(cfg: &str, host: &str, per_sec: u32) -> String {
+    let entry = format!("  - registry: {host}\n    tls: disabled\n");
+    assert!(cfg.contains(&entry), "no creds entry for {host} in\n{cfg}");
+    cfg.replacen(&entry, &format!("{entry}    reqPerSec: {per_sec}\n"), 1)
+}
+
 /// A full config: `version: 1`, creds for `eps`, `defaults.parallel`, and the given sync steps
 /// (each a YAML mapping body without the leading `- `, e.g. `"source: a\ntarget: b\ntype: image"`).
 pub fn config(eps: &[&dyn Endpoint], parallel: u32, steps: &[String]) -> String {
