@@ -870,7 +870,17 @@ impl Server {
     ) {
         let (source, target, kind) = what;
         let log = self.run.log.clone();
-        let stats = self.stats.clone();
+        // A firing that runs nothing because a run of the step still goes on: this loop's
+        // own previous run, or the run of the definition a reload changed.
+        let skip = {
+            let (log, stats) = (log.clone(), self.stats.clone());
+            let (source, target, kind) = (source.clone(), target.clone(), kind.clone());
+            Arc::new(move || {
+                slog::debug!(log, "Skipping task, previous run still running";
+                    "source" => &source, "target" => &target, "type" => &kind);
+                lock(&stats).skipped(id);
+            })
+        };
         fire_loop(
             &schedule,
             &clock,
@@ -891,18 +901,14 @@ impl Server {
                         .cloned()
                 };
                 let stop = stop.clone();
-                let skipped = (log.clone(), stats.clone());
-                let what = (source.clone(), target.clone(), kind.clone());
+                let skip = skip.clone();
                 async move {
                     let Some(current) = current else {
                         return;
                     };
                     let Some(_claim) = me.claim_run(id) else {
                         // The run of the definition a reload changed still goes on.
-                        let ((log, stats), (source, target, kind)) = (skipped, what);
-                        slog::debug!(log, "Skipping task, previous run still running";
-                            "source" => &source, "target" => &target, "type" => &kind);
-                        lock(&stats).skipped(id);
+                        skip();
                         return;
                     };
                     // A run of its own: nothing an earlier firing saw land is trusted.
@@ -913,11 +919,7 @@ impl Server {
                     }
                 }
             },
-            || {
-                slog::debug!(log, "Skipping task, previous run still running";
-                    "source" => &source, "target" => &target, "type" => &kind);
-                lock(&stats).skipped(id);
-            },
+            || skip(),
         )
         .await;
     }
