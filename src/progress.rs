@@ -20,7 +20,7 @@ use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, Prog
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How often the counters are read.
@@ -87,6 +87,7 @@ impl Progress {
         Progress {
             display: Arc::new(Display {
                 multi,
+                steps: OnceLock::new(),
                 state: Mutex::default(),
             }),
             poller: None,
@@ -107,6 +108,9 @@ impl Progress {
         }
         let (stop, stopped) = mpsc::channel();
         let (ended, done) = mpsc::channel::<()>();
+        // Known before the thread runs: a run can end, and log its summary, before the thread
+        // has set anything up, and that summary must still find the display taken down.
+        self.display.expect(&steps);
         let display = self.display.clone();
         let spawned = std::thread::Builder::new()
             .name("progress".into())
@@ -145,6 +149,10 @@ impl Drop for Progress {
 
 struct Display {
     multi: MultiProgress,
+    /// The counters of the watched run's steps, set by the caller of
+    /// [`watch`](Progress::watch) (not the poll thread), so the end of the run is seen however
+    /// late the thread starts.
+    steps: OnceLock<Vec<Arc<Counters>>>,
     state: Mutex<State>,
 }
 
@@ -196,6 +204,20 @@ impl Display {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The run being watched has `steps`.
+    fn expect(&self, steps: &[StepSource]) {
+        let _ = self
+            .steps
+            .set(steps.iter().map(|s| s.counters.clone()).collect());
+    }
+
+    /// Every step of the watched run has ended.
+    fn all_ended(&self) -> bool {
+        self.steps
+            .get()
+            .is_some_and(|steps| steps.iter().all(|c| c.get(Counter::StepsEnded) > 0))
+    }
+
     fn update(&self) {
         let mut state = self.lock();
         state.update(&self.multi, Instant::now());
@@ -210,7 +232,7 @@ impl Display {
 impl Overlay for Display {
     fn suspend(&self, write: &mut dyn FnMut()) {
         let mut state = self.lock();
-        if !state.down && state.all_ended() {
+        if !state.down && self.all_ended() {
             // The run is over: the display goes before the lines that close it.
             state.take_down(&self.multi);
         }
@@ -224,6 +246,10 @@ impl Overlay for Display {
 
 impl State {
     fn watch(&mut self, multi: &MultiProgress, total: Arc<Counters>, steps: Vec<StepSource>) {
+        if self.down {
+            // The run ended, and the display was taken down, before this thread got here.
+            return;
+        }
         let bar = multi.add(ProgressBar::no_length().with_style(style("total  {msg}")));
         self.total = Some(TotalLine {
             counters: total,
@@ -243,15 +269,6 @@ impl State {
                 rate: Rate::default(),
             })
             .collect();
-    }
-
-    /// Every step of a watched run has ended.
-    fn all_ended(&self) -> bool {
-        self.total.is_some()
-            && self
-                .steps
-                .iter()
-                .all(|s| s.counters.get(Counter::StepsEnded) > 0)
     }
 
     fn shown(&self) -> usize {
@@ -545,6 +562,7 @@ mod tests {
         let display = progress.display.clone();
         let total = Arc::new(Counters::default());
         let (sources, counters) = steps(&total, 2);
+        display.expect(&sources);
         display.lock().watch(&display.multi, total, sources);
         let c = &counters[0];
         c.bump(Counter::StepsStarted);
@@ -608,6 +626,31 @@ mod tests {
         let text = screen.text();
         assert!(text.contains("sync[0] src/0 -> dst/0"), "{text}");
         assert!(text.contains("total  0/0+ images  0/1 steps"), "{text}");
+    }
+
+    #[test]
+    fn a_run_that_ends_before_the_poll_thread_sets_up_draws_nothing_after_its_last_log_line() {
+        // A run of a few milliseconds (a step whose listing fails at once): every step has
+        // ended and the summary is logged before the poll thread has drawn anything.
+        let (mut progress, screen) = on_screen();
+        let display = progress.display.clone();
+        let total = Arc::new(Counters::default());
+        let (sources, counters) = steps(&total, 1);
+        let thread_busy = display.lock();
+        progress.watch(total, sources);
+        counters[0].bump(Counter::StepsStarted);
+        counters[0].bump(Counter::StepsEnded);
+        drop(thread_busy);
+        // The log writer gets the state before the poll thread does.
+        let overlay = progress.overlay();
+        overlay.suspend(&mut || screen.push("LOG LINE\n"));
+        progress.finish();
+        let text = screen.text();
+        let log_at = text.find("LOG LINE").unwrap();
+        assert!(
+            !text[log_at..].contains("->") && !text[log_at..].contains("total"),
+            "drawn after the last log line: {text}"
+        );
     }
 
     #[test]
