@@ -21,7 +21,7 @@ pub fn merge_defaults(config: &mut Config) {
     }
     let defaults = config.defaults.clone();
     for step in &mut config.sync {
-        merge_step(step, &defaults);
+        merge_step(std::sync::Arc::make_mut(step), &defaults);
     }
 }
 
@@ -118,7 +118,7 @@ mod tests {
     fn cfg(defaults: Defaults, steps: Vec<SyncStep>) -> Config {
         Config {
             defaults,
-            sync: steps,
+            sync: steps.into_iter().map(std::sync::Arc::new).collect(),
             ..Default::default()
         }
     }

@@ -190,6 +190,7 @@ fn normalize(config: &mut Config) {
     norm(&mut d.cache_time);
     norm(&mut d.ratelimit.retry);
     for s in &mut config.sync {
+        let s = std::sync::Arc::make_mut(s);
         norm(&mut s.interval);
         norm(&mut s.ratelimit.retry);
     }

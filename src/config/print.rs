@@ -263,7 +263,10 @@ pub fn config_yaml(config: &Config) -> String {
         ("version", int(config.version)),
         ("creds", Node::Seq(config.creds.iter().map(creds).collect())),
         ("defaults", defaults(&config.defaults)),
-        ("sync", Node::Seq(config.sync.iter().map(step).collect())),
+        (
+            "sync",
+            Node::Seq(config.sync.iter().map(|s| step(s)).collect()),
+        ),
     ]);
     let mut out = String::new();
     if let Node::Map(entries) = &root {

@@ -10,6 +10,7 @@
 use super::de;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -18,7 +19,9 @@ pub struct Config {
     pub version: i64,
     pub creds: Vec<CredsEntry>,
     pub defaults: Defaults,
-    pub sync: Vec<SyncStep>,
+    /// Shared, not copied, by every run's step contexts (a config of one step per repository
+    /// holds thousands).
+    pub sync: Vec<Arc<SyncStep>>,
 }
 
 /// One `creds[]` entry, as written (host defaults are applied when building `HostConfig`,

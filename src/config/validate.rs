@@ -292,11 +292,11 @@ mod tests {
             "creds[0] (registry \"x\"): unknown TLS value \"maybe\""
         );
         c.creds.clear();
-        c.sync.push(SyncStep {
+        c.sync.push(std::sync::Arc::new(SyncStep {
             source: "alpine".into(),
             interval: "1d".into(),
             ..Default::default()
-        });
+        }));
         assert_eq!(
             validate(&c).unwrap_err().to_string(),
             "sync[0] (source \"alpine\"): invalid duration \"1d\" for interval: time: unknown unit \"d\" in duration \"1d\""

@@ -143,7 +143,7 @@ impl Parallel {
 /// (`scope`: what that run saw land in its targets).
 pub struct StepCtx {
     pub index: usize,
-    pub step: SyncStep,
+    pub step: Arc<SyncStep>,
     pub run: Arc<RunCtx>,
     pub scope: Arc<run_scope::RunScope>,
     /// This step run's own counters (its `Step summary`); every bump also reaches the run's.

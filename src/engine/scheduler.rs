@@ -16,6 +16,7 @@ use super::{CopyError, Mode, RunCtx, StepCtx};
 use crate::cron::{self, Clock, Schedule};
 use actix::{Actor, Addr, Context, Handler, MessageResult, ResponseFuture};
 use futures::future::{join_all, BoxFuture};
+use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -59,7 +60,9 @@ impl Scheduler {
 #[derive(Debug, Default)]
 struct Book {
     /// By id; `/status` lists them by position.
-    steps: BTreeMap<StepId, StepBook>,
+    /// Boxed: a B-tree node holds eleven entries, and a half-full node of 500-byte books
+    /// cost ~1 KB a step in a config of one step per repository.
+    steps: BTreeMap<StepId, Box<StepBook>>,
     serving: bool,
     initial_pass_done: bool,
     /// Set once `server`'s schedules run: where "now" comes from for the next firings.
@@ -177,11 +180,11 @@ impl Book {
         restore(&mut state, step);
         self.steps.insert(
             id,
-            StepBook {
+            Box::new(StepBook {
                 state,
                 schedule: parsed,
                 running: None,
-            },
+            }),
         );
     }
 
@@ -271,13 +274,12 @@ impl Handler<RunSteps> for Scheduler {
         }
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let list = |step: Arc<StepCtx>| {
+            // A step's run, once it has its slot.
+            let list = |step: Arc<StepCtx>, slot: tokio::sync::OwnedSemaphorePermit| {
                 let lister = lister.clone();
                 let stats = stats.clone();
                 let cancel = run.cancel.clone();
                 async move {
-                    // Cancelled while waiting for a slot: the step run never starts.
-                    let slot = step_slot(&step.run, &cancel).await?;
                     let id = StepId(step.index);
                     lock(&stats).begin(id, &step);
                     persist(&step, msg.mode, None);
@@ -307,7 +309,7 @@ impl Handler<RunSteps> for Scheduler {
                     };
                     lock(&stats).end(id, &report);
                     persist(&step, msg.mode, Some(report.errors.is_empty()));
-                    Some((errors, report))
+                    (errors, report)
                 }
             };
             let mut errors = Vec::new();
@@ -315,20 +317,33 @@ impl Handler<RunSteps> for Scheduler {
             // Steps run in file order when `parallel` ≤ 0 and always for `check` (spec §13).
             if run.parallel.sequential_steps || msg.mode == Mode::Check {
                 for step in msg.steps {
-                    if run.cancel.is_cancelled() {
+                    // Cancelled while waiting for a slot: the step run never starts.
+                    let Some(slot) = step_slot(&run, &run.cancel).await else {
                         break;
-                    }
-                    if let Some((e, report)) = list(step).await {
-                        errors.extend(e);
-                        steps.push(report);
-                    }
+                    };
+                    let (e, report) = list(step, slot).await;
+                    errors.extend(e);
+                    steps.push(report);
                 }
             } else {
-                for (e, report) in join_all(msg.steps.into_iter().map(list))
-                    .await
-                    .into_iter()
-                    .flatten()
-                {
+                // A step's run (its future) is made only once it has its slot: with one step
+                // per repository, thousands of waiting futures were most of the memory that
+                // grew with the catalog. The slot is taken in file order; the runs it starts
+                // go on alongside (`buffer_unordered` without a bound of its own).
+                let mut done: Vec<_> = futures::stream::iter(msg.steps)
+                    .then(|step| {
+                        let run = run.clone();
+                        async move { step_slot(&run, &run.cancel).await.map(|slot| (step, slot)) }
+                    })
+                    .take_while(|started| std::future::ready(started.is_some()))
+                    .filter_map(std::future::ready)
+                    .map(|(step, slot)| list(step, slot))
+                    .buffer_unordered(usize::MAX)
+                    .collect()
+                    .await;
+                // Reported, and their errors listed, in file order.
+                done.sort_by_key(|(_, report)| report.step);
+                for (e, report) in done {
                     errors.extend(e);
                     steps.push(report);
                 }
@@ -616,7 +631,7 @@ impl Server {
     fn record_run(&self, id: StepId, def: &crate::config::SyncStep, errors: Vec<String>) {
         // Held while the errors are recorded: a reload cannot slip in between.
         let loops = self.loops();
-        if loops.steps.get(&id).is_some_and(|s| &s.step == def) {
+        if loops.steps.get(&id).is_some_and(|s| *s.step == *def) {
             self.errors().run(id, errors);
         }
     }
@@ -795,9 +810,9 @@ impl Server {
         let mut old = std::mem::take(&mut loops.steps);
         let (pairs, removed) = {
             let mut in_force: Vec<(StepId, &crate::config::SyncStep)> =
-                old.iter().map(|(id, s)| (*id, &s.step)).collect();
+                old.iter().map(|(id, s)| (*id, &*s.step)).collect();
             in_force.sort_by_key(|(id, _)| old[id].index);
-            let new: Vec<&crate::config::SyncStep> = steps.iter().map(|s| &s.step).collect();
+            let new: Vec<&crate::config::SyncStep> = steps.iter().map(|s| &*s.step).collect();
             pair_steps(&in_force, &new)
         };
         // Steps that start (again) on their schedule once the book knows them all.

@@ -230,6 +230,7 @@ pub fn expand_templates(config: &mut Config) -> Result<(), ConfigError> {
         if !templated {
             continue;
         }
+        let step = std::sync::Arc::make_mut(step);
         let mut data = step.clone();
         let data_value = |s: &SyncStep| {
             let mut top = HashMap::new();

@@ -16,7 +16,7 @@ fn step(source: &str) -> SyncStep {
         "c.yml",
     )
     .unwrap();
-    c.sync.remove(0)
+    std::sync::Arc::unwrap_or_clone(c.sync.remove(0))
 }
 
 fn with_sync(text: &str, s: &SyncStep) -> String {
