@@ -271,9 +271,9 @@ fn run_engine(
                 return Err(lines);
             }
         };
-        // Every queued state write is done before the process ends.
+        // Every queued state write is done, and the database closed, before the process ends.
         if let Some(state) = &state {
-            state.flush().await;
+            state.close().await;
         }
         if let (Job::Once(_), Some(sig)) = (job, signalled.get()) {
             report

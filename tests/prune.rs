@@ -975,3 +975,73 @@ fn a_second_writer_on_a_state_file_in_use_is_refused_and_readers_keep_working() 
     after.assert_ok();
     assert_eq!(pruned(&after), 1, "{}", after.dump());
 }
+
+/// A reader needs no write access: `state list` and `state show` by an account that may read
+/// the state file but not write its directory (an operator's own account, a read-only mount)
+/// work while no writer has the file open. SQLite's WAL would have to create `FILE-shm`
+/// beside the file for a read-only connection, and failed with "unable to open database file".
+/// A writer that ended leaves the file whole: no `-wal` or `-shm`.
+#[test]
+fn a_reader_without_write_access_to_the_directory_reads_the_state() {
+    use std::os::unix::fs::PermissionsExt;
+    let src = Registry::start();
+    let dst = Registry::start();
+    seed(&src, &["v1", "v2"]);
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    once(&prune_config(&src, &target, "", &[&src, &dst]), &state).assert_ok();
+    let dir = state.path.parent().unwrap();
+    let files = || {
+        let mut f: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        f.sort();
+        f
+    };
+    // A writer that ended closed the database: everything is in the file itself (a copy of
+    // it is a whole backup), no `-wal` or `-shm` is left beside it.
+    assert_eq!(files(), ["state.db", "state.db.lock"]);
+    let mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    // Root writes anywhere: the reader is then `nobody`, for whom the root-owned directory
+    // is read-only; any other user gets a directory without write permission.
+    let root = unsafe { libc::geteuid() } == 0;
+    let reader: &[&str] = if root {
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ]
+    } else {
+        &["env"]
+    };
+    mode(dir, if root { 0o755 } else { 0o555 });
+    mode(&state.path, 0o644);
+    let list = regsync_raw_via(reader, &["state", "list", "--state", state.arg()]);
+    let show = regsync_raw_via(
+        reader,
+        &[
+            "state",
+            "show",
+            &format!("{target}:v2"),
+            "--state",
+            state.arg(),
+        ],
+    );
+    mode(dir, 0o700);
+    assert!(list.success(), "{}", list.dump());
+    assert!(
+        list.stdout.contains(&format!("{target}:v1")),
+        "{}",
+        list.dump()
+    );
+    assert!(show.success(), "{}", show.dump());
+    assert_eq!(
+        files(),
+        ["state.db", "state.db.lock"],
+        "a reader left files"
+    );
+}

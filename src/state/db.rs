@@ -106,6 +106,31 @@ fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StateError> {
     Ok(conn)
 }
 
+/// `FILE-wal`: the writes not yet moved into the file.
+fn wal_of(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
+
+/// A read-only connection that treats the file as unchanging (SQLite's `immutable=1`).
+fn connect_immutable(path: &Path) -> Result<Connection, StateError> {
+    let absolute = std::path::absolute(path).map_err(|e| StateError::Open {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    // A file: URI, percent-encoded, so no character of the path is read as a URI parameter.
+    let mut uri = url::Url::from_file_path(&absolute).map_err(|()| StateError::Open {
+        path: path.display().to_string(),
+        detail: "not a path SQLite can open as a URI".into(),
+    })?;
+    uri.set_query(Some("immutable=1"));
+    connect(
+        Path::new(uri.as_str()),
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )
+}
+
 /// The state database connection: a writer (`once`, `server`, `regsync state forget`), the
 /// only one across processes, or a reader (`check`, `regsync state list|show`).
 pub struct Db {
@@ -157,13 +182,28 @@ impl Db {
             }
             Err(e) => return Err(missing(e.to_string())),
         }
-        let conn = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        let db = Db {
-            conn,
-            path: path.to_path_buf(),
-            _writer: None,
+        let reader = |conn| {
+            let db = Db {
+                conn,
+                path: path.to_path_buf(),
+                _writer: None,
+            };
+            db.check_header().map(|version| (db, version))
         };
-        let version = db.check_header()?;
+        let (db, version) = match connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY).and_then(reader) {
+            Ok(opened) => opened,
+            Err(e) => {
+                // A read-only connection to a WAL file must create `FILE-shm` when no
+                // writer has the file open, so an account that may read the file but not
+                // write its directory is refused. Without a `FILE-wal` every record is in
+                // the file itself: read it as immutable (no -shm, no locks). A writer that
+                // starts meanwhile writes to a new WAL, which such a reader does not see.
+                if wal_of(path).exists() {
+                    return Err(e);
+                }
+                connect_immutable(path).and_then(reader).map_err(|_| e)?
+            }
+        };
         if version < SCHEMA_VERSION {
             return Err(StateError::TooOld {
                 path: path.display().to_string(),

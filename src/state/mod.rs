@@ -87,11 +87,18 @@ impl StateError {
 
 type Job = Box<dyn FnOnce(&mut Db) + Send>;
 
+/// What the database thread is asked to do.
+enum Request {
+    Job(Job),
+    /// Close the database once the jobs queued before are done, then answer.
+    Close(oneshot::Sender<()>),
+}
+
 /// The run's access to the state database: cheap to clone, every call answered by the one
 /// database thread.
 #[derive(Clone)]
 pub struct StateHandle {
-    tx: std_mpsc::Sender<Job>,
+    tx: std_mpsc::Sender<Request>,
     path: PathBuf,
 }
 
@@ -104,17 +111,24 @@ impl std::fmt::Debug for StateHandle {
 }
 
 impl StateHandle {
-    /// Moves `db` to a thread of its own. The thread ends when the last handle is dropped
-    /// (queued writes are done first).
+    /// Moves `db` to a thread of its own. The thread ends at [`close`](Self::close), or when
+    /// the last handle is dropped (queued writes are done first).
     pub fn spawn(db: Db) -> StateHandle {
         let path = db.path().to_path_buf();
-        let (tx, rx) = std_mpsc::channel::<Job>();
+        let (tx, rx) = std_mpsc::channel::<Request>();
         std::thread::Builder::new()
             .name("regsync-state".into())
             .spawn(move || {
                 let mut db = db;
-                while let Ok(job) = rx.recv() {
-                    job(&mut db);
+                while let Ok(request) = rx.recv() {
+                    match request {
+                        Request::Job(job) => job(&mut db),
+                        Request::Close(done) => {
+                            drop(db);
+                            let _ = done.send(());
+                            return;
+                        }
+                    }
                 }
             })
             .expect("spawn the state database thread");
@@ -138,7 +152,7 @@ impl StateHandle {
         let gone = || StateError::Gone {
             path: self.path.display().to_string(),
         };
-        self.tx.send(job).map_err(|_| gone())?;
+        self.tx.send(Request::Job(job)).map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 
@@ -155,15 +169,22 @@ impl StateHandle {
                 slog::error!(inner, "State database write failed"; "err" => e.to_string());
             }
         });
-        if self.tx.send(job).is_err() {
+        if self.tx.send(Request::Job(job)).is_err() {
             slog::error!(log, "State database write failed";
                 "err" => format!("state database {}: the database thread stopped", self.path.display()));
         }
     }
 
-    /// Waits until every job queued before this call is done (used before exit).
-    pub async fn flush(&self) {
-        let _ = self.call(|_| Ok(())).await;
+    /// Waits until every job queued before this call is done, then closes the database
+    /// (before exit). A process that exits with the connection open leaves `FILE-wal` and
+    /// `FILE-shm` beside the file, with the last writes only in the WAL: a copy of the file
+    /// alone would miss them, and a reader that may not create `FILE-shm` could not open it.
+    /// Closing moves the WAL into the file and removes both. Later calls fail (`Gone`).
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.tx.send(Request::Close(done)).is_ok() {
+            let _ = closed.await;
+        }
     }
 }
 

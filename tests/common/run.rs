@@ -153,6 +153,15 @@ pub fn regsync_raw(args: &[&str]) -> Output {
     run_cmd(cmd, dir.path(), &[])
 }
 
+/// Like [`regsync_raw`], run through `wrapper` (a program and its arguments, such as
+/// `setpriv` dropping to another user), which then runs the binary with `args`.
+pub fn regsync_raw_via(wrapper: &[&str], args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(wrapper[0]);
+    cmd.args(&wrapper[1..]).arg(bin()).args(args);
+    run_cmd(cmd, dir.path(), &[])
+}
+
 /// The environment every regsync a test starts runs in: no proxy (loopback only), no Docker
 /// credentials of the machine (`DOCKER_CONFIG` = `docker_cfg`), backtraces on; stdin null.
 pub fn loopback_env(cmd: &mut Command, docker_cfg: &std::path::Path) {
