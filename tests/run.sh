@@ -8,6 +8,8 @@ need=()
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v openssl >/dev/null || need+=(openssl)
+command -v setpriv >/dev/null || need+=(util-linux)   # a reader run as another user
+command -v script >/dev/null || need+=(bsdutils)       # a pseudo-terminal for progress
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
