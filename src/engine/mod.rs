@@ -131,11 +131,11 @@ impl Parallel {
         self.copies * 4
     }
 
-    /// Entries per table of a run's [`run_scope::RunScope`]: 256 for each image in flight,
-    /// ample for the blobs and manifests of the repositories a run copies into at once
-    /// (steps run as many at a time as images), and never more than 100,000 (~10 MB).
+    /// Entries per table of a run's [`run_scope::RunScope`]: 256 for each image being
+    /// copied, ample for the blobs and manifests of the images a run writes at once (the
+    /// images listed ahead of them are only looked up), and never more than 100,000 (~10 MB).
     pub fn scope_entries(&self) -> usize {
-        (self.look_ahead() * 256).min(100_000)
+        (self.copies * 256).min(100_000)
     }
 }
 
