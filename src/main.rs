@@ -199,7 +199,14 @@ fn run_engine(
     options.state = state.clone();
     options.restored_runs = restored_runs;
     let display = &mut progress;
+    // Closed on every way out once opened, failures at start included: a process that exits
+    // with the connection open leaves the last writes in FILE-wal. Not when work was abandoned
+    // at the shutdown deadline: that work may still queue writes.
+    let closing = state.clone();
+    let abandoned = std::rc::Rc::new(std::cell::Cell::new(false));
+    let abandoned_at_deadline = abandoned.clone();
     let report = system().block_on(async move {
+        let report = async move {
         // The port opens before any step runs: a bad address ends the command at once.
         let listener = match &listen {
             Some(addr) => Some(
@@ -268,13 +275,10 @@ fn run_engine(
                         lines.push(e);
                     }
                 }
+                abandoned_at_deadline.set(true);
                 return Err(lines);
             }
         };
-        // Every queued state write is done, and the database closed, before the process ends.
-        if let Some(state) = &state {
-            state.close().await;
-        }
         if let (Job::Once(_), Some(sig)) = (job, signalled.get()) {
             report
                 .errors
@@ -288,6 +292,13 @@ fn run_engine(
             }
         }
         Ok::<_, Vec<String>>(report)
+        }
+        .await;
+        // Every queued state write is done, and the database closed, before the process ends.
+        if let Some(state) = closing.filter(|_| !abandoned.get()) {
+            state.close().await;
+        }
+        report
     });
     // Down before the error lines below (it normally went before the `Sync summary`).
     if let Some(mut p) = progress.take() {

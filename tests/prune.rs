@@ -976,14 +976,72 @@ fn a_second_writer_on_a_state_file_in_use_is_refused_and_readers_keep_working() 
     assert_eq!(pruned(&after), 1, "{}", after.dump());
 }
 
+/// A reader of the state database run by an account that may read the file but not write
+/// its directory (an operator's own account, a read-only mount): as root that is `nobody`
+/// (`setpriv`), reading a root-owned directory; as another user, a directory without write
+/// permission. Returns the argv prefix that runs a copy of the binary as that reader (the
+/// copy sits in `dir`, so the reader needs no access to the checkout), and makes `dir`
+/// read-only for the reader.
+fn reader_of(dir: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("regsync-reader");
+    std::fs::copy(bin_path(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = unsafe { libc::geteuid() } == 0;
+    std::fs::set_permissions(
+        dir,
+        std::fs::Permissions::from_mode(if root { 0o755 } else { 0o555 }),
+    )
+    .unwrap();
+    let mut argv: Vec<String> = if root {
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ]
+        .map(String::from)
+        .to_vec()
+    } else {
+        Vec::new()
+    };
+    argv.push(bin.display().to_string());
+    argv
+}
+
+fn bin_path() -> String {
+    env!("CARGO_BIN_EXE_regsync").to_string()
+}
+
+/// `reader` (from [`reader_of`]) runs `args`.
+fn read_as(reader: &[String], args: &[&str]) -> Output {
+    let mut argv: Vec<&str> = reader.iter().map(String::as_str).collect();
+    argv.extend_from_slice(args);
+    run_argv(&argv)
+}
+
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut f: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f != "regsync-reader")
+        .collect();
+    f.sort();
+    f
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+}
+
 /// A reader needs no write access: `state list` and `state show` by an account that may read
-/// the state file but not write its directory (an operator's own account, a read-only mount)
-/// work while no writer has the file open. SQLite's WAL would have to create `FILE-shm`
-/// beside the file for a read-only connection, and failed with "unable to open database file".
-/// A writer that ended leaves the file whole: no `-wal` or `-shm`.
+/// the state file but not write its directory work while no writer has the file open.
+/// SQLite's WAL would have to create `FILE-shm` beside the file for a read-only connection,
+/// and failed with "attempt to write a readonly database". A writer that ended leaves the
+/// file whole: no `-wal` or `-shm`.
 #[test]
 fn a_reader_without_write_access_to_the_directory_reads_the_state() {
-    use std::os::unix::fs::PermissionsExt;
     let src = Registry::start();
     let dst = Registry::start();
     seed(&src, &["v1", "v2"]);
@@ -991,47 +1049,15 @@ fn a_reader_without_write_access_to_the_directory_reads_the_state() {
     let target = format!("{}/{DST_REPO}", dst.host());
     once(&prune_config(&src, &target, "", &[&src, &dst]), &state).assert_ok();
     let dir = state.path.parent().unwrap();
-    let files = || {
-        let mut f: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        f.sort();
-        f
-    };
     // A writer that ended closed the database: everything is in the file itself (a copy of
     // it is a whole backup), no `-wal` or `-shm` is left beside it.
-    assert_eq!(files(), ["state.db", "state.db.lock"]);
-    let mode = |path: &std::path::Path, mode: u32| {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
-    };
-    // Root writes anywhere: the reader is then `nobody`, for whom the root-owned directory
-    // is read-only; any other user gets a directory without write permission.
-    let root = unsafe { libc::geteuid() } == 0;
-    let reader: &[&str] = if root {
-        &[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ]
-    } else {
-        &["env"]
-    };
-    mode(dir, if root { 0o755 } else { 0o555 });
-    mode(&state.path, 0o644);
-    let list = regsync_raw_via(reader, &["state", "list", "--state", state.arg()]);
-    let show = regsync_raw_via(
-        reader,
-        &[
-            "state",
-            "show",
-            &format!("{target}:v2"),
-            "--state",
-            state.arg(),
-        ],
-    );
-    mode(dir, 0o700);
+    assert_eq!(files_in(dir), ["state.db", "state.db.lock"]);
+    let reader = reader_of(dir);
+    set_mode(&state.path, 0o644);
+    let list = read_as(&reader, &["state", "list", "--state", state.arg()]);
+    let v2 = format!("{target}:v2");
+    let show = read_as(&reader, &["state", "show", &v2, "--state", state.arg()]);
+    set_mode(dir, 0o700);
     assert!(list.success(), "{}", list.dump());
     assert!(
         list.stdout.contains(&format!("{target}:v1")),
@@ -1040,8 +1066,84 @@ fn a_reader_without_write_access_to_the_directory_reads_the_state() {
     );
     assert!(show.success(), "{}", show.dump());
     assert_eq!(
-        files(),
+        files_in(dir),
         ["state.db", "state.db.lock"],
         "a reader left files"
+    );
+}
+
+/// The same reader, when a writer was killed and left records only in `FILE-wal` (with a
+/// `FILE-shm` the reader may not use): it must not read the file alone and miss them, also
+/// when `--state` names the file through a symlink (SQLite keeps the WAL beside the file the
+/// link leads to). It fails with one line instead, as through the file's own path.
+#[test]
+fn a_reader_that_cannot_use_a_killed_writers_wal_fails_instead_of_reading_stale_records() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    seed(&src, &["v1", "v2"]);
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    let cfg = prune_config(&src, &target, "interval: 1h\n", &[&src, &dst]);
+    // v1 and v2 in the file itself (a writer that ended), then v3 only in the WAL.
+    once(&cfg, &state).assert_ok();
+    push(&src, SRC_REPO, "v3", &oci_image(9150));
+    let mut server = Server::start(&cfg, &["--state", state.arg()]);
+    server.wait_logs("Step summary", 1, Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !recorded(&state, &target).contains(&"v3".to_string()) {
+        assert!(Instant::now() < deadline, "v3 never recorded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.signal(libc::SIGKILL);
+    server.wait_exit(Duration::from_secs(10));
+    let dir = state.path.parent().unwrap();
+    assert!(
+        files_in(dir).contains(&"state.db-wal".to_string()),
+        "{:?}",
+        files_in(dir)
+    );
+    let links = tempfile::tempdir().unwrap();
+    let link = links.path().join("state.db");
+    std::os::unix::fs::symlink(&state.path, &link).unwrap();
+    set_mode(links.path(), 0o755);
+    let reader = reader_of(dir);
+    set_mode(&state.path, 0o644);
+    set_mode(&dir.join("state.db-wal"), 0o644);
+    set_mode(&dir.join("state.db-shm"), 0o000);
+    let direct = read_as(&reader, &["state", "list", "--state", state.arg()]);
+    let linked = read_as(
+        &reader,
+        &["state", "list", "--state", link.to_str().unwrap()],
+    );
+    set_mode(dir, 0o700);
+    for (how, out) in [("the file's path", &direct), ("a symlink", &linked)] {
+        assert!(!out.success(), "through {how}: {}", out.dump());
+        assert!(
+            !out.stdout.contains(&target),
+            "through {how}, a partial read: {}",
+            out.dump()
+        );
+    }
+}
+
+/// A writer that fails at start, after it opened the database (here: its `--listen` port is
+/// taken), closes it too: the file is whole, nothing is left in a WAL beside it.
+#[test]
+fn a_writer_failing_at_start_leaves_the_state_file_whole() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    seed(&src, &["v1"]);
+    let state = StateFile::new();
+    let target = format!("{}/{DST_REPO}", dst.host());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let out = regsync(
+        &["once", "--state", state.arg(), "--listen", &port],
+        &prune_config(&src, &target, "", &[&src, &dst]),
+    );
+    out.assert_fail();
+    assert_eq!(
+        files_in(state.path.parent().unwrap()),
+        ["state.db", "state.db.lock"]
     );
 }

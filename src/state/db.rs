@@ -113,14 +113,12 @@ fn wal_of(path: &Path) -> PathBuf {
     PathBuf::from(wal)
 }
 
-/// A read-only connection that treats the file as unchanging (SQLite's `immutable=1`).
-fn connect_immutable(path: &Path) -> Result<Connection, StateError> {
-    let absolute = std::path::absolute(path).map_err(|e| StateError::Open {
-        path: path.display().to_string(),
-        detail: e.to_string(),
-    })?;
+/// A read-only connection that treats the file at `real` (absolute, no symlinks) as
+/// unchanging (SQLite's `immutable=1`).
+fn connect_immutable(real: &Path) -> Result<Connection, StateError> {
+    let path = real;
     // A file: URI, percent-encoded, so no character of the path is read as a URI parameter.
-    let mut uri = url::Url::from_file_path(&absolute).map_err(|()| StateError::Open {
+    let mut uri = url::Url::from_file_path(real).map_err(|()| StateError::Open {
         path: path.display().to_string(),
         detail: "not a path SQLite can open as a URI".into(),
     })?;
@@ -198,10 +196,15 @@ impl Db {
                 // write its directory is refused. Without a `FILE-wal` every record is in
                 // the file itself: read it as immutable (no -shm, no locks). A writer that
                 // starts meanwhile writes to a new WAL, which such a reader does not see.
-                if wal_of(path).exists() {
+                // SQLite keeps the WAL beside the file a symlink leads to: look there, and
+                // open that file.
+                let Ok(real) = path.canonicalize() else {
+                    return Err(e);
+                };
+                if wal_of(&real).exists() {
                     return Err(e);
                 }
-                connect_immutable(path).and_then(reader).map_err(|_| e)?
+                connect_immutable(&real).and_then(reader).map_err(|_| e)?
             }
         };
         if version < SCHEMA_VERSION {

@@ -35,7 +35,7 @@ pub use proxy::{ProxyOpts, TokenProxy};
 pub use registry::{AccessLine, Registry, RegistryOpts};
 pub use run::{
     assert_summary, assert_summary_complete, log_mentions, regsync, regsync_env, regsync_raw,
-    regsync_raw_via, summary, summary_field, Output,
+    run_argv, summary, summary_field, Output,
 };
 
 use std::future::Future;

@@ -153,12 +153,12 @@ pub fn regsync_raw(args: &[&str]) -> Output {
     run_cmd(cmd, dir.path(), &[])
 }
 
-/// Like [`regsync_raw`], run through `wrapper` (a program and its arguments, such as
-/// `setpriv` dropping to another user), which then runs the binary with `args`.
-pub fn regsync_raw_via(wrapper: &[&str], args: &[&str]) -> Output {
+/// Runs `argv` (a program and its arguments: a wrapper such as `setpriv` dropping to
+/// another user, then a binary and its arguments) in the environment of [`regsync_raw`].
+pub fn run_argv(argv: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(wrapper[0]);
-    cmd.args(&wrapper[1..]).arg(bin()).args(args);
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..]);
     run_cmd(cmd, dir.path(), &[])
 }
 
