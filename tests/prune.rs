@@ -351,6 +351,47 @@ fn a_registry_refusing_deletes_is_one_line_per_step() {
     assert_eq!(recorded(&state, &target).len(), 8);
 }
 
+/// The same for a `registry` step: the registry's refusal is learnt once, at its first
+/// repository, and is one line for the step, not one line (and one probe) per repository.
+#[test]
+fn a_registry_refusing_deletes_is_one_line_for_a_registry_step() {
+    let src = Registry::start();
+    let dst = Registry::start_with(RegistryOpts {
+        no_delete: true,
+        ..Default::default()
+    });
+    for (i, repo) in ["src/app", "src/other", "src/third"].iter().enumerate() {
+        for (j, tag) in ["v1", "v2"].iter().enumerate() {
+            push(&src, repo, tag, &oci_image(9200 + 10 * i as u64 + j as u64));
+        }
+    }
+    let state = StateFile::new();
+    let step = format!(
+        "source: {}\ntarget: {}\ntype: registry\ncleanupTags: true\ncleanupTagsMaxPercent: 50\n",
+        src.host(),
+        dst.host()
+    );
+    let cfg = config(&[&src, &dst], 2, &[step]);
+    once(&cfg, &state).assert_ok();
+    for repo in ["src/app", "src/other", "src/third"] {
+        delete_tag(&src, repo, "v2");
+    }
+    let mark = dst.mark();
+    let out = once(&cfg, &state);
+    out.assert_fail();
+    let line = out.assert_one_error_line(&["sync[0]"]);
+    assert!(line.contains("refuses deletes"), "{line}");
+    let deletes = dst
+        .access_since(mark)
+        .iter()
+        .filter(|l| l.method == "DELETE")
+        .count();
+    assert!(
+        deletes <= 2,
+        "{deletes} DELETE requests: one repository's tag delete and probe"
+    );
+}
+
 /// Every record names a tag the target holds with that digest.
 fn assert_consistent(state: &StateFile, dst: &Registry, target: &str) {
     let lines = state_list(state);

@@ -212,6 +212,28 @@ pub struct PruneCtx<'a> {
     pub log: &'a slog::Logger,
     /// `check`: name the tags, delete nothing.
     pub dry_run: bool,
+    /// The step run's registries that refused deletes so far.
+    pub refused_deletes: &'a RefusedDeletes,
+}
+
+/// The registries (by host) that refused to delete during one step run: a registry with
+/// deletes off refuses every repository, so once is enough to know, and to say. A `registry`
+/// step over it gets one error line, and one probe, not one per repository.
+#[derive(Default)]
+pub struct RefusedDeletes(std::sync::Mutex<BTreeSet<String>>);
+
+impl RefusedDeletes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn knows(&self, target: &Reference) -> bool {
+        self.lock().contains(&target.registry)
+    }
+
+    fn learn(&self, target: &Reference) {
+        self.lock().insert(target.registry.clone());
+    }
 }
 
 /// The database's name of a target repository: `registry/repo` or `ocidir://path`.
@@ -292,6 +314,12 @@ pub async fn prune_repository(
     }
     let mut errors = Vec::new();
     if plan.delete.is_empty() {
+        return errors;
+    }
+    if !ctx.dry_run && ctx.refused_deletes.knows(target) {
+        // The step's error line said so at the first repository.
+        slog::debug!(log, "Tag prune skipped"; "step" => ctx.name, "target" => &key,
+            "reason" => "the registry refused deletes earlier in this step run");
         return errors;
     }
     if !ctx.dry_run {
@@ -394,6 +422,7 @@ pub async fn prune_repository(
         match ctx.store.tag_delete(&tagged).await {
             Ok(()) => {}
             Err(StoreError::Unsupported(why)) => {
+                ctx.refused_deletes.learn(target);
                 slog::error!(log, "Tag prune failed"; "target" => &key, "error" => &why);
                 errors.push(format!("{} target {key:?}: cannot prune: {why}", ctx.name));
                 break;

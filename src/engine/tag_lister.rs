@@ -6,7 +6,7 @@ use super::manifest_resolver::ManifestResolver;
 use super::messages::{ListStep, SyncImage};
 use super::report::{Counter, ImageOutcome, StepResult};
 use super::{on_pool, Mode, StepCtx};
-use crate::copy::prune::{prune_repository, PruneCtx, SourceListing};
+use crate::copy::prune::{prune_repository, PruneCtx, RefusedDeletes, SourceListing};
 use crate::filter::{filter_repos, filter_tags};
 use crate::reference::{Reference, Scheme};
 use crate::store::{tag_list_all, StoreError};
@@ -44,6 +44,7 @@ impl Handler<ListStep> for TagLister {
             mode: msg.mode,
             resolver: self.resolver.clone(),
             slot: std::sync::Mutex::new(Some(msg.slot)),
+            refused_deletes: RefusedDeletes::default(),
         };
         Box::pin(on_pool(lister.run(), |e| StepResult { errors: vec![e] }))
     }
@@ -131,6 +132,8 @@ struct StepLister {
     /// The run's step slot, given back once every image is dispatched: a long step waiting
     /// for its last images does not keep other steps from listing.
     slot: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+    /// Registries that refused to delete during this step run (pruning).
+    refused_deletes: RefusedDeletes,
 }
 
 impl StepLister {
@@ -394,6 +397,7 @@ impl StepLister {
             counters: &self.step.counters,
             log: self.log(),
             dry_run: self.mode == Mode::Check,
+            refused_deletes: &self.refused_deletes,
         };
         for e in prune_repository(&ctx, &tgt.repo_only(), source).await {
             self.step.run.failed();
