@@ -249,7 +249,15 @@ fn a_step_inserted_at_the_top_leaves_every_step_its_own_history() {
     assert_eq!(steps[2]["runs"], 1, "{st}");
     assert_eq!(steps[2]["failed_runs"], 1, "{st}");
     assert_eq!(steps[2]["last_result"], "failed", "{st}");
-    assert_eq!(steps[2]["last_error"], before[1]["last_error"], "{st}");
+    // (its error line names its new position)
+    assert_eq!(
+        steps[2]["last_error"].as_str(),
+        before[1]["last_error"]
+            .as_str()
+            .map(|e| e.replacen("sync[1] ", "sync[2] ", 1))
+            .as_deref(),
+        "{st}"
+    );
     assert!(steps[2]["last_success"].is_null(), "{st}");
     let (_, metrics) = http_get(&addr, "/metrics");
     let runs = |step: &str, repo: &str, result: &str| {
@@ -517,4 +525,49 @@ fn a_step_changed_while_it_runs_does_not_run_twice_at_once() {
     server.signal(libc::SIGTERM);
     let (st, _) = server.wait_exit(Duration::from_secs(30));
     assert_eq!(st.code(), Some(0), "{}", server.stderr());
+}
+
+/// A failed step moved by a reload: its kept error lines, at exit and on `/status`, name the
+/// position it has now, not the one it had when it ran (which another step may hold now).
+#[test]
+fn a_moved_steps_kept_errors_name_its_new_position() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    push(&src, "gamma", "v1", &oci_image(9545));
+    let step = |repo: &str| {
+        image_step(&src.r(&format!("{repo}:v1")), &dst.r(&format!("{repo}:v1"))) + "interval: 1h\n"
+    };
+    let eps: [&dyn Endpoint; 2] = [&src, &dst];
+    // beta's source image does not exist: its initial run fails.
+    let mut server = Server::start(
+        &config(&eps, 2, &[step("beta")]),
+        &["--listen", "127.0.0.1:0"],
+    );
+    let addr = server.listen_addr();
+    server.wait_until("beta failed", Duration::from_secs(30), |_| {
+        status(&addr)["steps"][0]["last_result"] == "failed"
+    });
+    std::fs::write(
+        server.config_path(),
+        config(&eps, 2, &[step("gamma"), step("beta")]),
+    )
+    .unwrap();
+    server.signal(libc::SIGHUP);
+    server.wait_log("Config reloaded", Duration::from_secs(10), |_| true);
+    let st = status(&addr);
+    let last_error = st["steps"][1]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        last_error.starts_with("sync[1] ") && last_error.contains("beta"),
+        "{st}"
+    );
+    server.signal(libc::SIGTERM);
+    let (code, _) = server.wait_exit(Duration::from_secs(15));
+    assert_eq!(code.code(), Some(1), "{}", server.stderr());
+    let lines = server.error_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("sync[1] ") && l.contains("beta")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.starts_with("sync[0]")), "{lines:?}");
 }

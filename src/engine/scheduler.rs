@@ -158,8 +158,10 @@ impl Book {
             .and_then(|p| period_of(p, chrono::Utc::now()));
         // A step changed by a reload keeps its history (runs, counts, last success): its
         // counters stay monotonic and a stale mirror stays stale.
+        if self.steps.contains_key(&id) {
+            self.moved(id, step.index);
+        }
         if let Some(b) = self.steps.get_mut(&id) {
-            b.state.step = step.index;
             b.state.kind = s.kind.clone();
             b.state.source = s.source.clone();
             b.state.target = s.target.clone();
@@ -191,7 +193,10 @@ impl Book {
     /// A step kept by a reload is at `index` in the new file.
     fn moved(&mut self, id: StepId, index: usize) {
         if let Some(b) = self.steps.get_mut(&id) {
-            b.state.step = index;
+            let from = std::mem::replace(&mut b.state.step, index);
+            if let Some(line) = &mut b.state.last_error {
+                renumber(line, from, index);
+            }
         }
     }
 
@@ -556,6 +561,14 @@ impl ServerErrors {
         self.setup.insert(step, line);
     }
 
+    /// A step moved by a reload from position `from` to `to`: its kept lines name the new one.
+    fn moved(&mut self, step: StepId, from: usize, to: usize) {
+        let lines = self.setup.get_mut(&step).into_iter();
+        for line in lines.chain(self.last.get_mut(&step).into_iter().flat_map(|(l, _)| l)) {
+            renumber(line, from, to);
+        }
+    }
+
     /// A step removed or changed by a reload: its errors no longer decide the exit status.
     fn forget(&mut self, step: StepId) {
         self.setup.remove(&step);
@@ -844,6 +857,9 @@ impl Server {
                         // takes the step as in force, at its new position.
                         sum.unchanged += 1;
                         book.moved(id, step.index);
+                        if let Some(w) = was.as_ref().filter(|w| w.index != step.index) {
+                            self.errors().moved(id, w.index, step.index);
+                        }
                         loops.steps.insert(id, step);
                         continue;
                     }
@@ -1002,6 +1018,18 @@ fn is_cancellation(line: &str) -> bool {
     line.ends_with(&CopyError::Canceled.to_string())
 }
 
+/// An error line of the step at position `from` (`sync[N] ...`, `sync[N]: ...`) names the
+/// position `to` instead; other lines are left as they are.
+fn renumber(line: &mut String, from: usize, to: usize) {
+    let old = format!("sync[{from}]");
+    if line
+        .strip_prefix(&old)
+        .is_some_and(|rest| rest.starts_with([' ', ':']))
+    {
+        line.replace_range(..old.len(), &format!("sync[{to}]"));
+    }
+}
+
 /// A step failing on every firing repeats the same line; keep each once, in first-seen order.
 fn dedup_keep_order(lines: &mut Vec<String>) {
     let mut seen = std::collections::HashSet::new();
@@ -1057,6 +1085,24 @@ pub(crate) async fn fire_loop<J, F>(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn renumbering_touches_only_the_lines_of_that_position() {
+        let mut cases = [
+            ("sync[1] a -> b: failed", "sync[3] a -> b: failed"),
+            (
+                "sync[1]: 2 more error(s) in its last run",
+                "sync[3]: 2 more error(s) in its last run",
+            ),
+            ("sync[10] a -> b: failed", "sync[10] a -> b: failed"),
+            ("internal error: sync[1] x", "internal error: sync[1] x"),
+        ]
+        .map(|(from, to)| (from.to_string(), to));
+        for (line, want) in &mut cases {
+            super::renumber(line, 1, 3);
+            assert_eq!(line, want);
+        }
+    }
     use super::*;
     use chrono::{DateTime, Utc};
     use std::sync::atomic::{AtomicU32, Ordering};
