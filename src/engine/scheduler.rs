@@ -1085,7 +1085,6 @@ pub(crate) async fn fire_loop<J, F>(
 
 #[cfg(test)]
 mod tests {
-
     #[test]
     fn renumbering_touches_only_the_lines_of_that_position() {
         let mut cases = [
