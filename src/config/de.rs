@@ -1,6 +1,7 @@
 //! Serde helpers reproducing regsync's (goccy/go-yaml) scalar handling (spec §3.1), and the
 //! lenient YAML tree builder used before typed decoding.
 
+use super::schema::StringList;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Number, Value};
@@ -134,8 +135,14 @@ impl<'de> Visitor<'de> for StringMapVisitor {
 }
 
 /// An optional list of strings (absent: `None`; present, null included: like [`string_vec`]).
-pub fn opt_string_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    string_vec(d).map(Some)
+/// A [`string_vec`] held as a shared list.
+pub fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<StringList, D::Error> {
+    string_vec(d).map(StringList::from)
+}
+
+/// An optional [`string_list`] (absent: `None`).
+pub fn opt_string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<StringList>, D::Error> {
+    string_list(d).map(Some)
 }
 
 /// An optional integer (absent: `None`; present: like [`int`]).

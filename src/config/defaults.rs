@@ -1,7 +1,7 @@
 //! Merging `defaults` into each sync step (spec §3.6), applied at load before templates.
 
 use super::schema::{
-    Config, Defaults, SyncStep, DEFAULT_CLEANUP_EXCLUDE, DEFAULT_CLEANUP_MAX_PERCENT,
+    Config, Defaults, StringList, SyncStep, DEFAULT_CLEANUP_EXCLUDE, DEFAULT_CLEANUP_MAX_PERCENT,
 };
 use crate::gocompat::duration::{duration_of, GoDuration};
 use crate::oci::media::DEFAULT_MEDIA_TYPES;
@@ -19,9 +19,38 @@ pub fn merge_defaults(config: &mut Config) {
     if duration_of(&config.defaults.ratelimit.retry) < RATE_LIMIT_RETRY_MIN {
         config.defaults.ratelimit.retry = min_retry_text();
     }
-    let defaults = config.defaults.clone();
+    let defaults = StepDefaults::of(&config.defaults);
     for step in &mut config.sync {
         merge_step(std::sync::Arc::make_mut(step), &defaults);
+    }
+}
+
+/// What a step that leaves a field out gets: `defaults`, with the built-in lists filled in
+/// once, so every such step shares one list.
+struct StepDefaults {
+    d: Defaults,
+    media_types: StringList,
+    cleanup_tags_exclude: StringList,
+}
+
+impl StepDefaults {
+    fn of(d: &Defaults) -> Self {
+        let media_types = if d.media_types.is_empty() {
+            DEFAULT_MEDIA_TYPES.iter().map(|m| m.to_string()).collect()
+        } else {
+            d.media_types.clone()
+        };
+        let cleanup_tags_exclude = d.cleanup_tags_exclude.clone().unwrap_or_else(|| {
+            DEFAULT_CLEANUP_EXCLUDE
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        });
+        StepDefaults {
+            d: d.clone(),
+            media_types,
+            cleanup_tags_exclude,
+        }
     }
 }
 
@@ -33,7 +62,8 @@ fn merge_flag(step: &mut Option<bool>, default: Option<bool>) {
 
 /// Merges `d` into one step (spec §3.6 rules 1–9). `d.ratelimit.retry` is expected to have
 /// been raised already (see [`merge_defaults`]).
-pub fn merge_step(s: &mut SyncStep, d: &Defaults) {
+fn merge_step(s: &mut SyncStep, defaults: &StepDefaults) {
+    let d = &defaults.d;
     // 1. backup
     if s.backup.is_empty() && !d.backup.is_empty() {
         s.backup = d.backup.clone();
@@ -58,11 +88,7 @@ pub fn merge_step(s: &mut SyncStep, d: &Defaults) {
     }
     // 5. media types
     if s.media_types.is_empty() {
-        s.media_types = if !d.media_types.is_empty() {
-            d.media_types.clone()
-        } else {
-            DEFAULT_MEDIA_TYPES.iter().map(|m| m.to_string()).collect()
-        };
+        s.media_types = defaults.media_types.clone();
     }
     // 6. booleans, always materialised
     merge_flag(&mut s.digest_tags, d.digest_tags);
@@ -95,12 +121,7 @@ pub fn merge_step(s: &mut SyncStep, d: &Defaults) {
     // 10. pruning (README "Pruning"): the step's, else the defaults', else the built-in
     merge_flag(&mut s.cleanup_tags, d.cleanup_tags);
     if s.cleanup_tags_exclude.is_none() {
-        s.cleanup_tags_exclude = Some(d.cleanup_tags_exclude.clone().unwrap_or_else(|| {
-            DEFAULT_CLEANUP_EXCLUDE
-                .iter()
-                .map(|p| p.to_string())
-                .collect()
-        }));
+        s.cleanup_tags_exclude = Some(defaults.cleanup_tags_exclude.clone());
     }
     if s.cleanup_tags_max_percent.is_none() {
         s.cleanup_tags_max_percent = Some(
@@ -131,7 +152,7 @@ mod tests {
         let s = &c.sync[0];
         assert_eq!(s.ratelimit.retry, "5m0s");
         assert_eq!(s.ratelimit.min, 0);
-        assert_eq!(s.media_types, DEFAULT_MEDIA_TYPES.to_vec());
+        assert_eq!(s.media_types[..], DEFAULT_MEDIA_TYPES);
         for f in [
             s.digest_tags,
             s.referrers,
@@ -149,6 +170,25 @@ mod tests {
     }
 
     #[test]
+    fn steps_that_leave_out_a_list_share_the_default_one() {
+        let own = SyncStep {
+            media_types: vec!["a/b".into()].into(),
+            ..Default::default()
+        };
+        let mut c = cfg(
+            Defaults::default(),
+            vec![SyncStep::default(), SyncStep::default(), own],
+        );
+        merge_defaults(&mut c);
+        let (a, b, own) = (&c.sync[0], &c.sync[1], &c.sync[2]);
+        assert!(std::sync::Arc::ptr_eq(&a.media_types, &b.media_types));
+        let excludes = |s: &SyncStep| s.cleanup_tags_exclude.clone().unwrap();
+        assert!(std::sync::Arc::ptr_eq(&excludes(a), &excludes(b)));
+        assert!(std::sync::Arc::ptr_eq(&excludes(a), &excludes(own)));
+        assert_eq!(own.media_types[..], ["a/b"]);
+    }
+
+    #[test]
     fn inherit_everything() {
         let hook = Hook {
             kind: "exec".into(),
@@ -161,7 +201,7 @@ mod tests {
                 min: 100,
                 retry: "15m".into(),
             },
-            media_types: vec!["a/b".into()],
+            media_types: vec!["a/b".into()].into(),
             digest_tags: Some(true),
             referrers: Some(false),
             fast_check: Some(true),
@@ -182,7 +222,7 @@ mod tests {
         assert_eq!(s.interval, "1h0m0s");
         assert_eq!(s.ratelimit.min, 100);
         assert_eq!(s.ratelimit.retry, "15m");
-        assert_eq!(s.media_types, vec!["a/b".to_string()]);
+        assert_eq!(s.media_types[..], ["a/b"]);
         assert_eq!(s.digest_tags, Some(true));
         assert_eq!(s.referrers, Some(false));
         assert_eq!(s.fast_check, Some(true));

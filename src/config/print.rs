@@ -6,8 +6,8 @@
 //! under their key; strings are quoted only when YAML would read them as something else.
 
 use super::schema::{
-    Config, CredsEntry, Defaults, Hook, Hooks, RateLimit, ReferrerFilter, RepoFilter, SyncStep,
-    TagFilter,
+    Config, CredsEntry, Defaults, Hook, Hooks, RateLimit, ReferrerFilter, RepoFilter, StringList,
+    SyncStep, TagFilter,
 };
 use crate::gocompat::duration::duration_of;
 use crate::gocompat::gofmt::format_float_g;
@@ -61,7 +61,7 @@ fn duration(v: &str) -> Node {
     Node::Str(duration_of(v).to_string())
 }
 
-fn opt_list(v: &Option<Vec<String>>) -> Node {
+fn opt_list(v: &Option<StringList>) -> Node {
     match v {
         Some(v) => list(v),
         None => Node::Plain("null".into()),

@@ -12,6 +12,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// A list that `defaults` (or the built-in default) gives to every step that leaves it out.
+/// Merging hands each such step the same list instead of a copy: with one step per repository,
+/// the copies of `mediaTypes` and `cleanupTagsExclude` were a sixth of what a run kept per
+/// step (issue 11, memory flat as the catalog grows).
+pub type StringList = Arc<[String]>;
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Config {
@@ -125,8 +131,8 @@ pub struct Defaults {
     #[serde(deserialize_with = "de::string")]
     pub backup: String,
     pub ratelimit: RateLimit,
-    #[serde(deserialize_with = "de::string_vec")]
-    pub media_types: Vec<String>,
+    #[serde(deserialize_with = "de::string_list")]
+    pub media_types: StringList,
     pub digest_tags: Option<bool>,
     pub referrers: Option<bool>,
     pub referrer_slow: Option<bool>,
@@ -152,8 +158,8 @@ pub struct Defaults {
     pub user_agent: String,
     /// Pruning (README "Pruning"): the names of regclient PR #1010.
     pub cleanup_tags: Option<bool>,
-    #[serde(default, deserialize_with = "de::opt_string_vec")]
-    pub cleanup_tags_exclude: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "de::opt_string_list")]
+    pub cleanup_tags_exclude: Option<StringList>,
     #[serde(default, deserialize_with = "de::opt_int")]
     pub cleanup_tags_max_percent: Option<i64>,
 }
@@ -230,16 +236,16 @@ pub struct SyncStep {
     #[serde(deserialize_with = "de::string")]
     pub schedule: String,
     pub ratelimit: RateLimit,
-    #[serde(deserialize_with = "de::string_vec")]
-    pub media_types: Vec<String>,
+    #[serde(deserialize_with = "de::string_list")]
+    pub media_types: StringList,
     pub hooks: Hooks,
     /// Delete target tags this step wrote once they are no longer selected (README
     /// "Pruning"). Merged from `defaults`: always `Some` after loading.
     pub cleanup_tags: Option<bool>,
     /// Target tags never pruned (anchored regexes); after merging, the step's, else the
     /// defaults', else [`DEFAULT_CLEANUP_EXCLUDE`].
-    #[serde(default, deserialize_with = "de::opt_string_vec")]
-    pub cleanup_tags_exclude: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "de::opt_string_list")]
+    pub cleanup_tags_exclude: Option<StringList>,
     /// The most a run may prune, in percent of the step's managed tags of a repository
     /// (default 25).
     #[serde(default, deserialize_with = "de::opt_int")]

@@ -119,7 +119,7 @@ fn config1() {
         assert_eq!(s.backup, "bkup-{{.Ref.Tag}}");
         assert_eq!(s.ratelimit.min, 100);
         assert_eq!(s.ratelimit.retry, "15m0s");
-        assert_eq!(s.media_types, DEFAULT_MEDIA_TYPES.to_vec());
+        assert_eq!(s.media_types[..], DEFAULT_MEDIA_TYPES);
         assert_merged_flags(s);
     }
     let a = &c.sync[0];
@@ -169,7 +169,7 @@ fn config2() {
     assert_eq!(s2.ratelimit.retry, "5m0s");
     for s in &c.sync {
         assert_eq!(s.ratelimit.min, 0);
-        assert_eq!(s.media_types, DEFAULT_MEDIA_TYPES.to_vec());
+        assert_eq!(s.media_types[..], DEFAULT_MEDIA_TYPES);
         assert_eq!(duration_of(&s.ratelimit.retry), GoDuration::from_mins(5));
         assert_merged_flags(s);
     }

@@ -2,8 +2,10 @@
 
 use super::host_stats::{Histogram, HostSnapshot, STEP_SECONDS};
 use super::{Mode, StepCtx};
+use crate::config::SyncStep;
 pub use crate::copy::counters::{CountSnapshot, Counter, Counters};
 use crate::shard::Shard;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// What happened to one image.
@@ -162,10 +164,9 @@ impl StepRunReport {
 pub struct StepState {
     /// Position of the step in the file (`sync[N]`).
     pub step: usize,
-    /// `type`, `source` and `target` as written in the config.
-    pub kind: String,
-    pub source: String,
-    pub target: String,
+    /// The step as the config gives it (its `type`, `source` and `target` name it), shared
+    /// with the run rather than copied: one step per repository makes thousands of these.
+    pub def: Arc<SyncStep>,
     /// `schedule`, else `@every <interval>`; none when the step has neither.
     pub schedule: Option<String>,
     /// The longest gap between the schedule's next firings (`server` only): a step whose last

@@ -162,9 +162,7 @@ impl Book {
             self.moved(id, step.index);
         }
         if let Some(b) = self.steps.get_mut(&id) {
-            b.state.kind = s.kind.clone();
-            b.state.source = s.source.clone();
-            b.state.target = s.target.clone();
+            b.state.def = s.clone();
             b.state.schedule = schedule;
             b.state.period = period;
             b.schedule = parsed;
@@ -172,9 +170,7 @@ impl Book {
         }
         let mut state = StepState {
             step: step.index,
-            kind: s.kind.clone(),
-            source: s.source.clone(),
-            target: s.target.clone(),
+            def: s.clone(),
             schedule,
             period,
             ..StepState::default()

@@ -54,9 +54,9 @@ fn seconds(t: SystemTime) -> f64 {
 fn step_label(s: &StepState) -> Labels {
     vec![
         ("step", s.step.to_string()),
-        ("type", s.kind.clone()),
-        ("source", s.source.clone()),
-        ("target", s.target.clone()),
+        ("type", s.def.kind.clone()),
+        ("source", s.def.source.clone()),
+        ("target", s.def.target.clone()),
     ]
 }
 
@@ -388,9 +388,12 @@ mod tests {
             registries: vec![registry()],
             steps: vec![StepState {
                 step: 0,
-                kind: "repository".into(),
-                source: "src.example:5000/a\"b".into(),
-                target: "dst.example/a".into(),
+                def: std::sync::Arc::new(crate::config::SyncStep {
+                    kind: "repository".into(),
+                    source: "src.example:5000/a\"b".into(),
+                    target: "dst.example/a".into(),
+                    ..Default::default()
+                }),
                 runs: 3,
                 failed_runs: 1,
                 counts: CountSnapshot {

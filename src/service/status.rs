@@ -114,9 +114,9 @@ pub fn document(state: &SchedulerState, version: &str, now: SystemTime) -> Value
             json!({
                 "step": s.step,
                 "name": format!("sync[{}]", s.step),
-                "type": s.kind,
-                "source": s.source,
-                "target": s.target,
+                "type": s.def.kind,
+                "source": s.def.source,
+                "target": s.def.target,
                 "schedule": s.schedule,
                 "period_seconds": s.period.map(|p| p.as_secs_f64()),
                 "next_run": time(s.next_run),
