@@ -16,7 +16,7 @@
 //! Failure (a render error, a non-zero exit or a signal, a start failure, a non-2xx answer,
 //! [`HOOK_TIMEOUT`]) fails the image when the hook is `pre` (it is not copied), and is one
 //! WARN line `Hook failed` for `post` and `unchanged`. The run's cancellation stops a hook at
-//! once (a command's whole process group is killed).
+//! once (a command's whole process group is killed), and so does dropping a running hook.
 
 pub mod cmd;
 pub mod http;
