@@ -1,5 +1,6 @@
-//! Authentication: htpasswd basic auth on the source and on the target, and a Docker-Hub-like
-//! Bearer-token proxy as the source (with credentials and anonymous).
+//! Authentication: htpasswd basic auth on the source and on the target, a Docker-Hub-like
+//! Bearer-token proxy as the source (with credentials and anonymous), and as a target whose
+//! token server refuses `delete`.
 
 mod common;
 
@@ -153,4 +154,72 @@ fn bearer_token_wrong_password_fails() {
     out.assert_one_error_line(&["hub/app", &proxy.host()]);
     assert!(proxy.count("token_denied") >= 1);
     assert!(catalog(&dst).is_empty());
+}
+
+/// A `DELETE` asks for the `delete` scope for itself only. Against a token server that grants
+/// pull and push but refuses `delete`, pruning a tag fails (the tag stays), and the copy of
+/// the next step, into another repository of the same registry, still gets its tokens: no
+/// later token request asks for `delete`.
+#[test]
+fn a_delete_scope_is_not_kept_for_later_requests() {
+    let src = Registry::start();
+    let upstream = Registry::start();
+    push(&src, "app", "v1", &oci_image(760));
+    push(&src, "app", "v2", &oci_image(761));
+    push(&src, "other", "v1", &oci_image(762));
+    let proxy = TokenProxy::start_with(
+        &upstream,
+        ProxyOpts {
+            users: vec![("alice".into(), "secret".into())],
+            anonymous: false,
+            upstream_auth: upstream.auth(),
+            refuse_delete: true,
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let state = state.to_str().unwrap();
+    let app = format!(
+        "source: {}\ntarget: {}\ntype: repository\ncleanupTags: true\ncleanupTagsMaxPercent: 100\n",
+        src.r("app"),
+        proxy.r("mirror/app")
+    );
+    regsync(
+        &["once", "--state", state],
+        &config(&[&src, &proxy], 0, std::slice::from_ref(&app)),
+    )
+    .assert_ok();
+    // v2 leaves the source: the next run prunes it from the mirror.
+    let v2 = manifest_digest(&src, "app", "v2").unwrap();
+    let status = block_on(async {
+        http()
+            .delete(format!("{}/v2/app/manifests/{v2}", src.url()))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 202);
+    let first_run = proxy.token_scopes().len();
+
+    // `parallel: 0`: the steps run one after the other, the prune before the second copy.
+    let other = repo_step(&src.r("other"), &proxy.r("mirror/other"), &[], &[]);
+    let out = regsync(
+        &["once", "--state", state],
+        &config(&[&src, &proxy], 0, &[app, other]),
+    );
+    out.assert_fail();
+    out.assert_one_error_line(&["mirror/app"]);
+    assert!(proxy.count("token_denied") >= 1, "{:?}", proxy.counts());
+    assert_eq!(tags(&upstream, "mirror/app"), ["v1", "v2"]);
+    assert_same_image_at(&src, "other", &upstream, "mirror/other", "v1");
+    let asked = &proxy.token_scopes()[first_run..];
+    let with_delete = |scopes: &Vec<String>| scopes.iter().any(|s| s.ends_with("delete"));
+    assert!(asked.iter().any(with_delete), "{asked:?}");
+    for scopes in asked {
+        if scopes.iter().any(|s| s.contains("mirror/other")) {
+            assert!(!with_delete(scopes), "{asked:?}");
+        }
+    }
 }

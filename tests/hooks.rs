@@ -3,7 +3,8 @@
 //! failing `pre` fails that image alone; `post` follows a successful copy; `unchanged` fires for
 //! images that already matched; `check` runs no hook. An `http` hook sends its method, URL and
 //! body to a server in the test, never with registry credentials and never logging its query.
-//! A bad hook in the config is one line at load time; cancellation kills a running hook.
+//! A bad hook in the config is one line at load time; cancellation kills a running hook, and
+//! a hook abandoned at the shutdown deadline takes what it started with it.
 
 mod common;
 
@@ -459,6 +460,45 @@ fn cancel_kills_a_running_hook() {
     }
     assert!(!alive(pid), "hook process {pid} survived the cancellation");
     assert_eq!(tags(&dst, "app"), Vec::<String>::new());
+}
+
+/// With no time after the signal (`--shutdown-timeout 0s`) the run is abandoned while its hook
+/// still runs. Whichever stops the hook, its cancellation or the drop of the abandoned run,
+/// its whole process group goes: what it started in the background does not outlive regsync.
+/// (The drop alone is checked in `src/hooks/cmd.rs`; here the cancellation usually wins.)
+#[test]
+fn a_hook_abandoned_at_the_shutdown_deadline_takes_its_process_group() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    push(&src, "app", "v1", &oci_image(9610));
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("background.pid");
+    // The hook's background child, in the hook's process group.
+    let pre = format!(
+        "{{type: cmd, params: [/bin/sh, -c, 'sleep 300 & echo $! > \"$0\"; wait', '{}']}}",
+        pidfile.display()
+    );
+    let step = image_step(&src.r("app:v1"), &dst.r("app:v1")) + &hooks_block(&pre, "", "");
+    let cfg = config(&[&src, &dst], 0, &[step]);
+    let mut run = Server::start_cmd("once", &cfg, &["--shutdown-timeout", "0s"]);
+    let pid = wait_for_pid(&pidfile, &mut run);
+    assert!(alive(pid), "background process not running");
+    run.signal(libc::SIGTERM);
+    let (status, _) = run.wait_exit(Duration::from_secs(25));
+    assert_eq!(status.code(), Some(1), "{}", run.stderr());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let survived = alive(pid);
+    if survived {
+        // SAFETY: kill(2) on the pid the hook wrote, which is still that process.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(
+        !survived,
+        "the hook's background process {pid} outlived regsync:\n{}",
+        run.stderr()
+    );
 }
 
 fn wait_for_pid(pidfile: &Path, run: &mut Server) -> i32 {

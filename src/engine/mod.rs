@@ -41,6 +41,8 @@ pub enum Mode {
 pub enum EngineError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Hooks(#[from] crate::hooks::HookError),
 }
 
 /// Both storage schemes; the copy algorithm asks for the one a reference names.
@@ -247,6 +249,8 @@ impl Engine {
                 .with_cancel(cancel.clone()),
             log.clone(),
         )?;
+        let hooks = crate::hooks::HookRunner::new(&user_agent, log.clone());
+        hooks.prepare(config.sync.iter().map(|s| &s.hooks))?;
         let parallel = Parallel::from_config(config.defaults.parallel);
         let run = Arc::new(RunCtx {
             stores: Stores {
@@ -262,7 +266,7 @@ impl Engine {
             image_slots: Arc::new(tokio::sync::Semaphore::new(parallel.look_ahead())),
             step_slots: Arc::new(tokio::sync::Semaphore::new(parallel.look_ahead())),
             manifest_writes: run_scope::WriteLocks::default(),
-            hooks: crate::hooks::HookRunner::new(&user_agent, log.clone()),
+            hooks,
             state: opts.state,
             restored_runs: opts.restored_runs,
             shard: opts.shard,
@@ -312,8 +316,13 @@ impl Engine {
     }
 
     /// `regsync server` on SIGHUP: the steps of `config` replace those in force (see
-    /// [`messages::Reload`]).
+    /// [`messages::Reload`]). Refused when they have an `http` hook whose client cannot be
+    /// built ([`crate::hooks::HookRunner::prepare`]).
     pub async fn reload(&self, config: &Config) -> Result<messages::ReloadSummary, String> {
+        self.run
+            .hooks
+            .prepare(config.sync.iter().map(|s| &s.hooks))
+            .map_err(|e| e.to_string())?;
         let steps = self.step_ctxs(config);
         self.scheduler
             .send(messages::Reload { steps })

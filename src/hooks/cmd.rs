@@ -1,8 +1,8 @@
 //! `type: cmd`: the rendered params are the argv of a child process, started directly (no
 //! shell; `params[0]` is looked up in `PATH` when it has no `/`). The child inherits
 //! regsync's environment and working directory, reads nothing (stdin is null), and runs in
-//! its own process group, so that a timeout or the run's cancellation kills it and everything
-//! it started. Its stdout and stderr are read as they come (a full pipe never blocks it); the
+//! its own process group, so that a timeout, the run's cancellation or the run being dropped
+//! (abandoned at the shutdown deadline) kills it and everything it started. Its stdout and stderr are read as they come (a full pipe never blocks it); the
 //! first [`OUTPUT_LIMIT`](super::OUTPUT_LIMIT) bytes of each are logged at debug.
 
 use super::{shown_output, HookError, OUTPUT_LIMIT};
@@ -40,7 +40,9 @@ pub async fn run(
         program: program.clone(),
         reason: e.to_string(),
     })?;
-    let pid = child.id();
+    // Declared after `child`, so dropped before it: the group is killed while its leader is
+    // still unreaped, also when this future is dropped mid-run.
+    let mut group = Group(child.id());
     let mut stdout = child.stdout.take().map(|o| tokio::spawn(read_bounded(o)));
     let mut stderr = child.stderr.take().map(|e| tokio::spawn(read_bounded(e)));
     let stopped = tokio::select! {
@@ -52,12 +54,12 @@ pub async fn run(
         _ = cancel.cancelled() => Err(HookError::Canceled),
     };
     let status = match stopped {
-        Ok(status) => status,
+        Ok(status) => {
+            group.reaped();
+            status
+        }
         Err(e) => {
-            // Not reaped yet, so the group id is still ours.
-            if let Some(pid) = pid {
-                kill_group(pid);
-            }
+            drop(group);
             let _ = child.start_kill();
             let _ = child.wait().await;
             for h in [stdout.take(), stderr.take()].into_iter().flatten() {
@@ -104,6 +106,28 @@ fn status_text(status: &std::io::Result<std::process::ExitStatus>) -> String {
     }
 }
 
+/// The hook's process group, killed when this is dropped before [`Group::reaped`]: on a
+/// timeout or a cancellation, and when the run itself is dropped (its tasks dropped with the
+/// runtime at the shutdown deadline), where tokio's `kill_on_drop` would kill the command
+/// alone and leave what it started running.
+struct Group(Option<u32>);
+
+impl Group {
+    /// The command exited and was reaped: its id may be reused from now on, so nothing is
+    /// killed. Whatever it left running in the background is left alone, as a shell would.
+    fn reaped(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            kill_group(pgid);
+        }
+    }
+}
+
 /// SIGKILL to the process group `pgid` (the hook and whatever it started).
 fn kill_group(pgid: u32) {
     let Ok(pgid) = i32::try_from(pgid) else {
@@ -113,8 +137,8 @@ fn kill_group(pgid: u32) {
         return;
     }
     // SAFETY: kill(2) takes plain integers and touches no memory of ours. The group is the
-    // hook's own (`process_group(0)`), and its leader has not been reaped, so the id cannot
-    // have been reused by another group.
+    // hook's own (`process_group(0)`), and its leader has not been reaped (see [`Group`]), so
+    // the id cannot have been reused by another group.
     unsafe {
         libc::kill(-pgid, libc::SIGKILL);
     }
@@ -209,30 +233,27 @@ mod tests {
         assert_eq!(r, Ok(()));
     }
 
-    #[tokio::test]
-    async fn timeout_kills_the_whole_group() {
-        let log = crate::log::discard();
-        let cancel = CancellationToken::new();
-        let dir = tempfile::tempdir().unwrap();
+    /// `sh -c` that starts a background grandchild (which would keep the pipes open for
+    /// 300 s) and writes its pid to the returned file.
+    fn with_background_child(dir: &tempfile::TempDir) -> (Vec<String>, std::path::PathBuf) {
         let pidfile = dir.path().join("pid");
-        // A background grandchild that would keep the pipes open for 300 s.
         let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
-        let start = std::time::Instant::now();
-        let r = run(
-            &argv(&["/bin/sh", "-c", &script]),
-            Duration::from_millis(500),
-            &cancel,
-            &log,
-        )
-        .await;
-        assert!(matches!(r, Err(HookError::Timeout { .. })), "{r:?}");
-        assert!(start.elapsed() < Duration::from_secs(5));
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let mut gone = false;
+        (argv(&["/bin/sh", "-c", &script]), pidfile)
+    }
+
+    /// Waits (up to 2 s) for the process whose pid `pidfile` holds to be gone; true if it is.
+    async fn gone(pidfile: &std::path::Path) -> bool {
+        let mut pid = None;
+        for _ in 0..100 {
+            pid = std::fs::read_to_string(pidfile)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok());
+            if pid.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let pid = pid.expect("the hook wrote no pid");
         for _ in 0..100 {
             // The grandchild is reparented and reaped elsewhere, or is a zombie at worst.
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -243,12 +264,58 @@ mod tests {
                 .trim_start()
                 .to_string();
             if stat.is_empty() || state.starts_with('Z') {
-                gone = true;
-                break;
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(gone, "background process {pid} survived the timeout");
+        // SAFETY: kill(2) with plain integers; the pid is the test's own sleep, still alive.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_group() {
+        let log = crate::log::discard();
+        let cancel = CancellationToken::new();
+        let dir = tempfile::tempdir().unwrap();
+        let (argv, pidfile) = with_background_child(&dir);
+        let start = std::time::Instant::now();
+        let r = run(&argv, Duration::from_millis(500), &cancel, &log).await;
+        assert!(matches!(r, Err(HookError::Timeout { .. })), "{r:?}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(
+            gone(&pidfile).await,
+            "background process survived the timeout"
+        );
+    }
+
+    /// A run dropped while its command runs (the run abandoned at the shutdown deadline, its
+    /// tasks dropped with the runtime) kills the whole group too, not only the command.
+    #[tokio::test]
+    async fn dropping_a_running_hook_kills_the_whole_group() {
+        let log = crate::log::discard();
+        let cancel = CancellationToken::new();
+        let dir = tempfile::tempdir().unwrap();
+        let (argv, pidfile) = with_background_child(&dir);
+        // Boxed, so that `drop` below drops the future itself.
+        let mut running = Box::pin(run(&argv, Duration::from_secs(60), &cancel, &log));
+        // Until the pid is written, the hook runs; then the future is dropped mid-run.
+        let mut written = false;
+        for _ in 0..250 {
+            tokio::select! {
+                r = &mut running => panic!("the hook ended by itself: {r:?}"),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            if std::fs::metadata(&pidfile).is_ok_and(|m| m.len() > 0) {
+                written = true;
+                break;
+            }
+        }
+        assert!(written, "the hook never started its background process");
+        drop(running);
+        assert!(gone(&pidfile).await, "background process survived the drop");
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@
 //! Failure (a render error, a non-zero exit or a signal, a start failure, a non-2xx answer,
 //! [`HOOK_TIMEOUT`]) fails the image when the hook is `pre` (it is not copied), and is one
 //! WARN line `Hook failed` for `post` and `unchanged`. The run's cancellation stops a hook at
-//! once (a command's whole process group is killed).
+//! once (a command's whole process group is killed), and so does dropping a running hook.
 
 pub mod cmd;
 pub mod http;
@@ -24,7 +24,7 @@ pub mod http;
 pub use crate::config::template::HookVars;
 
 use crate::config::template::render_hook_param;
-use crate::config::Hook;
+use crate::config::{Hook, Hooks};
 use std::sync::OnceLock;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -102,9 +102,9 @@ pub enum HookError {
 /// ever), its logger and the timeout.
 pub struct HookRunner {
     user_agent: String,
-    /// Built at the first `http` hook: a client holds its own parsed copy of the system's
-    /// root certificates (about 0.3 MB), which a config without `http` hooks never needs. A
-    /// reload may add such hooks to a running server, so it is not decided at start.
+    /// Built by [`HookRunner::prepare`] at start, or at the reload that adds the first `http`
+    /// hook: a client holds its own parsed copy of the system's root certificates (about
+    /// 0.3 MB), which a config without `http` hooks never needs.
     http: OnceLock<Result<reqwest::Client, String>>,
     log: slog::Logger,
     timeout: Duration,
@@ -128,6 +128,22 @@ impl HookRunner {
             })
             .as_ref()
             .map_err(|e| HookError::Client(e.clone()))
+    }
+
+    /// Builds the client of `http` hooks now when `hooks` (a config's steps) hold one: a
+    /// client that cannot be built stops the start, or refuses the reload, with one line,
+    /// instead of failing every `http` hook when it runs. Without `http` hooks nothing is
+    /// built.
+    pub fn prepare<'a>(&self, hooks: impl IntoIterator<Item = &'a Hooks>) -> Result<(), HookError> {
+        let http = hooks
+            .into_iter()
+            .flat_map(|h| [&h.pre, &h.post, &h.unchanged])
+            .flatten()
+            .any(|h| h.kind == "http");
+        if http {
+            self.http()?;
+        }
+        Ok(())
     }
 
     /// Another timeout than [`HOOK_TIMEOUT`] (tests).
@@ -183,4 +199,58 @@ pub(crate) fn shown_output(bytes: &[u8], dropped: usize) -> String {
         text.push_str(&format!("... ({dropped} more bytes)"));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hooks(kinds: &[&str]) -> Hooks {
+        let hook = |kind: &str| {
+            Some(Hook {
+                kind: kind.to_string(),
+                params: match kind {
+                    "http" => vec!["POST".into(), "http://127.0.0.1:1/x".into()],
+                    _ => vec!["/bin/true".into()],
+                },
+            })
+        };
+        Hooks {
+            pre: kinds.first().and_then(|k| hook(k)),
+            post: kinds.get(1).and_then(|k| hook(k)),
+            unchanged: None,
+        }
+    }
+
+    #[test]
+    fn the_http_client_is_built_when_the_config_is_prepared_only_for_http_hooks() {
+        let runner = HookRunner::new("ua", crate::log::discard());
+        let steps = [hooks(&[]), hooks(&["cmd", "cmd"])];
+        assert_eq!(runner.prepare(&steps), Ok(()));
+        assert!(runner.http.get().is_none(), "built without an http hook");
+        let steps = [hooks(&["cmd"]), hooks(&["cmd", "http"])];
+        assert_eq!(runner.prepare(&steps), Ok(()));
+        assert!(
+            matches!(runner.http.get(), Some(Ok(_))),
+            "the http hooks' client was not built by prepare"
+        );
+    }
+
+    #[test]
+    fn a_client_that_cannot_be_built_fails_the_prepare_naming_the_cause() {
+        let runner = HookRunner::new("ua", crate::log::discard());
+        // What a failed build leaves (none can be made to fail here: a refused system CA
+        // bundle is replaced by the built-in roots before any client is built).
+        let _ = runner
+            .http
+            .set(Err("no usable root certificate".to_string()));
+        assert_eq!(runner.prepare(&[hooks(&["cmd"])]), Ok(()));
+        let e = runner
+            .prepare(&[hooks(&["cmd"]), hooks(&["http"])])
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "failed to set up the HTTP client for hooks: no usable root certificate"
+        );
+    }
 }

@@ -4,6 +4,10 @@
 //! The first request to a host goes without credentials. A 401 challenge tells which scheme
 //! the host wants; from then on every request carries credentials up front.
 //!
+//! A Bearer token covers the scopes of every request so far (pull and push, merged per
+//! repository), so one token serves the whole run. A request whose scopes are not to be kept
+//! (a `DELETE`) gets a token of its own scopes instead, which no other request carries.
+//!
 //! Credentials come from the host's configuration or, with `credHelper`, from the helper
 //! (run lazily and cached, see [`cred_helper`](super::cred_helper)). Header values holding
 //! them are marked sensitive and never logged.
@@ -178,8 +182,11 @@ struct State {
 struct Bearer {
     realm: Url,
     service: String,
-    scopes: Scopes,
-    token: Option<Token>,
+    /// The token of every request whose scopes are kept, for all those scopes.
+    kept: Slot,
+    /// The token of the last request whose scopes are not kept (a delete), for its scopes
+    /// only: the deletes in one repository share it.
+    own: Slot,
     /// From a previous token response; used for the POST flow.
     refresh_token: Option<String>,
     /// The configured (or helper-given) identity token the token server refused: not
@@ -190,6 +197,23 @@ struct Bearer {
 struct Token {
     header: HeaderValue,
     renew_at: Instant,
+}
+
+/// Scopes and the token fetched for them (None until fetched, or once it falls short).
+#[derive(Default)]
+struct Slot {
+    scopes: Scopes,
+    token: Option<Token>,
+}
+
+impl Bearer {
+    fn slot(&mut self, keep: bool) -> &mut Slot {
+        if keep {
+            &mut self.kept
+        } else {
+            &mut self.own
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -206,28 +230,47 @@ struct TokenResponse {
 
 impl Auth {
     /// The `Authorization` value for a request needing `scopes`, fetching a token when the
-    /// cached one lacks a scope or is about to expire. None until the host has challenged.
+    /// cached one lacks a scope or is about to expire. With `keep`, the scopes join those of
+    /// the token every such request carries; without, the request gets a token of its own
+    /// scopes (reused by the next request with the same ones). None until the host has
+    /// challenged.
     pub async fn authorization(
         &self,
         client: &Client,
         host: &Host,
         scopes: &[String],
+        keep: bool,
     ) -> Result<Option<HeaderValue>, StoreError> {
         let mut state = self.state.lock().await;
         if let Some(bearer) = state.bearer.as_mut() {
-            for scope in scopes {
-                if bearer.scopes.add(scope) {
-                    bearer.token = None;
+            let slot = bearer.slot(keep);
+            if keep {
+                for scope in scopes {
+                    if slot.scopes.add(scope) {
+                        slot.token = None;
+                    }
+                }
+            } else {
+                let mut own = Scopes::default();
+                for scope in scopes {
+                    own.add(scope);
+                }
+                if slot.scopes != own {
+                    *slot = Slot {
+                        scopes: own,
+                        token: None,
+                    };
                 }
             }
-            if let Some(token) = &bearer.token {
+            if let Some(token) = &slot.token {
                 if Instant::now() < token.renew_at {
                     return Ok(Some(token.header.clone()));
                 }
             }
-            let token = fetch_token(client, host, bearer).await?;
+            let wanted = slot.scopes.to_strings();
+            let token = fetch_token(client, host, bearer, &wanted).await?;
             let header = token.header.clone();
-            bearer.token = Some(token);
+            bearer.slot(keep).token = Some(token);
             return Ok(Some(header));
         }
         if state.basic {
@@ -236,13 +279,16 @@ impl Auth {
         Ok(None)
     }
 
-    /// Learn from a 401's challenges. True when retrying with (new) credentials may succeed;
-    /// false when nothing new was learned, so the request fails as unauthorized (spec §8.2).
+    /// Learn from a 401's challenges; a Bearer challenge's scopes join the request's
+    /// `scopes` (kept or not, as the request's own are). True when retrying with (new)
+    /// credentials may succeed; false when nothing new was learned, so the request fails as
+    /// unauthorized (spec §8.2).
     pub async fn on_challenge(
         &self,
         request_url: &Url,
         challenges: &[Challenge],
         sent: Option<&HeaderValue>,
+        scopes: &mut Vec<String>,
         client: &Client,
         host: &Host,
     ) -> bool {
@@ -272,8 +318,8 @@ impl Auth {
                     let bearer = state.bearer.get_or_insert_with(|| Bearer {
                         realm: realm.clone(),
                         service: service.clone(),
-                        scopes: Scopes::default(),
-                        token: None,
+                        kept: Slot::default(),
+                        own: Slot::default(),
                         refresh_token: None,
                         refused_identity: None,
                     });
@@ -282,14 +328,18 @@ impl Auth {
                             "host" => &host.config.name);
                         continue;
                     }
-                    let scopes = c.params.get("scope").map(String::as_str).unwrap_or("");
-                    for scope in scopes.split_whitespace() {
-                        bearer.scopes.add(scope);
+                    let asked = c.params.get("scope").map(String::as_str).unwrap_or("");
+                    for scope in asked.split_whitespace() {
+                        if !scopes.iter().any(|s| s == scope) {
+                            scopes.push(scope.to_string());
+                        }
                     }
                     // The token we sent (if any) was refused, or lacks a scope: get another.
-                    let current = bearer.token.as_ref().map(|t| &t.header);
-                    if sent.is_none() || sent == current {
-                        bearer.token = None;
+                    for slot in [&mut bearer.kept, &mut bearer.own] {
+                        let current = slot.token.as_ref().map(|t| &t.header);
+                        if sent.is_none() || sent == current {
+                            slot.token = None;
+                        }
                     }
                     return true;
                 }
@@ -335,8 +385,8 @@ async fn fetch_token(
     client: &Client,
     host: &Host,
     bearer: &mut Bearer,
+    scopes: &[String],
 ) -> Result<Token, StoreError> {
-    let scopes = bearer.scopes.to_strings();
     let creds = host_creds(client, host).await;
     let identity = Some(creds.token.clone())
         .filter(|t| !t.is_empty() && bearer.refused_identity.as_ref() != Some(t));
@@ -382,7 +432,7 @@ async fn fetch_token(
         if !bearer.service.is_empty() {
             q.append_pair("service", &bearer.service);
         }
-        for scope in &scopes {
+        for scope in scopes {
             q.append_pair("scope", scope);
         }
         if !creds.user.is_empty() {

@@ -3,7 +3,9 @@
 //! to requests without a valid token, issues opaque tokens from `GET|POST /token` after
 //! checking basic credentials, and streams request/response bodies to/from the upstream.
 //! Requests are counted by kind (`manifest_head`, `manifest_get`, `manifest_put`, `blob_head`,
-//! `blob_get`, `upload`, `tags`, `catalog`, `base`, `token`, `unauthorized`, ...).
+//! `blob_get`, `upload`, `tags`, `catalog`, `base`, `token`, `unauthorized`, ...), and the
+//! scopes of every token request are kept in order. Like distribution, a `DELETE` needs the
+//! `delete` action.
 
 use super::{block_on, rt, Endpoint};
 use axum::body::Body;
@@ -26,6 +28,9 @@ pub struct ProxyOpts {
     pub anonymous: bool,
     /// Basic credentials the proxy adds towards the upstream registry.
     pub upstream_auth: Option<(String, String)>,
+    /// Token requests asking for a `delete` action are refused (401), as by a token server
+    /// that grants its users pull and push only.
+    pub refuse_delete: bool,
 }
 
 struct Shared {
@@ -34,6 +39,8 @@ struct Shared {
     opts: ProxyOpts,
     tokens: Mutex<HashMap<String, Grant>>,
     counts: Mutex<HashMap<String, u64>>,
+    /// The `scope` values of each token request, in arrival order (refused ones included).
+    token_scopes: Mutex<Vec<Vec<String>>>,
     next: AtomicU64,
     client: reqwest::Client,
 }
@@ -60,6 +67,7 @@ impl TokenProxy {
                 users: vec![(user.into(), pass.into())],
                 anonymous: false,
                 upstream_auth: upstream.auth(),
+                refuse_delete: false,
             },
         )
     }
@@ -72,6 +80,7 @@ impl TokenProxy {
                 users: vec![],
                 anonymous: true,
                 upstream_auth: upstream.auth(),
+                refuse_delete: false,
             },
         )
     }
@@ -86,6 +95,7 @@ impl TokenProxy {
             opts,
             tokens: Mutex::new(HashMap::new()),
             counts: Mutex::new(HashMap::new()),
+            token_scopes: Mutex::new(Vec::new()),
             next: AtomicU64::new(1),
             client: reqwest::Client::builder()
                 .no_proxy()
@@ -133,6 +143,10 @@ impl TokenProxy {
     }
     pub fn count(&self, kind: &str) -> u64 {
         *self.shared.counts.lock().unwrap().get(kind).unwrap_or(&0)
+    }
+    /// The scopes each token request asked for, one entry per request, in arrival order.
+    pub fn token_scopes(&self) -> Vec<Vec<String>> {
+        self.shared.token_scopes.lock().unwrap().clone()
     }
     pub fn reset_counts(&self) {
         self.shared.counts.lock().unwrap().clear();
@@ -201,6 +215,13 @@ async fn token(State(s): State<Arc<Shared>>, req: Request) -> Response {
             .unwrap_or_default();
         pairs.extend(url::form_urlencoded::parse(&body).into_owned());
     }
+    let asked: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .flat_map(|(_, v)| v.split(' ').map(str::to_string))
+        .filter(|v| !v.is_empty())
+        .collect();
+    s.token_scopes.lock().unwrap().push(asked.clone());
     let mut creds = basic_creds(&headers);
     if creds.is_none() {
         let get = |k: &str| pairs.iter().find(|(a, _)| a == k).map(|(_, b)| b.clone());
@@ -235,21 +256,24 @@ async fn token(State(s): State<Arc<Shared>>, req: Request) -> Response {
         }
     };
     let mut scopes = BTreeSet::new();
-    for (k, v) in &pairs {
-        if k != "scope" {
+    for one in &asked {
+        // repository:name:pull,push  /  registry:catalog:*
+        let mut parts = one.rsplitn(2, ':');
+        let (Some(actions), Some(prefix)) = (parts.next(), parts.next()) else {
             continue;
-        }
-        for one in v.split(' ') {
-            // repository:name:pull,push  /  registry:catalog:*
-            let mut parts = one.rsplitn(2, ':');
-            let (Some(actions), Some(prefix)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            for a in actions.split(',') {
-                let allowed = user.is_some() || a == "pull";
-                if allowed {
-                    scopes.insert(format!("{prefix}:{a}"));
-                }
+        };
+        for a in actions.split(',') {
+            if a == "delete" && s.opts.refuse_delete {
+                bump(&s, "token_denied");
+                return json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "delete is not granted",
+                );
+            }
+            let allowed = user.is_some() || a == "pull";
+            if allowed {
+                scopes.insert(format!("{prefix}:{a}"));
             }
         }
     }
@@ -301,10 +325,10 @@ fn classify(method: &axum::http::Method, path: &str) -> (String, Option<String>)
     ] {
         if let Some(i) = rest.find(marker) {
             let name = &rest[..i];
-            let action = if m == "GET" || m == "HEAD" {
-                "pull"
-            } else {
-                "push"
+            let action = match m {
+                "GET" | "HEAD" => "pull",
+                "DELETE" => "delete",
+                _ => "push",
             };
             let kind = match what {
                 "upload" => "upload".to_string(),

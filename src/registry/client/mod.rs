@@ -74,20 +74,29 @@ pub(crate) struct Request {
     pub repo: String,
     /// Bearer scopes the request needs (spec §8.4).
     pub scopes: Vec<String>,
+    /// Whether the host's token keeps `scopes` for every later request (pull, push), or this
+    /// request gets a token of its own scopes (`delete`; see [`auth::Auth::authorization`]).
+    pub keep_scopes: bool,
     /// How often a network error or a 408/429/5xx is retried on the same host.
     pub retries: u32,
 }
 
 impl Request {
-    /// A request on a repository: `pull` for GET/HEAD, `pull,push` for anything else.
+    /// A request on a repository: `pull` for GET/HEAD, `delete` for DELETE (distribution's
+    /// action for it), `pull,push` for anything else. A delete's scope is not kept: a mirror
+    /// deletes rarely (pruning, a cancelled upload), and a token server that refuses `delete`
+    /// must not refuse the tokens of every later pull and push.
     pub fn repo(method: Method, url: Url, repo: &str) -> Self {
-        let actions = if method == Method::GET || method == Method::HEAD {
-            "pull"
+        let (actions, keep_scopes) = if method == Method::GET || method == Method::HEAD {
+            ("pull", true)
+        } else if method == Method::DELETE {
+            ("delete", false)
         } else {
-            "pull,push"
+            ("pull,push", true)
         };
         Request {
             scopes: vec![format!("repository:{repo}:{actions}")],
+            keep_scopes,
             method,
             url,
             headers: HeaderMap::new(),
@@ -106,6 +115,7 @@ impl Request {
             body: Body::Empty,
             repo: String::new(),
             scopes: Vec::new(),
+            keep_scopes: true,
             retries: MAX_RETRIES,
         }
     }
@@ -394,7 +404,8 @@ impl Client {
             headers,
             mut body,
             repo,
-            scopes,
+            mut scopes,
+            keep_scopes,
             retries,
         } = req;
         let auth = host.auth(&repo);
@@ -406,7 +417,7 @@ impl Client {
         let mut challenged = false;
         loop {
             let authorization = if own_origin {
-                auth.authorization(self, host, &scopes).await?
+                auth.authorization(self, host, &scopes, keep_scopes).await?
             } else {
                 None
             };
@@ -441,7 +452,14 @@ impl Client {
                 detail: Some(detail),
             })?;
             let learned = auth
-                .on_challenge(&url, &challenges, authorization.as_ref(), self, host)
+                .on_challenge(
+                    &url,
+                    &challenges,
+                    authorization.as_ref(),
+                    &mut scopes,
+                    self,
+                    host,
+                )
                 .await;
             if !learned {
                 return Err(err);

@@ -145,9 +145,14 @@ fn scopes_follow_the_method() {
         ["repository:p/a:pull"]
     );
     assert_eq!(
-        Request::repo(Method::PUT, url, "p/a").scopes,
+        Request::repo(Method::PUT, url.clone(), "p/a").scopes,
         ["repository:p/a:pull,push"]
     );
+    assert!(Request::repo(Method::PUT, url.clone(), "p/a").keep_scopes);
+    // A delete's token is its own: later requests do not ask for `delete`.
+    let delete = Request::repo(Method::DELETE, url, "p/a");
+    assert_eq!(delete.scopes, ["repository:p/a:delete"]);
+    assert!(!delete.keep_scopes);
 }
 
 #[test]
