@@ -162,6 +162,18 @@ fn bearer_token_wrong_password_fails() {
 /// later token request asks for `delete`.
 #[test]
 fn a_delete_scope_is_not_kept_for_later_requests() {
+    a_refused_delete_fails_the_deletion_only(false);
+}
+
+/// The same with an identity token as the target's only credential (`token:`, the POST
+/// flow): the refused delete token is no verdict on the identity token, which the next
+/// step's pulls and pushes still need.
+#[test]
+fn a_refused_delete_leaves_the_identity_token_to_later_requests() {
+    a_refused_delete_fails_the_deletion_only(true);
+}
+
+fn a_refused_delete_fails_the_deletion_only(identity_token: bool) {
     let src = Registry::start();
     let upstream = Registry::start();
     push(&src, "app", "v1", &oci_image(760));
@@ -174,6 +186,7 @@ fn a_delete_scope_is_not_kept_for_later_requests() {
             anonymous: false,
             upstream_auth: upstream.auth(),
             refuse_delete: true,
+            ..Default::default()
         },
     );
     let dir = tempfile::tempdir().unwrap();
@@ -184,9 +197,19 @@ fn a_delete_scope_is_not_kept_for_later_requests() {
         src.r("app"),
         proxy.r("mirror/app")
     );
+    let config = |steps: &[String]| {
+        let cfg = config(&[&src, &proxy], 0, steps);
+        if !identity_token {
+            return cfg;
+        }
+        // The proxy takes `rt-<user>` as a refresh (identity) token.
+        let basic = "    user: \"alice\"\n    pass: \"secret\"\n";
+        assert!(cfg.contains(basic), "{cfg}");
+        cfg.replace(basic, "    token: rt-alice\n")
+    };
     regsync(
         &["once", "--state", state],
-        &config(&[&src, &proxy], 0, std::slice::from_ref(&app)),
+        &config(std::slice::from_ref(&app)),
     )
     .assert_ok();
     // v2 leaves the source: the next run prunes it from the mirror.
@@ -205,10 +228,7 @@ fn a_delete_scope_is_not_kept_for_later_requests() {
 
     // `parallel: 0`: the steps run one after the other, the prune before the second copy.
     let other = repo_step(&src.r("other"), &proxy.r("mirror/other"), &[], &[]);
-    let out = regsync(
-        &["once", "--state", state],
-        &config(&[&src, &proxy], 0, &[app, other]),
-    );
+    let out = regsync(&["once", "--state", state], &config(&[app, other]));
     out.assert_fail();
     out.assert_one_error_line(&["mirror/app"]);
     assert!(proxy.count("token_denied") >= 1, "{:?}", proxy.counts());
@@ -222,4 +242,63 @@ fn a_delete_scope_is_not_kept_for_later_requests() {
             assert!(!with_delete(scopes), "{asked:?}");
         }
     }
+}
+
+/// Against a registry whose `DELETE` needs `repository:X:*` (older distribution releases),
+/// the first delete's challenge widens its token; the next deletes in that repository reuse
+/// that token instead of asking for `delete` alone again, being refused, and asking again.
+#[test]
+fn deletes_in_one_repository_share_the_token_their_challenge_widened() {
+    let src = Registry::start();
+    let upstream = Registry::start();
+    for (i, tag) in ["v1", "v2", "v3", "v4"].iter().enumerate() {
+        push(&src, "app", tag, &oci_image(770 + i as u64));
+    }
+    let proxy = TokenProxy::start_with(
+        &upstream,
+        ProxyOpts {
+            users: vec![("alice".into(), "secret".into())],
+            upstream_auth: upstream.auth(),
+            delete_needs_any: true,
+            ..Default::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let state = state.to_str().unwrap();
+    let app = format!(
+        "source: {}\ntarget: {}\ntype: repository\ncleanupTags: true\ncleanupTagsMaxPercent: 100\n",
+        src.r("app"),
+        proxy.r("mirror/app")
+    );
+    let cfg = config(&[&src, &proxy], 0, &[app]);
+    regsync(&["once", "--state", state], &cfg).assert_ok();
+    for tag in ["v2", "v3", "v4"] {
+        let digest = manifest_digest(&src, "app", tag).unwrap();
+        let status = block_on(async {
+            http()
+                .delete(format!("{}/v2/app/manifests/{digest}", src.url()))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+        assert_eq!(status, 202);
+    }
+    let first_run = proxy.token_scopes().len();
+    regsync(&["once", "--state", state], &cfg).assert_ok();
+    assert_eq!(tags(&upstream, "mirror/app"), ["v1"]);
+    let asked = &proxy.token_scopes()[first_run..];
+    let for_deletes = asked
+        .iter()
+        .filter(|scopes| {
+            scopes.iter().any(|s| {
+                let actions = s.rsplit(':').next().unwrap_or("");
+                actions.split(',').any(|a| a == "delete" || a == "*")
+            })
+        })
+        .count();
+    // The first delete: its own token, then the one its challenge widened. No more.
+    assert_eq!(for_deletes, 2, "{asked:?}");
 }

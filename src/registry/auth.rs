@@ -185,7 +185,7 @@ struct Bearer {
     /// The token of every request whose scopes are kept, for all those scopes.
     kept: Slot,
     /// The token of the last request whose scopes are not kept (a delete), for its scopes
-    /// only: the deletes in one repository share it.
+    /// only (widened by the challenge, if any): the deletes it covers share it.
     own: Slot,
     /// From a previous token response; used for the POST flow.
     refresh_token: Option<String>,
@@ -251,11 +251,15 @@ impl Auth {
                     }
                 }
             } else {
-                let mut own = Scopes::default();
-                for scope in scopes {
-                    own.add(scope);
-                }
-                if slot.scopes != own {
+                // Reused while it covers the request: a challenge may have widened the last
+                // delete's scopes (`repository:X:*` from older distribution), and the next
+                // delete in X asks for `delete` alone again.
+                let mut widened = slot.scopes.clone();
+                if scopes.iter().any(|scope| widened.add(scope)) {
+                    let mut own = Scopes::default();
+                    for scope in scopes {
+                        own.add(scope);
+                    }
                     *slot = Slot {
                         scopes: own,
                         token: None,
@@ -268,7 +272,7 @@ impl Auth {
                 }
             }
             let wanted = slot.scopes.to_strings();
-            let token = fetch_token(client, host, bearer, &wanted).await?;
+            let token = fetch_token(client, host, bearer, &wanted, keep).await?;
             let header = token.header.clone();
             bearer.slot(keep).token = Some(token);
             return Ok(Some(header));
@@ -381,11 +385,13 @@ fn basic_header(c: &Creds) -> Option<HeaderValue> {
 
 /// Spec §8.4: POST `grant_type=refresh_token` when a refresh or identity token is known,
 /// else (or when that is refused) GET with `service`, `scope`s and basic credentials.
+/// `kept`: the token is the one every pull and push carries (see [`Auth::authorization`]).
 async fn fetch_token(
     client: &Client,
     host: &Host,
     bearer: &mut Bearer,
     scopes: &[String],
+    kept: bool,
 ) -> Result<Token, StoreError> {
     let creds = host_creds(client, host).await;
     let identity = Some(creds.token.clone())
@@ -420,7 +426,9 @@ async fn fetch_token(
         }
         debug!(client.log, "refresh token refused, requesting a token with GET";
             "host" => &host.config.name, "status" => resp.status());
-        if bearer.refresh_token.take().is_none() {
+        // A token server may refuse a delete's scope alone: that says nothing of the refresh
+        // or identity token, which every later pull and push still needs.
+        if kept && bearer.refresh_token.take().is_none() {
             bearer.refused_identity = Some(refresh);
         }
     }

@@ -20,7 +20,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ProxyOpts {
     /// Accepted `(user, pass)` pairs for the token endpoint.
     pub users: Vec<(String, String)>,
@@ -31,6 +31,9 @@ pub struct ProxyOpts {
     /// Token requests asking for a `delete` action are refused (401), as by a token server
     /// that grants its users pull and push only.
     pub refuse_delete: bool,
+    /// A `DELETE` needs `repository:X:*` instead of `repository:X:delete` (older
+    /// distribution releases); the challenge names it.
+    pub delete_needs_any: bool,
 }
 
 struct Shared {
@@ -67,7 +70,7 @@ impl TokenProxy {
                 users: vec![(user.into(), pass.into())],
                 anonymous: false,
                 upstream_auth: upstream.auth(),
-                refuse_delete: false,
+                ..Default::default()
             },
         )
     }
@@ -80,7 +83,7 @@ impl TokenProxy {
                 users: vec![],
                 anonymous: true,
                 upstream_auth: upstream.auth(),
-                refuse_delete: false,
+                ..Default::default()
             },
         )
     }
@@ -349,7 +352,10 @@ async fn proxy(State(s): State<Arc<Shared>>, req: Request) -> Response {
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| path.clone());
-    let (kind, scope) = classify(req.method(), &path);
+    let (kind, mut scope) = classify(req.method(), &path);
+    if s.opts.delete_needs_any && req.method() == axum::http::Method::DELETE {
+        scope = scope.map(|sc| sc.replace(":delete", ":*"));
+    }
     bump(&s, &kind);
 
     // Authorization: a known token holding the needed scope.
