@@ -104,8 +104,9 @@ pub struct HookRunner {
     user_agent: String,
     /// Built by [`HookRunner::prepare`] at start, or at the reload that adds the first `http`
     /// hook: a client holds its own parsed copy of the system's root certificates (about
-    /// 0.3 MB), which a config without `http` hooks never needs.
-    http: OnceLock<Result<reqwest::Client, String>>,
+    /// 0.3 MB), which a config without `http` hooks never needs. A build that failed is not
+    /// kept: the next reload tries again (the cause, a CA file being rewritten, may be gone).
+    http: OnceLock<reqwest::Client>,
     log: slog::Logger,
     timeout: Duration,
 }
@@ -121,13 +122,13 @@ impl HookRunner {
     }
 
     fn http(&self) -> Result<&reqwest::Client, HookError> {
-        self.http
-            .get_or_init(|| {
-                crate::registry::plain_client(&self.user_agent, &self.log)
-                    .map_err(|e| crate::registry::error_chain(&e))
-            })
-            .as_ref()
-            .map_err(|e| HookError::Client(e.clone()))
+        if let Some(client) = self.http.get() {
+            return Ok(client);
+        }
+        let client = crate::registry::plain_client(&self.user_agent, &self.log)
+            .map_err(|e| HookError::Client(crate::registry::error_chain(&e)))?;
+        // Two first hooks at once may both build one; the first kept is used by all.
+        Ok(self.http.get_or_init(|| client))
     }
 
     /// Builds the client of `http` hooks now when `hooks` (a config's steps) hold one: a
@@ -231,26 +232,29 @@ mod tests {
         let steps = [hooks(&["cmd"]), hooks(&["cmd", "http"])];
         assert_eq!(runner.prepare(&steps), Ok(()));
         assert!(
-            matches!(runner.http.get(), Some(Ok(_))),
+            runner.http.get().is_some(),
             "the http hooks' client was not built by prepare"
         );
     }
 
     #[test]
-    fn a_client_that_cannot_be_built_fails_the_prepare_naming_the_cause() {
-        let runner = HookRunner::new("ua", crate::log::discard());
-        // What a failed build leaves (none can be made to fail here: a refused system CA
-        // bundle is replaced by the built-in roots before any client is built).
-        let _ = runner
-            .http
-            .set(Err("no usable root certificate".to_string()));
+    fn a_client_that_cannot_be_built_fails_the_prepare_naming_the_cause_until_it_can() {
+        // A user agent that is no header value fails the build. In a run the registry client
+        // fails on it first; here it stands in for any cause (a refused system CA bundle is
+        // replaced by the built-in roots before any client is built, so it cannot be used).
+        let mut runner = HookRunner::new("bad\nagent", crate::log::discard());
         assert_eq!(runner.prepare(&[hooks(&["cmd"])]), Ok(()));
         let e = runner
             .prepare(&[hooks(&["cmd"]), hooks(&["http"])])
             .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "failed to set up the HTTP client for hooks: no usable root certificate"
+        assert!(
+            e.to_string()
+                .starts_with("failed to set up the HTTP client for hooks: "),
+            "{e}"
         );
+        // The failure is not kept: once its cause is gone, the next reload builds the client.
+        runner.user_agent = "ua".into();
+        assert_eq!(runner.prepare(&[hooks(&["http"])]), Ok(()));
+        assert!(runner.http.get().is_some());
     }
 }
