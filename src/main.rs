@@ -232,7 +232,7 @@ fn run_engine(
         }
         let started = std::time::Instant::now();
         let work = async {
-            match job {
+            let report = match job {
                 Job::Once(mode) => {
                     let steps = engine.step_ctxs(&config);
                     if let Some(p) = display {
@@ -249,7 +249,12 @@ fn run_engine(
                     engine.run_steps(steps, mode).await
                 }
                 Job::Serve => engine.serve(&config, Clock::System).await,
-            }
+            };
+            // Upload sessions of copies stopped by the signal are being deleted: exiting now
+            // would leave them on the targets. Bounded by the registry layer's clean-up grace
+            // (and by `deadline`).
+            engine.run.stores.registry.cleanups_done().await;
+            report
         };
         let deadline = async {
             cancel.cancelled().await;

@@ -7,6 +7,7 @@ mod common;
 
 use common::faults::{FaultOpts, FaultProxy};
 use common::oci::sha256_digest;
+use common::server::Server;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -140,4 +141,102 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The upload sessions `registry` holds for `repo`: distribution keeps one directory per
+/// session under `_uploads`, with the blob so far (`data`) and its start time (`startedat`,
+/// which its purge reads, a week later by default), until it is committed or deleted. A
+/// directory with neither is what distribution 2.8 leaves after a successful `DELETE` (its
+/// close after the cancel writes the hash state again), not a session.
+fn upload_sessions(registry: &Registry, repo: &str) -> Vec<String> {
+    let dir = registry
+        .data_dir()
+        .join("docker/registry/v2/repositories")
+        .join(repo)
+        .join("_uploads");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("data").exists() || p.join("startedat").exists())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// SIGTERM while a blob is being uploaded: the run's cancellation stops the upload, and its
+/// upload session on the target is still deleted (best effort, within a few seconds), not
+/// left for the registry's week-long purge at every restart of a mirror.
+///
+/// The download stalls before its first byte, so the upload is in flight with nothing stored
+/// yet. Once part of a body is stored, distribution refuses a `DELETE` whose `_state` (from
+/// the `Location` the client holds) names another offset (2.8 then even fails to cancel the
+/// session): that case is left to the registry's purge, and not tested here.
+#[test]
+fn an_upload_stopped_by_sigterm_has_its_session_deleted() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let image = ImageSpec::new(7110, Format::Oci)
+        .layers(1, 4 * 1024 * 1024)
+        .build();
+    push(&src, "app", "v1", &image);
+    let big = image
+        .blobs
+        .iter()
+        .find(|b| b.media_type.contains("layer"))
+        .expect("a layer")
+        .digest
+        .clone();
+    let sp = FaultProxy::start(
+        &src,
+        FaultOpts {
+            stall_after: Some(0),
+            fault_kinds: vec!["blob_get".into()],
+            fault_paths: vec![format!("/blobs/{big}")],
+            ..Default::default()
+        },
+    );
+    // The source named `localhost:P` sorts after the target `127.0.0.1:Q`: the upload takes
+    // its slot first and starts the download inside its `PUT` (with the source first, the
+    // `POST` would wait for the first byte of a download that never sends one).
+    let source = format!("localhost:{}", sp.url().rsplit(':').next().unwrap());
+    let cfg = format!(
+        "version: 1\ncreds:\n  - registry: {source}\n    tls: disabled\n  - registry: {}\n    tls: disabled\ndefaults:\n  parallel: 1\nsync:\n  - source: {source}/app:v1\n    target: {}\n    type: image\n",
+        dst.host(),
+        dst.r("app:v1"),
+    );
+    let mut run = Server::start_cmd("once", &cfg, &[]);
+    // The stalled layer's session: open once its download has started, and still open a
+    // moment later (the config blob's session comes and goes as it is committed).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if sp.count("blob_get") >= 2 && !upload_sessions(&dst, "app").is_empty() {
+            std::thread::sleep(Duration::from_millis(500));
+            if !upload_sessions(&dst, "app").is_empty() {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline && run.running(),
+            "no upload session open on the target\n{}",
+            run.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    run.signal(libc::SIGTERM);
+    let (status, took) = run.wait_exit(Duration::from_secs(25));
+    assert_eq!(status.code(), Some(1), "{}", run.stderr());
+    // Well within the default 30 s --shutdown-timeout: the clean-up has a short bound.
+    assert!(took < Duration::from_secs(10), "{took:?}\n{}", run.stderr());
+    assert_eq!(
+        manifest_digest(&dst, "app", "v1"),
+        None,
+        "copy finished before the signal"
+    );
+    let left = upload_sessions(&dst, "app");
+    assert!(
+        left.is_empty(),
+        "upload sessions left on the target: {left:?}\n{}",
+        run.stderr()
+    );
 }

@@ -12,6 +12,7 @@ use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, CON
 use reqwest::Method;
 use slog::debug;
 use std::sync::Arc;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use url::Url;
 
 /// How often an interrupted download is picked up again where it stopped.
@@ -225,6 +226,8 @@ impl Source {
 /// here: its session is cancelled (`DELETE <location>`) and the error returned; the engine's
 /// blob mover starts over with a fresh download and a fresh session. A session abandoned
 /// because the caller dropped the upload (cancellation) is cancelled in the background.
+/// Either way the `DELETE` is sent also when the run was cancelled, within
+/// [`CLEANUP_GRACE`](super::client::CLEANUP_GRACE).
 pub(super) async fn put(
     client: Arc<Client>,
     repo: &Reference,
@@ -244,6 +247,7 @@ pub(super) async fn put(
         host: host.clone(),
         location: Some(location.clone()),
         repo: host.repo_path(&repo.repository),
+        _duty: client.cleanup_duty(),
     };
     let client = &*client;
 
@@ -277,6 +281,9 @@ struct Session {
     /// `None` once committed or cancelled.
     location: Option<Url>,
     repo: String,
+    /// Held while the session may still need its delete (dropped after the background
+    /// delete is spawned, which the client tracks the same way).
+    _duty: TaskTrackerToken,
 }
 
 impl Session {
@@ -285,24 +292,26 @@ impl Session {
     }
 
     async fn cancel(&mut self) {
-        if let Some(location) = self.location.take() {
+        if let Some(location) = self.location.clone() {
             self.client
                 .delete_quietly(&self.host, location, &self.repo)
                 .await;
+            // Only now: dropped half-way (the caller's copy was cancelled meanwhile), the
+            // session is deleted in the background instead.
+            self.location = None;
         }
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        let Some(location) = self.location.take() else {
-            return;
-        };
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (client, host, repo) = (self.client.clone(), self.host.clone(), self.repo.clone());
-        rt.spawn(async move { client.delete_quietly(&host, location, &repo).await });
+        if let Some(location) = self.location.take() {
+            self.client.delete_in_background(
+                self.host.clone(),
+                location,
+                std::mem::take(&mut self.repo),
+            );
+        }
     }
 }
 
@@ -625,6 +634,26 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert_eq!(*seen.lock().unwrap(), ["POST", "PUT", "DELETE"]);
+    }
+
+    #[tokio::test]
+    async fn an_upload_stopped_by_the_runs_cancellation_is_still_cancelled() {
+        let (addr, seen) = upload_registry(None).await;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let options = RegistryOptions::new("ua").with_cancel(cancel.clone());
+        let c = test_util::client(&[&addr], options, IDLE_TIMEOUT);
+        let r = Reference::parse(&format!("{addr}/a:x")).unwrap();
+        let blob = Bytes::from(data());
+        let desc = Descriptor::new(OCTET_STREAM, Digest::sha256_of(&blob), blob.len() as i64);
+        let upload = tokio::spawn(async move { put(c, &r, &desc, body_of(&blob)).await });
+        while !seen.lock().unwrap().contains(&"PUT".to_string()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cancel.cancel();
+        let err = upload.await.unwrap().unwrap_err();
+        assert!(matches!(err, StoreError::Canceled), "{err}");
+        // Sent under the clean-up's own cancellation, before `put` returned.
         assert_eq!(*seen.lock().unwrap(), ["POST", "PUT", "DELETE"]);
     }
 }

@@ -410,6 +410,13 @@ impl RegistryStore {
         }
     }
 
+    /// Wait for the clean-ups the client owes: after the run's cancellation its open upload
+    /// sessions end at once and each is deleted within a few seconds (the client's
+    /// `CLEANUP_GRACE`), also when the copy holding it was dropped.
+    pub async fn cleanups_done(&self) {
+        self.client.cleanups_done().await;
+    }
+
     /// Whether manifests read by digest may be answered from the cache (`cacheCount` and
     /// `cacheTime` both set).
     pub fn manifest_cache_on(&self) -> bool {

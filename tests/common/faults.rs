@@ -14,7 +14,8 @@
 //!   `fail_status` with a registry error body; `drop_rate` kills the connection: for a `GET`
 //!   answered 200 with a body, half of the time half-way through the body while
 //!   `Content-Length` still announces the full size, otherwise before any response;
-//!   `truncate_rate` always cuts `GET` bodies half-way; `slow_rate` delays the response by `slow`.
+//!   `truncate_rate` always cuts `GET` bodies half-way; `slow_rate` delays the response by `slow`;
+//!   `stall_after` sends that many bytes of a `GET` body and then nothing more, never ending it.
 //! * **Counters** ([`FaultStats`]): requests by kind (`manifest_get`, `manifest_head`,
 //!   `blob_get`, `blob_head`, `upload_post`, `upload_put`, `upload_patch`, `tags`, `catalog`,
 //!   `ping`, `referrers`, `other`), by status, injected faults, 429s, and the number of requests
@@ -64,6 +65,9 @@ pub struct FaultOpts {
     pub seed: u64,
     /// Registry error code in the body of injected failures (`UNAVAILABLE` when `None`).
     pub fail_code: Option<String>,
+    /// A faulted `GET` body sends this many bytes, then hangs (neither ends nor fails): a
+    /// download that is in flight for as long as a test needs.
+    pub stall_after: Option<u64>,
 }
 
 impl Default for FaultOpts {
@@ -83,6 +87,7 @@ impl Default for FaultOpts {
             fault_paths: vec![],
             seed: 1,
             fail_code: None,
+            stall_after: None,
         }
     }
 }
@@ -361,6 +366,8 @@ struct Tracked {
     guard: Option<OpenGuard>,
     expect: Option<u64>,
     cut_at: Option<u64>,
+    /// Past this many bytes the body stays pending forever ([`FaultOpts::stall_after`]).
+    stall_at: Option<u64>,
     sent: u64,
     flush: Option<Pin<Box<tokio::time::Sleep>>>,
 }
@@ -370,6 +377,10 @@ impl Stream for Tracked {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if this.stall_at.is_some_and(|stall| this.sent >= stall) {
+            // Never woken again: the client sees a body that stops mid-way and stays open.
+            return Poll::Pending;
+        }
         if this.cut_at.is_some_and(|cut| this.sent >= cut) {
             if this.sent > 0 {
                 let flush = this
@@ -403,8 +414,8 @@ impl Stream for Tracked {
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(Some(Ok(mut chunk))) => {
-                if let Some(cut) = this.cut_at {
-                    let room = (cut - this.sent) as usize;
+                if let Some(end) = [this.cut_at, this.stall_at].into_iter().flatten().min() {
+                    let room = (end - this.sent) as usize;
                     if chunk.len() > room {
                         chunk.truncate(room);
                     }
@@ -425,6 +436,7 @@ fn tracked(inner: Option<ByteStream>, guard: OpenGuard, expect: Option<u64>) -> 
         guard: Some(guard),
         expect,
         cut_at: None,
+        stall_at: None,
         sent: 0,
         flush: None,
     }
@@ -452,6 +464,7 @@ struct Plan {
     fail_code: Option<String>,
     drop_now: bool,
     cut_body: bool,
+    stall_after: Option<u64>,
     rate_headers: Vec<(&'static str, String)>,
     rejected: Option<Option<u64>>,
 }
@@ -494,6 +507,9 @@ fn plan(s: &Shared, ip: IpAddr, method: &Method, kind: &str, path: &str) -> Plan
         }
         if body_get && o.truncate_rate > 0.0 && i.rng.gen::<f64>() < o.truncate_rate {
             p.cut_body = true;
+        }
+        if body_get {
+            p.stall_after = o.stall_after;
         }
     }
     if o.ratelimit > 0 && matches!(kind, "manifest_get" | "manifest_head") {
@@ -682,6 +698,9 @@ async fn respond(s: &Arc<Shared>, req: Request, p: &Plan, guard: OpenGuard) -> R
             t.cut_at = Some(len / 2);
             s.inner.lock().unwrap().stats.truncated += 1;
         }
+    }
+    if status == 200 {
+        t.stall_at = p.stall_after;
     }
     out.body(Body::from_stream(t))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())

@@ -14,8 +14,10 @@
 //! unwell is the gate's call (the engine's RegistryThrottler), from what becomes of every
 //! send ([`HostEvent`](super::HostEvent)): failures across distinct requests, or a 429 /
 //! `Retry-After`, pause the whole host. Unlike regsync, 503 is retried (README "Retries").
-//! Every wait, and the request itself, ends with `StoreError::Canceled` once the run's
-//! cancellation fires.
+//! Every wait, and the request itself, ends with `StoreError::Canceled` once the client's
+//! cancellation fires: the run's, or another one for a view of the client made by
+//! [`Client::under`] (clean-up requests that must outlive the run a little, see
+//! [`CLEANUP_GRACE`]).
 //!
 //! Its parts: [`body`] (request bodies and how far a streamed one got), [`response`] (a
 //! response holding its permit, status → `StoreError`, loggable URLs), [`host`] (a registry
@@ -51,6 +53,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
 use url::Url;
 
 /// A response (or the next body chunk) that takes longer than this is a hung connection.
@@ -58,6 +61,13 @@ use url::Url;
 /// the network need), only by progress: no chunk taken for this long, or no response this
 /// long after the last byte, is a hung request.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a clean-up request (the `DELETE` of a cancelled upload's session) may go on
+/// after the run was cancelled. A session left open keeps its partial blob on the target
+/// until the registry purges it (a week by default in distribution), at every restart of a
+/// mirror; but shutdown must stay prompt, well within the default 30 s `--shutdown-timeout`
+/// (which bounds it too: with `0s` the clean-up is abandoned with the process).
+pub(crate) const CLEANUP_GRACE: Duration = Duration::from_secs(5);
 
 /// Distinct `Warning` texts remembered (and logged at warn level) per client; past it new
 /// texts are logged at debug level.
@@ -138,11 +148,12 @@ impl Request {
     }
 }
 
-/// The HTTP core shared by every operation of a `RegistryStore`.
+/// The HTTP core shared by every operation of a `RegistryStore`. Everything but `cancel` is
+/// state that the views made by [`Client::under`] share with it.
 pub(crate) struct Client {
-    hosts: Mutex<HashMap<String, Arc<Host>>>,
+    hosts: Arc<Mutex<HashMap<String, Arc<Host>>>>,
     /// HTTP clients by TLS settings: hosts with the same settings share a connection pool.
-    clients: Mutex<HashMap<TlsKey, reqwest::Client>>,
+    clients: Arc<Mutex<HashMap<TlsKey, reqwest::Client>>>,
     /// For registry names never configured, when their client cannot be built.
     default_http: reqwest::Client,
     /// Docker's per-host CA directory (spec §7.5).
@@ -155,14 +166,19 @@ pub(crate) struct Client {
     pub log: Logger,
     /// `Warning` texts already logged (spec §7.1: once per distinct text), at most
     /// [`WARNINGS_KEPT`].
-    warnings: Mutex<HashSet<String>>,
+    warnings: Arc<Mutex<HashSet<String>>>,
     /// Manifests and referrer lists (spec §7.4).
-    pub cache: Cache,
+    pub cache: Arc<Cache>,
     /// Credentials from credential helpers, per host ([`HelperCache`]).
-    pub cred_helpers: HelperCache,
+    pub cred_helpers: Arc<HelperCache>,
     /// How long a request may make no progress ([`IDLE_TIMEOUT`]; shorter in tests).
     idle_timeout: Duration,
-    /// The run's cancellation ([`RegistryOptions::cancel`]).
+    /// What the process owes the registries before it exits, for [`Client::cleanups_done`]:
+    /// open upload sessions ([`Client::cleanup_duty`]) and their deletes running on tasks
+    /// of their own ([`Client::delete_in_background`]).
+    cleanups: TaskTracker,
+    /// What ends this client's requests, waits and body reads: the run's cancellation
+    /// ([`RegistryOptions::cancel`]), or another one in a view made by [`Client::under`].
     cancel: CancellationToken,
 }
 
@@ -198,18 +214,22 @@ impl Client {
         let default_http = tls::build_http(&TlsKey::default(), "", &user_agent, &log)?;
         let skip_docker_certs = hosts.iter().any(|h| h.skip_docker_certs);
         let client = Client {
-            hosts: Mutex::new(HashMap::new()),
-            clients: Mutex::new(HashMap::from([(TlsKey::default(), default_http.clone())])),
+            hosts: Arc::new(Mutex::new(HashMap::new())),
+            clients: Arc::new(Mutex::new(HashMap::from([(
+                TlsKey::default(),
+                default_http.clone(),
+            )]))),
             default_http,
             certs_dir,
             skip_docker_certs,
             gate,
             user_agent,
             log,
-            warnings: Mutex::new(HashSet::new()),
-            cache: Cache::new(cache_count, cache_time),
-            cred_helpers: HelperCache::default(),
+            warnings: Arc::new(Mutex::new(HashSet::new())),
+            cache: Arc::new(Cache::new(cache_count, cache_time)),
+            cred_helpers: Arc::new(HelperCache::default()),
             idle_timeout: IDLE_TIMEOUT,
+            cleanups: TaskTracker::new(),
             cancel,
         };
         let mut by_name = HashMap::new();
@@ -219,6 +239,30 @@ impl Client {
         }
         *client.hosts.lock().unwrap() = by_name;
         Ok(client)
+    }
+
+    /// This client with its requests, waits and body reads ended by `cancel` instead of its
+    /// own cancellation. The view shares everything else: hosts and their auth state, HTTP
+    /// clients, the gate, caches, credential helpers. So a request that must outlive the run
+    /// ([`Client::delete_quietly`]) is still gated, authenticated (tokens fetched through the
+    /// view) and kept to its origin's credentials like any other.
+    pub fn under(&self, cancel: CancellationToken) -> Client {
+        Client {
+            hosts: self.hosts.clone(),
+            clients: self.clients.clone(),
+            default_http: self.default_http.clone(),
+            certs_dir: self.certs_dir.clone(),
+            skip_docker_certs: self.skip_docker_certs,
+            gate: self.gate.clone(),
+            user_agent: self.user_agent.clone(),
+            log: self.log.clone(),
+            warnings: self.warnings.clone(),
+            cache: self.cache.clone(),
+            cred_helpers: self.cred_helpers.clone(),
+            idle_timeout: self.idle_timeout,
+            cleanups: self.cleanups.clone(),
+            cancel,
+        }
     }
 
     /// The (shared) HTTP client for a host's TLS settings.
@@ -468,12 +512,57 @@ impl Client {
         }
     }
 
-    /// Best-effort `DELETE` (cancelling an upload session); failures are only logged.
+    /// Best-effort `DELETE` (cancelling an upload session); failures are only logged. It
+    /// is sent also when the run was cancelled (an upload stopped by a signal is the usual
+    /// case), through a view of this client that the run's cancellation ends only
+    /// [`CLEANUP_GRACE`] later.
     pub async fn delete_quietly(&self, host: &Host, url: Url, repo: &str) {
         let req = Request::repo(Method::DELETE, url, repo);
-        if let Err(e) = self.send(host, req, &[200, 202, 204]).await {
+        let cleanup = self.under(CancellationToken::new());
+        let grace_over = async {
+            self.cancel.cancelled().await;
+            tokio::time::sleep(CLEANUP_GRACE).await;
+        };
+        // Dropping the request when the grace is over ends it: its permit and connection go.
+        let result = tokio::select! {
+            r = cleanup.send(host, req, &[200, 202, 204]) => r.map(drop),
+            _ = grace_over => Err(StoreError::Canceled),
+        };
+        if let Err(e) = result {
             debug!(self.log, "cancelling upload failed"; "error" => %e);
         }
+    }
+
+    /// A clean-up owed until the returned token is dropped (an upload session, from its
+    /// `POST` until it is committed or deleted): [`Client::cleanups_done`] waits for it. A
+    /// copy stopped by the run's cancellation may drop its upload only after the run's end
+    /// (a task being aborted), and its session's delete must still be waited for.
+    pub fn cleanup_duty(&self) -> TaskTrackerToken {
+        self.cleanups.token()
+    }
+
+    /// [`Client::delete_quietly`] on a task of its own, for an upload session whose upload
+    /// was dropped by its caller (a copy stopped by the run's cancellation drops its
+    /// uploads); [`Client::cleanups_done`] waits for it. Outside a runtime there is nothing
+    /// to run it on, and the session is left to the registry's purge.
+    pub fn delete_in_background(&self, host: Arc<Host>, url: Url, repo: String) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let client = self.under(self.cancel.clone());
+        self.cleanups.spawn_on(
+            async move { client.delete_quietly(&host, url, &repo).await },
+            &rt,
+        );
+    }
+
+    /// Wait for the clean-ups owed ([`Client::cleanup_duty`]) and running in the background:
+    /// a process that exits at the end of its run would drop them unsent. After the run's
+    /// cancellation an upload ends at once and its delete within [`CLEANUP_GRACE`].
+    pub async fn cleanups_done(&self) {
+        // Closed only so that `wait` can end; later clean-ups are still tracked.
+        self.cleanups.close();
+        self.cleanups.wait().await;
     }
 
     fn log_warnings(&self, headers: &HeaderMap) {
