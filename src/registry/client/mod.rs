@@ -558,11 +558,14 @@ impl Client {
 
     /// Wait for the clean-ups owed ([`Client::cleanup_duty`]) and running in the background:
     /// a process that exits at the end of its run would drop them unsent. After the run's
-    /// cancellation an upload ends at once and its delete within [`CLEANUP_GRACE`].
+    /// cancellation an upload ends at once and its delete within [`CLEANUP_GRACE`]. The wait
+    /// itself is bounded by [`CLEANUP_GRACE`] too: at the end of a run no signal cancelled, a
+    /// delete sent to a target that stopped answering would otherwise hold the exit for its
+    /// retries and idle timeouts (minutes).
     pub async fn cleanups_done(&self) {
         // Closed only so that `wait` can end; later clean-ups are still tracked.
         self.cleanups.close();
-        self.cleanups.wait().await;
+        let _ = tokio::time::timeout(CLEANUP_GRACE, self.cleanups.wait()).await;
     }
 
     fn log_warnings(&self, headers: &HeaderMap) {

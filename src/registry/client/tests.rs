@@ -515,3 +515,19 @@ fn per_repository_auth_states_are_bounded() {
     let idle = Arc::as_ptr(&h.auth("idle"));
     assert_eq!(Arc::as_ptr(&h.auth("idle")), idle);
 }
+
+/// A clean-up that never ends (a `DELETE` to a target that stopped answering, at the end of a
+/// run no signal cancelled) holds the exit no longer than [`CLEANUP_GRACE`].
+#[tokio::test(start_paused = true)]
+async fn waiting_for_clean_ups_ends_after_the_grace() {
+    let c = client(vec![]);
+    let duty = c.cleanup_duty();
+    let started = tokio::time::Instant::now();
+    let waited = tokio::time::timeout(Duration::from_secs(3600), c.cleanups_done()).await;
+    assert!(
+        waited.is_ok(),
+        "still waiting for the clean-up after an hour"
+    );
+    assert_eq!(started.elapsed(), CLEANUP_GRACE);
+    drop(duty);
+}
