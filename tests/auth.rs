@@ -192,11 +192,7 @@ fn a_refused_delete_fails_the_deletion_only(identity_token: bool) {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.db");
     let state = state.to_str().unwrap();
-    let app = format!(
-        "source: {}\ntarget: {}\ntype: repository\ncleanupTags: true\ncleanupTagsMaxPercent: 100\n",
-        src.r("app"),
-        proxy.r("mirror/app")
-    );
+    let app = pruning_step(&src, &proxy);
     let config = |steps: &[String]| {
         let cfg = config(&[&src, &proxy], 0, steps);
         if !identity_token {
@@ -213,17 +209,7 @@ fn a_refused_delete_fails_the_deletion_only(identity_token: bool) {
     )
     .assert_ok();
     // v2 leaves the source: the next run prunes it from the mirror.
-    let v2 = manifest_digest(&src, "app", "v2").unwrap();
-    let status = block_on(async {
-        http()
-            .delete(format!("{}/v2/app/manifests/{v2}", src.url()))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    });
-    assert_eq!(status, 202);
+    delete_from_source(&src, "app", "v2");
     let first_run = proxy.token_scopes().len();
 
     // `parallel: 0`: the steps run one after the other, the prune before the second copy.
@@ -266,25 +252,11 @@ fn deletes_in_one_repository_share_the_token_their_challenge_widened() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.db");
     let state = state.to_str().unwrap();
-    let app = format!(
-        "source: {}\ntarget: {}\ntype: repository\ncleanupTags: true\ncleanupTagsMaxPercent: 100\n",
-        src.r("app"),
-        proxy.r("mirror/app")
-    );
+    let app = pruning_step(&src, &proxy);
     let cfg = config(&[&src, &proxy], 0, &[app]);
     regsync(&["once", "--state", state], &cfg).assert_ok();
     for tag in ["v2", "v3", "v4"] {
-        let digest = manifest_digest(&src, "app", tag).unwrap();
-        let status = block_on(async {
-            http()
-                .delete(format!("{}/v2/app/manifests/{digest}", src.url()))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        });
-        assert_eq!(status, 202);
+        delete_from_source(&src, "app", tag);
     }
     let first_run = proxy.token_scopes().len();
     regsync(&["once", "--state", state], &cfg).assert_ok();
@@ -301,4 +273,28 @@ fn deletes_in_one_repository_share_the_token_their_challenge_widened() {
         .count();
     // The first delete: its own token, then the one its challenge widened. No more.
     assert_eq!(for_deletes, 2, "{asked:?}");
+}
+
+/// `src/app` into `proxy/mirror/app`, pruning what leaves the source (any share of it).
+fn pruning_step(src: &Registry, proxy: &TokenProxy) -> String {
+    format!(
+        "source: {}\ntarget: {}\ntype: repository\ncleanupTags: true\ncleanupTagsMaxPercent: 100\n",
+        src.r("app"),
+        proxy.r("mirror/app")
+    )
+}
+
+/// Deletes `repo:tag`'s manifest from the source registry: the tag leaves the source.
+fn delete_from_source(src: &Registry, repo: &str, tag: &str) {
+    let digest = manifest_digest(src, repo, tag).unwrap();
+    let status = block_on(async {
+        http()
+            .delete(format!("{}/v2/{repo}/manifests/{digest}", src.url()))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 202);
 }
