@@ -240,3 +240,134 @@ fn an_upload_stopped_by_sigterm_has_its_session_deleted() {
         run.stderr()
     );
 }
+
+/// A config copying `source/app:v1` (`source` named `localhost:P`, so that it sorts after the
+/// target `127.0.0.1:Q`: each upload takes its slot first and starts its download inside its
+/// `PUT`) into `target/app:v1`, both over plain HTTP, one image at a time.
+fn app_v1_config(source_url: &str, target_host: &str) -> String {
+    let source = format!("localhost:{}", source_url.rsplit(':').next().unwrap());
+    format!(
+        "version: 1\ncreds:\n  - registry: {source}\n    tls: disabled\n  - registry: {target_host}\n    tls: disabled\ndefaults:\n  parallel: 1\nsync:\n  - source: {source}/app:v1\n    target: {target_host}/app:v1\n    type: image\n",
+    )
+}
+
+/// Waits until `dst` holds an upload session for `app` that stays open (the config blob's
+/// session comes and goes as it is committed) and `sp` has seen `gets` blob GETs.
+fn wait_for_open_session(run: &mut Server, sp: &FaultProxy, dst: &Registry, gets: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if sp.count("blob_get") >= gets && !upload_sessions(dst, "app").is_empty() {
+            std::thread::sleep(Duration::from_millis(500));
+            if !upload_sessions(dst, "app").is_empty() {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline && run.running(),
+            "no upload session open on the target\n{}",
+            run.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The upload sessions' deletes after a signal are part of the shutdown, not work still
+/// running: a target slow to answer them holds the exit at most until `--shutdown-timeout`,
+/// and the run still ends as interrupted (with its state closed), not as "shutdown timed
+/// out".
+#[test]
+fn a_slow_session_delete_does_not_turn_the_shutdown_into_a_timeout() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let image = ImageSpec::new(7111, Format::Oci).layers(1, 1024 * 1024).build();
+    push(&src, "app", "v1", &image);
+    let big = image
+        .blobs
+        .iter()
+        .find(|b| b.media_type.contains("layer"))
+        .expect("a layer")
+        .digest
+        .clone();
+    let sp = FaultProxy::start(
+        &src,
+        FaultOpts {
+            stall_after: Some(0),
+            fault_kinds: vec!["blob_get".into()],
+            fault_paths: vec![format!("/blobs/{big}")],
+            ..Default::default()
+        },
+    );
+    // Every DELETE waits a minute before the target sees it.
+    let tp = FaultProxy::start(
+        &dst,
+        FaultOpts {
+            slow_rate: 1.0,
+            slow: Duration::from_secs(60),
+            fault_methods: vec!["DELETE".into()],
+            ..Default::default()
+        },
+    );
+    let cfg = app_v1_config(&sp.url(), &tp.host());
+    let mut run = Server::start_cmd("once", &cfg, &["--shutdown-timeout", "1s"]);
+    wait_for_open_session(&mut run, &sp, &dst, 2);
+
+    run.signal(libc::SIGTERM);
+    let (status, _) = run.wait_exit(Duration::from_secs(25));
+    assert_eq!(status.code(), Some(1), "{}", run.stderr());
+    let stderr = run.stderr();
+    assert!(
+        !stderr.contains("shutdown timed out"),
+        "the clean-up counted as work:\n{stderr}"
+    );
+    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    assert!(tp.count("upload_delete") > 0, "no DELETE sent\n{stderr}");
+}
+
+/// A `once` run that ends normally while a blob of an image that already failed is still
+/// uploading (its sibling layer broke): nothing waits for that upload any more, so it is
+/// stopped and its session deleted, rather than the exit waiting for it and then leaving
+/// the session to the registry's week-long purge.
+#[test]
+fn an_upload_left_by_a_failed_image_has_its_session_deleted_at_the_end_of_once() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let image = ImageSpec::new(7112, Format::Oci).layers(2, 64 * 1024).build();
+    push(&src, "app", "v1", &image);
+    let layers: Vec<String> = image
+        .blobs
+        .iter()
+        .filter(|b| b.media_type.contains("layer"))
+        .map(|b| b.digest.clone())
+        .collect();
+    let (stalled, broken) = (&layers[0], &layers[1]);
+    let stall = FaultProxy::start(
+        &src,
+        FaultOpts {
+            stall_after: Some(0),
+            fault_kinds: vec!["blob_get".into()],
+            fault_paths: vec![format!("/blobs/{stalled}")],
+            ..Default::default()
+        },
+    );
+    let sp = FaultProxy::start_url(
+        &stall.url(),
+        FaultOpts {
+            fail_rate: 1.0,
+            fail_status: vec![500],
+            fault_methods: vec!["GET".into()],
+            fault_paths: vec![format!("/blobs/{broken}")],
+            ..Default::default()
+        },
+    );
+    let cfg = app_v1_config(&sp.url(), &dst.host());
+    let mut run = Server::start_cmd("once", &cfg, &[]);
+    let (status, took) = run.wait_exit(Duration::from_secs(60));
+
+    assert_eq!(status.code(), Some(1), "{}", run.stderr());
+    assert!(sp.stats().failed > 0, "the broken blob was never asked for");
+    assert!(stall.count("blob_get") > 0, "the stalled blob was never asked for");
+    let left = upload_sessions(&dst, "app");
+    assert!(
+        left.is_empty(),
+        "upload sessions left on the target after {took:?}: {left:?}\n{}",
+        run.stderr()
+    );
+}
