@@ -250,19 +250,16 @@ fn run_engine(
                 }
                 Job::Serve => engine.serve(&config, Clock::System).await,
             };
-            // Upload sessions of copies stopped by the signal are being deleted: exiting now
-            // would leave them on the targets. Bounded by the registry layer's clean-up grace
-            // (and by `deadline`).
-            engine.run.stores.registry.cleanups_done().await;
             report
         };
         let deadline = async {
             cancel.cancelled().await;
             tokio::time::sleep(shutdown_timeout).await;
         };
+        tokio::pin!(deadline);
         let mut report = tokio::select! {
             report = work => report,
-            _ = deadline => {
+            _ = &mut deadline => {
                 let counts = engine.run.counters.snapshot();
                 counts.log(&log, started.elapsed().as_secs_f64(), engine.run.shard);
                 let mut lines = vec![format!(
@@ -284,6 +281,16 @@ fn run_engine(
                 return Err(lines);
             }
         };
+        // Blob moves still running now belong to images that failed or were stopped: nothing
+        // waits for them. Stopping them deletes their upload sessions, which exiting at once
+        // would leave on the targets for the registry's purge (a week in distribution). The
+        // wait is the shutdown's, not work's: bounded by the registry layer's clean-up grace
+        // and, after a signal, by the deadline, without making the run one that timed out.
+        cancel.cancel();
+        tokio::select! {
+            _ = engine.run.stores.registry.cleanups_done() => {}
+            _ = &mut deadline => {}
+        }
         if let (Job::Once(_), Some(sig)) = (job, signalled.get()) {
             report
                 .errors
