@@ -169,9 +169,10 @@ fn upload_sessions(registry: &Registry, repo: &str) -> Vec<String> {
 /// left for the registry's week-long purge at every restart of a mirror.
 ///
 /// The download stalls before its first byte, so the upload is in flight with nothing stored
-/// yet. Once part of a body is stored, distribution refuses a `DELETE` whose `_state` (from
-/// the `Location` the client holds) names another offset (2.8 then even fails to cancel the
-/// session): that case is left to the registry's purge, and not tested here.
+/// yet. Once part of a monolithic body is stored, distribution refuses a `DELETE` whose
+/// `_state` (from the `Location` the client holds) names another offset (2.8 then even fails
+/// to cancel the session): that case is left to the registry's purge, and not tested here
+/// (chunked uploads: `a_chunked_upload_stopped_by_sigterm_has_its_session_deleted`).
 #[test]
 fn an_upload_stopped_by_sigterm_has_its_session_deleted() {
     let (src, dst) = (Registry::start(), Registry::start());
@@ -278,7 +279,9 @@ fn wait_for_open_session(run: &mut Server, sp: &FaultProxy, dst: &Registry, gets
 #[test]
 fn a_slow_session_delete_does_not_turn_the_shutdown_into_a_timeout() {
     let (src, dst) = (Registry::start(), Registry::start());
-    let image = ImageSpec::new(7111, Format::Oci).layers(1, 1024 * 1024).build();
+    let image = ImageSpec::new(7111, Format::Oci)
+        .layers(1, 1024 * 1024)
+        .build();
     push(&src, "app", "v1", &image);
     let big = image
         .blobs
@@ -329,7 +332,9 @@ fn a_slow_session_delete_does_not_turn_the_shutdown_into_a_timeout() {
 #[test]
 fn an_upload_left_by_a_failed_image_has_its_session_deleted_at_the_end_of_once() {
     let (src, dst) = (Registry::start(), Registry::start());
-    let image = ImageSpec::new(7112, Format::Oci).layers(2, 64 * 1024).build();
+    let image = ImageSpec::new(7112, Format::Oci)
+        .layers(2, 64 * 1024)
+        .build();
     push(&src, "app", "v1", &image);
     let layers: Vec<String> = image
         .blobs
@@ -363,11 +368,85 @@ fn an_upload_left_by_a_failed_image_has_its_session_deleted_at_the_end_of_once()
 
     assert_eq!(status.code(), Some(1), "{}", run.stderr());
     assert!(sp.stats().failed > 0, "the broken blob was never asked for");
-    assert!(stall.count("blob_get") > 0, "the stalled blob was never asked for");
+    assert!(
+        stall.count("blob_get") > 0,
+        "the stalled blob was never asked for"
+    );
     let left = upload_sessions(&dst, "app");
     assert!(
         left.is_empty(),
         "upload sessions left on the target after {took:?}: {left:?}\n{}",
         run.stderr()
     );
+}
+
+/// The same after part of a chunked upload was stored: each `PATCH` answers with the
+/// session's next `Location` (distribution's `_state` names the offset), and the `DELETE`
+/// goes to the latest one, which distribution accepts, rather than to the `POST`'s, which it
+/// refuses once the offset moved on.
+#[test]
+fn a_chunked_upload_stopped_by_sigterm_has_its_session_deleted() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let image = ImageSpec::new(7113, Format::Oci)
+        .layers(1, 4 * 1024 * 1024)
+        .build();
+    push(&src, "app", "v1", &image);
+    let big = image
+        .blobs
+        .iter()
+        .find(|b| b.media_type.contains("layer"))
+        .expect("a layer")
+        .digest
+        .clone();
+    // One whole 1 MiB chunk reaches the target, then the download hangs.
+    let sp = FaultProxy::start(
+        &src,
+        FaultOpts {
+            stall_after: Some(1536 * 1024),
+            fault_kinds: vec!["blob_get".into()],
+            fault_paths: vec![format!("/blobs/{big}")],
+            ..Default::default()
+        },
+    );
+    let cfg = app_v1_config(&sp.url(), &dst.host()).replace(
+        &format!("  - registry: {}\n    tls: disabled\n", dst.host()),
+        &format!(
+            "  - registry: {}\n    tls: disabled\n    blobMax: 1024\n    blobChunk: 1048576\n",
+            dst.host()
+        ),
+    );
+    assert!(cfg.contains("blobChunk"), "{cfg}");
+    let mut run = Server::start_cmd("once", &cfg, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !session_holds(&dst, "app", 1024 * 1024) {
+        assert!(
+            std::time::Instant::now() < deadline && run.running(),
+            "no chunk stored on the target\n{}",
+            run.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    run.signal(libc::SIGTERM);
+    let (status, _) = run.wait_exit(Duration::from_secs(25));
+    assert_eq!(status.code(), Some(1), "{}", run.stderr());
+    assert_eq!(manifest_digest(&dst, "app", "v1"), None);
+    let left = upload_sessions(&dst, "app");
+    assert!(
+        left.is_empty(),
+        "upload sessions left on the target: {left:?}\n{}",
+        run.stderr()
+    );
+}
+
+/// Whether an upload session of `repo` on `registry` stored at least `bytes` of its blob.
+fn session_holds(registry: &Registry, repo: &str, bytes: u64) -> bool {
+    let dir = registry
+        .data_dir()
+        .join("docker/registry/v2/repositories")
+        .join(repo)
+        .join("_uploads");
+    upload_sessions(registry, repo)
+        .iter()
+        .any(|s| std::fs::metadata(dir.join(s).join("data")).is_ok_and(|m| m.len() >= bytes))
 }

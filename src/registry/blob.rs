@@ -259,7 +259,7 @@ pub(super) async fn put(
             .filter(|c| *c > 0)
             .unwrap_or(DEFAULT_CHUNK);
         let chunk = configured.max(min_chunk.unwrap_or(0)).min(MAX_CHUNK);
-        put_chunked(client, &host, repo, desc, location.clone(), chunk, body).await
+        put_chunked(client, &host, repo, desc, &mut session, chunk, body).await
     } else {
         put_monolithic(client, &host, repo, desc, location.clone(), body).await
     };
@@ -340,10 +340,11 @@ async fn put_chunked(
     host: &Host,
     repo: &Reference,
     desc: &Descriptor,
-    mut location: Url,
+    session: &mut Session,
     chunk: usize,
     mut body: BlobStream,
 ) -> Result<(), StoreError> {
+    let mut location = session.location.clone().expect("an open session");
     let mut buf = BytesMut::new();
     let mut offset: u64 = 0;
     let mut eof = false;
@@ -375,6 +376,9 @@ async fn put_chunked(
             }
         }
         location = upload_location(client, &resp)?;
+        // Distribution's `_state` in the URL names the offset: a `DELETE` must use the
+        // latest one (it refuses the `POST`'s once the offset moved on).
+        session.location = Some(location.clone());
         offset = end + 1;
     }
     let req = upload_request(host, repo, Method::PUT, with_digest(location, &desc.digest))
