@@ -2108,8 +2108,15 @@ fn dockerfile_builds_the_cargo_binary_into_a_non_root_image() {
         assert!(copied.iter().any(|c| c == need), "{need} is not copied");
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // For this machine's target only: offline, a fresh clone's cache holds what the build
+    // downloaded (the host's dependencies), not, say, `windows-sys`.
+    let rustc = Command::new("rustc").arg("-vV").output().unwrap();
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .expect("rustc -vV names the host");
     let out = Command::new(cargo)
-        .args(["fetch", "--offline", "--locked", "--quiet"])
+        .args(["fetch", "--offline", "--locked", "--quiet", "--target", &host])
         .current_dir(ctx.path())
         .output()
         .unwrap();
