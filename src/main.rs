@@ -415,7 +415,10 @@ fn write_report(
 }
 
 /// The first SIGINT or SIGTERM cancels the run and is remembered (its name is returned
-/// through the cell); a second one ends the process at once.
+/// through the cell); a second one ends the process at once. So does the first one once the
+/// run is stopping for another reason (`--abort-on-error`, or its end while upload sessions
+/// are being deleted): the watcher keeps the signals it took over from their default action,
+/// and must not leave them ignored.
 fn watch_signals(
     cancel: CancellationToken,
     log: slog::Logger,
@@ -427,20 +430,25 @@ fn watch_signals(
     let first = seen.clone();
     tokio::spawn(async move {
         let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-            _ = cancel.cancelled() => return,
+            _ = term.recv() => Some("SIGTERM"),
+            _ = int.recv() => Some("SIGINT"),
+            _ = cancel.cancelled() => None,
         };
-        let _ = first.set(name);
-        // regsync's message and level.
-        slog::debug!(log, "Interrupt received, stopping"; "signal" => name);
-        cancel.cancel();
+        if let Some(name) = name {
+            let _ = first.set(name);
+            // regsync's message and level.
+            slog::debug!(log, "Interrupt received, stopping"; "signal" => name);
+            cancel.cancel();
+        }
         let (code, name) = tokio::select! {
             _ = term.recv() => (128 + 15, "SIGTERM"),
             _ = int.recv() => (128 + 2, "SIGINT"),
         };
-        slog::warn!(log, "Second interrupt received, exiting now"; "signal" => name);
-        eprintln!("regsync: second {name}: exiting without waiting for running copies");
+        let which = if first.get().is_some() { "second " } else { "" };
+        slog::warn!(log, "Interrupt received while stopping, exiting now"; "signal" => name);
+        eprintln!(
+            "regsync: {which}{name} while stopping: exiting without waiting for running work"
+        );
         std::process::exit(code);
     });
     Ok(seen)

@@ -7,11 +7,13 @@ mod common;
 
 use common::faults::{FaultOpts, FaultProxy};
 use common::oci::sha256_digest;
+use common::rewrite::{Reply, RewriteOpts, RewriteProxy};
 use common::server::Server;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The image that cannot be copied must fail within this (Go regsync: about 3 s).
@@ -275,7 +277,7 @@ fn wait_for_open_session(run: &mut Server, sp: &FaultProxy, dst: &Registry, gets
 /// The upload sessions' deletes after a signal are part of the shutdown, not work still
 /// running: a target slow to answer them holds the exit at most until `--shutdown-timeout`,
 /// and the run still ends as interrupted (with its state closed), not as "shutdown timed
-/// out".
+/// out". (The DELETE waits a minute, more than the 5 s grace and the 3 s timeout.)
 #[test]
 fn a_slow_session_delete_does_not_turn_the_shutdown_into_a_timeout() {
     let (src, dst) = (Registry::start(), Registry::start());
@@ -310,7 +312,7 @@ fn a_slow_session_delete_does_not_turn_the_shutdown_into_a_timeout() {
         },
     );
     let cfg = app_v1_config(&sp.url(), &tp.host());
-    let mut run = Server::start_cmd("once", &cfg, &["--shutdown-timeout", "1s"]);
+    let mut run = Server::start_cmd("once", &cfg, &["--shutdown-timeout", "3s"]);
     wait_for_open_session(&mut run, &sp, &dst, 2);
 
     run.signal(libc::SIGTERM);
@@ -417,8 +419,11 @@ fn a_chunked_upload_stopped_by_sigterm_has_its_session_deleted() {
     );
     assert!(cfg.contains("blobChunk"), "{cfg}");
     let mut run = Server::start_cmd("once", &cfg, &[]);
+    // The chunk is on disk before distribution answers its PATCH; its access-log line comes
+    // after the answer (a signal in between would stop the client before it read the new
+    // `Location`: the case the next test covers from the other side).
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !session_holds(&dst, "app", 1024 * 1024) {
+    while !session_holds(&dst, "app", 1024 * 1024) || dst.count("PATCH", "/blobs/uploads/") == 0 {
         assert!(
             std::time::Instant::now() < deadline && run.running(),
             "no chunk stored on the target\n{}",
@@ -449,4 +454,164 @@ fn session_holds(registry: &Registry, repo: &str, bytes: u64) -> bool {
     upload_sessions(registry, repo)
         .iter()
         .any(|s| std::fs::metadata(dir.join(s).join("data")).is_ok_and(|m| m.len() >= bytes))
+}
+
+/// A `PATCH` the registry stored but whose answer the client refuses (here an acknowledged
+/// `Range` that is not what was sent): the session moved on at the registry all the same, so
+/// its `DELETE` must use the answer's `Location`, or distribution refuses it and the session
+/// stays for the purge.
+#[test]
+fn a_chunk_answer_refused_still_moves_the_session_it_deletes() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let image = ImageSpec::new(7114, Format::Oci)
+        .layers(1, 2 * 1024 * 1024)
+        .build();
+    push(&src, "app", "v1", &image);
+    let front = RewriteProxy::start(
+        &dst.url(),
+        RewriteOpts {
+            after: Some(Arc::new(|seen, reply: &mut Reply| {
+                if seen.method == "PATCH" && reply.status == 202 {
+                    reply.set_header("range", "0-1");
+                }
+            })),
+            ..Default::default()
+        },
+    );
+    let cfg = format!(
+        "version: 1\ncreds:\n  - registry: {src}\n    tls: disabled\n  - registry: {dst}\n    tls: disabled\n    blobMax: 1024\n    blobChunk: 1048576\ndefaults:\n  parallel: 1\nsync:\n  - source: {src}/app:v1\n    target: {dst}/app:v1\n    type: image\n",
+        src = src.host(),
+        dst = front.host(),
+    );
+    let out = regsync(&["once"], &cfg);
+
+    assert_eq!(out.code(), Some(1), "{}", out.dump());
+    out.assert_no_panic();
+    let patches = front.seen().iter().filter(|s| s.method == "PATCH").count();
+    assert!(patches > 0, "no chunk sent\n{}", out.dump());
+    let left = upload_sessions(&dst, "app");
+    assert!(
+        left.is_empty(),
+        "upload sessions left on the target: {left:?}\n{}",
+        out.dump()
+    );
+}
+
+/// While the end of a `once` run waits for the deletes of leftover upload sessions (up to
+/// 5 s), a signal still ends the process at once: the run is already stopping, so it acts as
+/// the second signal does, and is not swallowed.
+#[test]
+fn a_signal_during_the_clean_up_at_the_end_exits_at_once() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let image = ImageSpec::new(7115, Format::Oci)
+        .layers(2, 64 * 1024)
+        .build();
+    push(&src, "app", "v1", &image);
+    let layers: Vec<String> = image
+        .blobs
+        .iter()
+        .filter(|b| b.media_type.contains("layer"))
+        .map(|b| b.digest.clone())
+        .collect();
+    let stall = FaultProxy::start(
+        &src,
+        FaultOpts {
+            stall_after: Some(0),
+            fault_kinds: vec!["blob_get".into()],
+            fault_paths: vec![format!("/blobs/{}", layers[0])],
+            ..Default::default()
+        },
+    );
+    let sp = FaultProxy::start_url(
+        &stall.url(),
+        FaultOpts {
+            fail_rate: 1.0,
+            fail_status: vec![500],
+            fault_methods: vec!["GET".into()],
+            fault_paths: vec![format!("/blobs/{}", layers[1])],
+            ..Default::default()
+        },
+    );
+    // Every DELETE waits a minute before the target sees it.
+    let tp = FaultProxy::start(
+        &dst,
+        FaultOpts {
+            slow_rate: 1.0,
+            slow: Duration::from_secs(60),
+            fault_methods: vec!["DELETE".into()],
+            ..Default::default()
+        },
+    );
+    let cfg = app_v1_config(&sp.url(), &tp.host());
+    let mut run = Server::start_cmd("once", &cfg, &[]);
+    run.wait_logs("Failed to copy layer", 1, Duration::from_secs(30));
+    // The broken layer's own delete (one: a failed download is not started over) came
+    // before its failure; the second is the stalled upload's, sent once the run ended.
+    run.wait_until(
+        "the leftover upload's DELETE",
+        Duration::from_secs(20),
+        |_| tp.count("upload_delete") >= 2,
+    );
+
+    run.signal(libc::SIGTERM);
+    let (status, took) = run.wait_exit(Duration::from_secs(25));
+    assert_eq!(
+        status.code(),
+        Some(128 + 15),
+        "not ended by the signal (after {took:?})\n{}",
+        run.stderr()
+    );
+}
+
+/// A target that takes its time answering the `DELETE` of a failed upload's session does not
+/// hold the failure of the image: the clean-up is best effort, bounded by its 5 s grace also
+/// when no signal stopped the run.
+#[test]
+fn a_hanging_session_delete_does_not_hold_the_failed_image() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let image = ImageSpec::new(7116, Format::Oci)
+        .layers(1, 64 * 1024)
+        .build();
+    push(&src, "app", "v1", &image);
+    let broken = image
+        .blobs
+        .iter()
+        .find(|b| b.media_type.contains("layer"))
+        .expect("a layer")
+        .digest
+        .clone();
+    let sp = FaultProxy::start(
+        &src,
+        FaultOpts {
+            fail_rate: 1.0,
+            fail_status: vec![500],
+            fault_methods: vec!["GET".into()],
+            fault_paths: vec![format!("/blobs/{broken}")],
+            ..Default::default()
+        },
+    );
+    // Every DELETE waits a minute before the target sees it.
+    let tp = FaultProxy::start(
+        &dst,
+        FaultOpts {
+            slow_rate: 1.0,
+            slow: Duration::from_secs(60),
+            fault_methods: vec!["DELETE".into()],
+            ..Default::default()
+        },
+    );
+    let out = regsync(&["once"], &app_v1_config(&sp.url(), &tp.host()));
+
+    assert_eq!(out.code(), Some(1), "{}", out.dump());
+    assert!(
+        tp.count("upload_delete") > 0,
+        "no session deleted\n{}",
+        out.dump()
+    );
+    assert!(
+        out.elapsed < FAIL_BOUND,
+        "took {:?} to give up on one broken blob\n{}",
+        out.elapsed,
+        out.dump()
+    );
 }

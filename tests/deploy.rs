@@ -2116,7 +2116,14 @@ fn dockerfile_builds_the_cargo_binary_into_a_non_root_image() {
         .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
         .expect("rustc -vV names the host");
     let out = Command::new(cargo)
-        .args(["fetch", "--offline", "--locked", "--quiet", "--target", &host])
+        .args([
+            "fetch",
+            "--offline",
+            "--locked",
+            "--quiet",
+            "--target",
+            &host,
+        ])
         .current_dir(ctx.path())
         .output()
         .unwrap();

@@ -367,6 +367,11 @@ async fn put_chunked(
             .header(CONTENT_RANGE, &format!("{offset}-{end}"))?
             .body(Body::Bytes(part));
         let resp = client.send(host, req, &[202, 201]).await?;
+        location = upload_location(client, &resp)?;
+        // Distribution's `_state` in the URL names the offset: a `DELETE` must use the
+        // latest one (it refuses the `POST`'s once the offset moved on), also when the
+        // answer is refused below (the registry stored the chunk all the same).
+        session.location = Some(location.clone());
         if let Some(range) = resp.header("range") {
             let acked = range.rsplit('-').next().and_then(|e| e.parse::<u64>().ok());
             if acked != Some(end) {
@@ -375,10 +380,6 @@ async fn put_chunked(
                 )));
             }
         }
-        location = upload_location(client, &resp)?;
-        // Distribution's `_state` in the URL names the offset: a `DELETE` must use the
-        // latest one (it refuses the `POST`'s once the offset moved on).
-        session.location = Some(location.clone());
         offset = end + 1;
     }
     let req = upload_request(host, repo, Method::PUT, with_digest(location, &desc.digest))

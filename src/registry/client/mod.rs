@@ -514,20 +514,17 @@ impl Client {
 
     /// Best-effort `DELETE` (cancelling an upload session); failures are only logged. It
     /// is sent also when the run was cancelled (an upload stopped by a signal is the usual
-    /// case), through a view of this client that the run's cancellation ends only
-    /// [`CLEANUP_GRACE`] later.
+    /// case), through a view of this client the run's cancellation does not end, and it is
+    /// given [`CLEANUP_GRACE`] whether or not the run was cancelled: a target slow to answer
+    /// must not hold the failure of the copy that opened the session, nor the exit.
     pub async fn delete_quietly(&self, host: &Host, url: Url, repo: &str) {
         let req = Request::repo(Method::DELETE, url, repo);
         let cleanup = self.under(CancellationToken::new());
-        let grace_over = async {
-            self.cancel.cancelled().await;
-            tokio::time::sleep(CLEANUP_GRACE).await;
-        };
         // Dropping the request when the grace is over ends it: its permit and connection go.
-        let result = tokio::select! {
-            r = cleanup.send(host, req, &[200, 202, 204]) => r.map(drop),
-            _ = grace_over => Err(StoreError::Canceled),
-        };
+        let result = tokio::time::timeout(CLEANUP_GRACE, cleanup.send(host, req, &[200, 202, 204]))
+            .await
+            .unwrap_or(Err(StoreError::Canceled))
+            .map(drop);
         if let Err(e) = result {
             debug!(self.log, "cancelling upload failed"; "error" => %e);
         }
