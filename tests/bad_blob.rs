@@ -40,16 +40,7 @@ fn one_blob_always_failing_fails_its_image_alone_and_fast() {
         .expect("a layer only the bad image has")
         .digest
         .clone();
-    let sp = FaultProxy::start(
-        &src,
-        FaultOpts {
-            fail_rate: 1.0,
-            fail_status: vec![500],
-            fault_methods: vec!["GET".into()],
-            fault_paths: vec![format!("/blobs/{broken}")],
-            ..Default::default()
-        },
-    );
+    let sp = failing(&src.url(), &broken);
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("layout");
     let cfg = config(
@@ -178,53 +169,10 @@ fn upload_sessions(registry: &Registry, repo: &str) -> Vec<String> {
 #[test]
 fn an_upload_stopped_by_sigterm_has_its_session_deleted() {
     let (src, dst) = (Registry::start(), Registry::start());
-    let image = ImageSpec::new(7110, Format::Oci)
-        .layers(1, 4 * 1024 * 1024)
-        .build();
-    push(&src, "app", "v1", &image);
-    let big = image
-        .blobs
-        .iter()
-        .find(|b| b.media_type.contains("layer"))
-        .expect("a layer")
-        .digest
-        .clone();
-    let sp = FaultProxy::start(
-        &src,
-        FaultOpts {
-            stall_after: Some(0),
-            fault_kinds: vec!["blob_get".into()],
-            fault_paths: vec![format!("/blobs/{big}")],
-            ..Default::default()
-        },
-    );
-    // The source named `localhost:P` sorts after the target `127.0.0.1:Q`: the upload takes
-    // its slot first and starts the download inside its `PUT` (with the source first, the
-    // `POST` would wait for the first byte of a download that never sends one).
-    let source = format!("localhost:{}", sp.url().rsplit(':').next().unwrap());
-    let cfg = format!(
-        "version: 1\ncreds:\n  - registry: {source}\n    tls: disabled\n  - registry: {}\n    tls: disabled\ndefaults:\n  parallel: 1\nsync:\n  - source: {source}/app:v1\n    target: {}\n    type: image\n",
-        dst.host(),
-        dst.r("app:v1"),
-    );
-    let mut run = Server::start_cmd("once", &cfg, &[]);
-    // The stalled layer's session: open once its download has started, and still open a
-    // moment later (the config blob's session comes and goes as it is committed).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if sp.count("blob_get") >= 2 && !upload_sessions(&dst, "app").is_empty() {
-            std::thread::sleep(Duration::from_millis(500));
-            if !upload_sessions(&dst, "app").is_empty() {
-                break;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline && run.running(),
-            "no upload session open on the target\n{}",
-            run.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let layers = push_app_v1(&src, 7110, 1, 4 * 1024 * 1024);
+    let sp = stalling(&src.url(), &layers[0], 0);
+    let mut run = Server::start_cmd("once", &app_v1_config(&sp.url(), &dst.host()), &[]);
+    wait_for_open_session(&mut run, &sp, &dst, 2);
 
     run.signal(libc::SIGTERM);
     let (status, took) = run.wait_exit(Duration::from_secs(25));
@@ -251,6 +199,63 @@ fn app_v1_config(source_url: &str, target_host: &str) -> String {
     let source = format!("localhost:{}", source_url.rsplit(':').next().unwrap());
     format!(
         "version: 1\ncreds:\n  - registry: {source}\n    tls: disabled\n  - registry: {target_host}\n    tls: disabled\ndefaults:\n  parallel: 1\nsync:\n  - source: {source}/app:v1\n    target: {target_host}/app:v1\n    type: image\n",
+    )
+}
+
+/// Pushes `app:v1` to `src`: an image of `layers` layers of `size` bytes each. Returns the
+/// layers' digests.
+fn push_app_v1(src: &Registry, seed: u64, layers: usize, size: usize) -> Vec<String> {
+    let image = ImageSpec::new(seed, Format::Oci)
+        .layers(layers, size)
+        .build();
+    push(src, "app", "v1", &image);
+    image
+        .blobs
+        .iter()
+        .filter(|b| b.media_type.contains("layer"))
+        .map(|b| b.digest.clone())
+        .collect()
+}
+
+/// A proxy in front of `upstream` whose GETs of blob `digest` send `bytes` of the body, then
+/// hang: an upload that is in flight for as long as the test needs.
+fn stalling(upstream: &str, digest: &str, bytes: u64) -> FaultProxy {
+    FaultProxy::start_url(
+        upstream,
+        FaultOpts {
+            stall_after: Some(bytes),
+            fault_kinds: vec!["blob_get".into()],
+            fault_paths: vec![format!("/blobs/{digest}")],
+            ..Default::default()
+        },
+    )
+}
+
+/// A proxy in front of `upstream` whose every GET of blob `digest` answers 500.
+fn failing(upstream: &str, digest: &str) -> FaultProxy {
+    FaultProxy::start_url(
+        upstream,
+        FaultOpts {
+            fail_rate: 1.0,
+            fail_status: vec![500],
+            fault_methods: vec!["GET".into()],
+            fault_paths: vec![format!("/blobs/{digest}")],
+            ..Default::default()
+        },
+    )
+}
+
+/// A proxy in front of `dst` whose every `DELETE` waits a minute before `dst` sees it: more
+/// than the 5 s clean-up grace.
+fn slow_deletes(dst: &Registry) -> FaultProxy {
+    FaultProxy::start(
+        dst,
+        FaultOpts {
+            slow_rate: 1.0,
+            slow: Duration::from_secs(60),
+            fault_methods: vec!["DELETE".into()],
+            ..Default::default()
+        },
     )
 }
 
@@ -281,36 +286,9 @@ fn wait_for_open_session(run: &mut Server, sp: &FaultProxy, dst: &Registry, gets
 #[test]
 fn a_slow_session_delete_does_not_turn_the_shutdown_into_a_timeout() {
     let (src, dst) = (Registry::start(), Registry::start());
-    let image = ImageSpec::new(7111, Format::Oci)
-        .layers(1, 1024 * 1024)
-        .build();
-    push(&src, "app", "v1", &image);
-    let big = image
-        .blobs
-        .iter()
-        .find(|b| b.media_type.contains("layer"))
-        .expect("a layer")
-        .digest
-        .clone();
-    let sp = FaultProxy::start(
-        &src,
-        FaultOpts {
-            stall_after: Some(0),
-            fault_kinds: vec!["blob_get".into()],
-            fault_paths: vec![format!("/blobs/{big}")],
-            ..Default::default()
-        },
-    );
-    // Every DELETE waits a minute before the target sees it.
-    let tp = FaultProxy::start(
-        &dst,
-        FaultOpts {
-            slow_rate: 1.0,
-            slow: Duration::from_secs(60),
-            fault_methods: vec!["DELETE".into()],
-            ..Default::default()
-        },
-    );
+    let layers = push_app_v1(&src, 7111, 1, 1024 * 1024);
+    let sp = stalling(&src.url(), &layers[0], 0);
+    let tp = slow_deletes(&dst);
     let cfg = app_v1_config(&sp.url(), &tp.host());
     let mut run = Server::start_cmd("once", &cfg, &["--shutdown-timeout", "3s"]);
     wait_for_open_session(&mut run, &sp, &dst, 2);
@@ -334,36 +312,9 @@ fn a_slow_session_delete_does_not_turn_the_shutdown_into_a_timeout() {
 #[test]
 fn an_upload_left_by_a_failed_image_has_its_session_deleted_at_the_end_of_once() {
     let (src, dst) = (Registry::start(), Registry::start());
-    let image = ImageSpec::new(7112, Format::Oci)
-        .layers(2, 64 * 1024)
-        .build();
-    push(&src, "app", "v1", &image);
-    let layers: Vec<String> = image
-        .blobs
-        .iter()
-        .filter(|b| b.media_type.contains("layer"))
-        .map(|b| b.digest.clone())
-        .collect();
-    let (stalled, broken) = (&layers[0], &layers[1]);
-    let stall = FaultProxy::start(
-        &src,
-        FaultOpts {
-            stall_after: Some(0),
-            fault_kinds: vec!["blob_get".into()],
-            fault_paths: vec![format!("/blobs/{stalled}")],
-            ..Default::default()
-        },
-    );
-    let sp = FaultProxy::start_url(
-        &stall.url(),
-        FaultOpts {
-            fail_rate: 1.0,
-            fail_status: vec![500],
-            fault_methods: vec!["GET".into()],
-            fault_paths: vec![format!("/blobs/{broken}")],
-            ..Default::default()
-        },
-    );
+    let layers = push_app_v1(&src, 7112, 2, 64 * 1024);
+    let stall = stalling(&src.url(), &layers[0], 0);
+    let sp = failing(&stall.url(), &layers[1]);
     let cfg = app_v1_config(&sp.url(), &dst.host());
     let mut run = Server::start_cmd("once", &cfg, &[]);
     let (status, took) = run.wait_exit(Duration::from_secs(60));
@@ -389,35 +340,10 @@ fn an_upload_left_by_a_failed_image_has_its_session_deleted_at_the_end_of_once()
 #[test]
 fn a_chunked_upload_stopped_by_sigterm_has_its_session_deleted() {
     let (src, dst) = (Registry::start(), Registry::start());
-    let image = ImageSpec::new(7113, Format::Oci)
-        .layers(1, 4 * 1024 * 1024)
-        .build();
-    push(&src, "app", "v1", &image);
-    let big = image
-        .blobs
-        .iter()
-        .find(|b| b.media_type.contains("layer"))
-        .expect("a layer")
-        .digest
-        .clone();
+    let layers = push_app_v1(&src, 7113, 1, 4 * 1024 * 1024);
     // One whole 1 MiB chunk reaches the target, then the download hangs.
-    let sp = FaultProxy::start(
-        &src,
-        FaultOpts {
-            stall_after: Some(1536 * 1024),
-            fault_kinds: vec!["blob_get".into()],
-            fault_paths: vec![format!("/blobs/{big}")],
-            ..Default::default()
-        },
-    );
-    let cfg = app_v1_config(&sp.url(), &dst.host()).replace(
-        &format!("  - registry: {}\n    tls: disabled\n", dst.host()),
-        &format!(
-            "  - registry: {}\n    tls: disabled\n    blobMax: 1024\n    blobChunk: 1048576\n",
-            dst.host()
-        ),
-    );
-    assert!(cfg.contains("blobChunk"), "{cfg}");
+    let sp = stalling(&src.url(), &layers[0], 1536 * 1024);
+    let cfg = in_chunks(&app_v1_config(&sp.url(), &dst.host()), &dst.host());
     let mut run = Server::start_cmd("once", &cfg, &[]);
     // The chunk is on disk before distribution answers its PATCH; its access-log line comes
     // after the answer (a signal in between would stop the client before it read the new
@@ -444,6 +370,16 @@ fn a_chunked_upload_stopped_by_sigterm_has_its_session_deleted() {
     );
 }
 
+/// `cfg` with uploads to `target_host` in chunks of 1 MiB (`blobMax: 1024`: every layer).
+fn in_chunks(cfg: &str, target_host: &str) -> String {
+    let creds = format!("  - registry: {target_host}\n    tls: disabled\n");
+    assert!(cfg.contains(&creds), "{cfg}");
+    cfg.replace(
+        &creds,
+        &format!("{creds}    blobMax: 1024\n    blobChunk: 1048576\n"),
+    )
+}
+
 /// Whether an upload session of `repo` on `registry` stored at least `bytes` of its blob.
 fn session_holds(registry: &Registry, repo: &str, bytes: u64) -> bool {
     let dir = registry
@@ -463,10 +399,7 @@ fn session_holds(registry: &Registry, repo: &str, bytes: u64) -> bool {
 #[test]
 fn a_chunk_answer_refused_still_moves_the_session_it_deletes() {
     let (src, dst) = (Registry::start(), Registry::start());
-    let image = ImageSpec::new(7114, Format::Oci)
-        .layers(1, 2 * 1024 * 1024)
-        .build();
-    push(&src, "app", "v1", &image);
+    push_app_v1(&src, 7114, 1, 2 * 1024 * 1024);
     let front = RewriteProxy::start(
         &dst.url(),
         RewriteOpts {
@@ -478,11 +411,7 @@ fn a_chunk_answer_refused_still_moves_the_session_it_deletes() {
             ..Default::default()
         },
     );
-    let cfg = format!(
-        "version: 1\ncreds:\n  - registry: {src}\n    tls: disabled\n  - registry: {dst}\n    tls: disabled\n    blobMax: 1024\n    blobChunk: 1048576\ndefaults:\n  parallel: 1\nsync:\n  - source: {src}/app:v1\n    target: {dst}/app:v1\n    type: image\n",
-        src = src.host(),
-        dst = front.host(),
-    );
+    let cfg = in_chunks(&app_v1_config(&src.url(), &front.host()), &front.host());
     let out = regsync(&["once"], &cfg);
 
     assert_eq!(out.code(), Some(1), "{}", out.dump());
@@ -503,45 +432,10 @@ fn a_chunk_answer_refused_still_moves_the_session_it_deletes() {
 #[test]
 fn a_signal_during_the_clean_up_at_the_end_exits_at_once() {
     let (src, dst) = (Registry::start(), Registry::start());
-    let image = ImageSpec::new(7115, Format::Oci)
-        .layers(2, 64 * 1024)
-        .build();
-    push(&src, "app", "v1", &image);
-    let layers: Vec<String> = image
-        .blobs
-        .iter()
-        .filter(|b| b.media_type.contains("layer"))
-        .map(|b| b.digest.clone())
-        .collect();
-    let stall = FaultProxy::start(
-        &src,
-        FaultOpts {
-            stall_after: Some(0),
-            fault_kinds: vec!["blob_get".into()],
-            fault_paths: vec![format!("/blobs/{}", layers[0])],
-            ..Default::default()
-        },
-    );
-    let sp = FaultProxy::start_url(
-        &stall.url(),
-        FaultOpts {
-            fail_rate: 1.0,
-            fail_status: vec![500],
-            fault_methods: vec!["GET".into()],
-            fault_paths: vec![format!("/blobs/{}", layers[1])],
-            ..Default::default()
-        },
-    );
-    // Every DELETE waits a minute before the target sees it.
-    let tp = FaultProxy::start(
-        &dst,
-        FaultOpts {
-            slow_rate: 1.0,
-            slow: Duration::from_secs(60),
-            fault_methods: vec!["DELETE".into()],
-            ..Default::default()
-        },
-    );
+    let layers = push_app_v1(&src, 7115, 2, 64 * 1024);
+    let stall = stalling(&src.url(), &layers[0], 0);
+    let sp = failing(&stall.url(), &layers[1]);
+    let tp = slow_deletes(&dst);
     let cfg = app_v1_config(&sp.url(), &tp.host());
     let mut run = Server::start_cmd("once", &cfg, &[]);
     run.wait_logs("Failed to copy layer", 1, Duration::from_secs(30));
@@ -569,37 +463,9 @@ fn a_signal_during_the_clean_up_at_the_end_exits_at_once() {
 #[test]
 fn a_hanging_session_delete_does_not_hold_the_failed_image() {
     let (src, dst) = (Registry::start(), Registry::start());
-    let image = ImageSpec::new(7116, Format::Oci)
-        .layers(1, 64 * 1024)
-        .build();
-    push(&src, "app", "v1", &image);
-    let broken = image
-        .blobs
-        .iter()
-        .find(|b| b.media_type.contains("layer"))
-        .expect("a layer")
-        .digest
-        .clone();
-    let sp = FaultProxy::start(
-        &src,
-        FaultOpts {
-            fail_rate: 1.0,
-            fail_status: vec![500],
-            fault_methods: vec!["GET".into()],
-            fault_paths: vec![format!("/blobs/{broken}")],
-            ..Default::default()
-        },
-    );
-    // Every DELETE waits a minute before the target sees it.
-    let tp = FaultProxy::start(
-        &dst,
-        FaultOpts {
-            slow_rate: 1.0,
-            slow: Duration::from_secs(60),
-            fault_methods: vec!["DELETE".into()],
-            ..Default::default()
-        },
-    );
+    let layers = push_app_v1(&src, 7116, 1, 64 * 1024);
+    let sp = failing(&src.url(), &layers[0]);
+    let tp = slow_deletes(&dst);
     let out = regsync(&["once"], &app_v1_config(&sp.url(), &tp.host()));
 
     assert_eq!(out.code(), Some(1), "{}", out.dump());
