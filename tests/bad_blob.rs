@@ -157,6 +157,15 @@ fn upload_sessions(registry: &Registry, repo: &str) -> Vec<String> {
         .collect()
 }
 
+/// `dst` holds no upload session of `app` (`log`: the run's output, for the failure message).
+fn assert_no_session_left(dst: &Registry, log: &str) {
+    let left = upload_sessions(dst, "app");
+    assert!(
+        left.is_empty(),
+        "upload sessions left on the target: {left:?}\n{log}"
+    );
+}
+
 /// SIGTERM while a blob is being uploaded: the run's cancellation stops the upload, and its
 /// upload session on the target is still deleted (best effort, within a few seconds), not
 /// left for the registry's week-long purge at every restart of a mirror.
@@ -184,12 +193,7 @@ fn an_upload_stopped_by_sigterm_has_its_session_deleted() {
         None,
         "copy finished before the signal"
     );
-    let left = upload_sessions(&dst, "app");
-    assert!(
-        left.is_empty(),
-        "upload sessions left on the target: {left:?}\n{}",
-        run.stderr()
-    );
+    assert_no_session_left(&dst, &run.stderr());
 }
 
 /// A config copying `source/app:v1` (`source` named `localhost:P`, so that it sorts after the
@@ -317,7 +321,7 @@ fn an_upload_left_by_a_failed_image_has_its_session_deleted_at_the_end_of_once()
     let sp = failing(&stall.url(), &layers[1]);
     let cfg = app_v1_config(&sp.url(), &dst.host());
     let mut run = Server::start_cmd("once", &cfg, &[]);
-    let (status, took) = run.wait_exit(Duration::from_secs(60));
+    let (status, _) = run.wait_exit(Duration::from_secs(60));
 
     assert_eq!(status.code(), Some(1), "{}", run.stderr());
     assert!(sp.stats().failed > 0, "the broken blob was never asked for");
@@ -325,12 +329,7 @@ fn an_upload_left_by_a_failed_image_has_its_session_deleted_at_the_end_of_once()
         stall.count("blob_get") > 0,
         "the stalled blob was never asked for"
     );
-    let left = upload_sessions(&dst, "app");
-    assert!(
-        left.is_empty(),
-        "upload sessions left on the target after {took:?}: {left:?}\n{}",
-        run.stderr()
-    );
+    assert_no_session_left(&dst, &run.stderr());
 }
 
 /// The same after part of a chunked upload was stored: each `PATCH` answers with the
@@ -362,12 +361,7 @@ fn a_chunked_upload_stopped_by_sigterm_has_its_session_deleted() {
     let (status, _) = run.wait_exit(Duration::from_secs(25));
     assert_eq!(status.code(), Some(1), "{}", run.stderr());
     assert_eq!(manifest_digest(&dst, "app", "v1"), None);
-    let left = upload_sessions(&dst, "app");
-    assert!(
-        left.is_empty(),
-        "upload sessions left on the target: {left:?}\n{}",
-        run.stderr()
-    );
+    assert_no_session_left(&dst, &run.stderr());
 }
 
 /// `cfg` with uploads to `target_host` in chunks of 1 MiB (`blobMax: 1024`: every layer).
@@ -418,12 +412,7 @@ fn a_chunk_answer_refused_still_moves_the_session_it_deletes() {
     out.assert_no_panic();
     let patches = front.seen().iter().filter(|s| s.method == "PATCH").count();
     assert!(patches > 0, "no chunk sent\n{}", out.dump());
-    let left = upload_sessions(&dst, "app");
-    assert!(
-        left.is_empty(),
-        "upload sessions left on the target: {left:?}\n{}",
-        out.dump()
-    );
+    assert_no_session_left(&dst, &out.dump());
 }
 
 /// While the end of a `once` run waits for the deletes of leftover upload sessions (up to
