@@ -203,6 +203,7 @@ fn run_engine(
     // with the connection open leaves the last writes in FILE-wal. Not when work was abandoned
     // at the shutdown deadline: that work may still queue writes.
     let closing = state.clone();
+    let state_at_end = state.clone();
     let abandoned = std::rc::Rc::new(std::cell::Cell::new(false));
     let abandoned_at_deadline = abandoned.clone();
     let report = system().block_on(async move {
@@ -283,14 +284,8 @@ fn run_engine(
         };
         // Blob moves still running now belong to images that failed or were stopped: nothing
         // waits for them. Stopping them deletes their upload sessions, which exiting at once
-        // would leave on the targets for the registry's purge (a week in distribution). The
-        // wait is the shutdown's, not work's: bounded by the registry layer's clean-up grace
-        // and, after a signal, by the deadline, without making the run one that timed out.
+        // would leave on the targets for the registry's purge (a week in distribution).
         cancel.cancel();
-        tokio::select! {
-            _ = engine.run.stores.registry.cleanups_done() => {}
-            _ = &mut deadline => {}
-        }
         if let (Job::Once(_), Some(sig)) = (job, signalled.get()) {
             report
                 .errors
@@ -302,6 +297,18 @@ fn run_engine(
             {
                 report.errors.push(e);
             }
+        }
+        // The run is recorded before the wait for those deletes: a signal during it ends the
+        // process at once. (Closed again below: a second close does nothing.)
+        if let Some(state) = &state_at_end {
+            state.close().await;
+        }
+        // The wait is the shutdown's, not work's: bounded by the registry layer's clean-up
+        // grace and by the deadline (from the signal, or from now), without making the run
+        // one that timed out.
+        tokio::select! {
+            _ = engine.run.stores.registry.cleanups_done() => {}
+            _ = &mut deadline => {}
         }
         Ok::<_, Vec<String>>(report)
         }
@@ -429,12 +436,12 @@ fn watch_signals(
     let seen = std::sync::Arc::new(std::sync::OnceLock::new());
     let first = seen.clone();
     tokio::spawn(async move {
-        let name = tokio::select! {
+        let first_signal = tokio::select! {
+            _ = cancel.cancelled() => None,
             _ = term.recv() => Some("SIGTERM"),
             _ = int.recv() => Some("SIGINT"),
-            _ = cancel.cancelled() => None,
         };
-        if let Some(name) = name {
+        if let Some(name) = first_signal {
             let _ = first.set(name);
             // regsync's message and level.
             slog::debug!(log, "Interrupt received, stopping"; "signal" => name);
@@ -444,7 +451,11 @@ fn watch_signals(
             _ = term.recv() => (128 + 15, "SIGTERM"),
             _ = int.recv() => (128 + 2, "SIGINT"),
         };
-        let which = if first.get().is_some() { "second " } else { "" };
+        let which = if first_signal.is_some() {
+            "second "
+        } else {
+            ""
+        };
         slog::warn!(log, "Interrupt received while stopping, exiting now"; "signal" => name);
         eprintln!(
             "regsync: {which}{name} while stopping: exiting without waiting for running work"

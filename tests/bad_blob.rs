@@ -284,9 +284,9 @@ fn wait_for_open_session(run: &mut Server, sp: &FaultProxy, dst: &Registry, gets
 }
 
 /// The upload sessions' deletes after a signal are part of the shutdown, not work still
-/// running: a target slow to answer them holds the exit at most until `--shutdown-timeout`,
-/// and the run still ends as interrupted (with its state closed), not as "shutdown timed
-/// out". (The DELETE waits a minute, more than the 5 s grace and the 3 s timeout.)
+/// running: a target slow to answer them (a minute, more than the 5 s grace and the 3 s
+/// timeout) does not turn the run into one that "shutdown timed out" (which also leaves its
+/// state database open); it still ends as interrupted.
 #[test]
 fn a_slow_session_delete_does_not_turn_the_shutdown_into_a_timeout() {
     let (src, dst) = (Registry::start(), Registry::start());
@@ -345,8 +345,8 @@ fn a_chunked_upload_stopped_by_sigterm_has_its_session_deleted() {
     let cfg = in_chunks(&app_v1_config(&sp.url(), &dst.host()), &dst.host());
     let mut run = Server::start_cmd("once", &cfg, &[]);
     // The chunk is on disk before distribution answers its PATCH; its access-log line comes
-    // after the answer (a signal in between would stop the client before it read the new
-    // `Location`: the case the next test covers from the other side).
+    // after the answer. (A signal in between would stop the client before it read the new
+    // `Location`, and that session stays: README "Retries".)
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !session_holds(&dst, "app", 1024 * 1024) || dst.count("PATCH", "/blobs/uploads/") == 0 {
         assert!(
@@ -417,7 +417,8 @@ fn a_chunk_answer_refused_still_moves_the_session_it_deletes() {
 
 /// While the end of a `once` run waits for the deletes of leftover upload sessions (up to
 /// 5 s), a signal still ends the process at once: the run is already stopping, so it acts as
-/// the second signal does, and is not swallowed.
+/// the second signal does, and is not swallowed. The run's report and state database were
+/// written before that wait, so the signal loses only the clean-up.
 #[test]
 fn a_signal_during_the_clean_up_at_the_end_exits_at_once() {
     let (src, dst) = (Registry::start(), Registry::start());
@@ -426,7 +427,18 @@ fn a_signal_during_the_clean_up_at_the_end_exits_at_once() {
     let sp = failing(&stall.url(), &layers[1]);
     let tp = slow_deletes(&dst);
     let cfg = app_v1_config(&sp.url(), &tp.host());
-    let mut run = Server::start_cmd("once", &cfg, &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (report, state) = (tmp.path().join("report.json"), tmp.path().join("state.db"));
+    let mut run = Server::start_cmd(
+        "once",
+        &cfg,
+        &[
+            "--report",
+            report.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ],
+    );
     run.wait_logs("Failed to copy layer", 1, Duration::from_secs(30));
     // The broken layer's own delete (one: a failed download is not started over) came
     // before its failure; the second is the stalled upload's, sent once the run ended.
@@ -444,6 +456,11 @@ fn a_signal_during_the_clean_up_at_the_end_exits_at_once() {
         "not ended by the signal (after {took:?})\n{}",
         run.stderr()
     );
+    // What the run did was recorded before the wait the signal cut short.
+    let written = read_json(&report);
+    assert_eq!(written["totals"]["images_failed"], 1, "{written}");
+    let wal = tmp.path().join("state.db-wal");
+    assert!(state.exists() && !wal.exists(), "state database not closed");
 }
 
 /// A target that takes its time answering the `DELETE` of a failed upload's session does not
