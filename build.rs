@@ -18,13 +18,20 @@ fn git(args: &[&str]) -> Option<String> {
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=REGSYNC_VCS_TAG");
-    if Path::new(".git").is_dir() {
-        println!("cargo:rerun-if-changed=.git/HEAD");
-        if let Ok(head) = std::fs::read_to_string(".git/HEAD") {
-            if let Some(r) = head.trim().strip_prefix("ref: ") {
-                let path = format!(".git/{r}");
-                if Path::new(&path).exists() {
-                    println!("cargo:rerun-if-changed={path}");
+    // A new commit or checkout changes HEAD or the branch it names. `git rev-parse` finds
+    // both where they are: in `.git`, or, in a linked worktree (`.git` is a file), HEAD in
+    // the repository's `worktrees/<name>` and the branches in the repository's own directory.
+    if let (Some(git_dir), Some(common_dir)) = (
+        git(&["rev-parse", "--git-dir"]),
+        git(&["rev-parse", "--git-common-dir"]),
+    ) {
+        let head = Path::new(&git_dir).join("HEAD");
+        println!("cargo:rerun-if-changed={}", head.display());
+        if let Ok(text) = std::fs::read_to_string(&head) {
+            if let Some(r) = text.trim().strip_prefix("ref: ") {
+                let branch = Path::new(&common_dir).join(r);
+                if branch.exists() {
+                    println!("cargo:rerun-if-changed={}", branch.display());
                 }
             }
         }

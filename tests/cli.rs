@@ -477,3 +477,68 @@ fn completion_scripts() {
         "unknown command \"nosuchshell\" for \"regsync completion\"",
     );
 }
+
+/// The build script is rerun on a new commit or checkout, also in a linked worktree (where
+/// `.git` is a file naming the repository): it watches that worktree's `HEAD` and the branch
+/// it names, or `regsync version` keeps naming the commit of the first build there. Checked
+/// on the script itself, compiled alone (it needs nothing but std), run in a worktree of a
+/// scratch repository.
+#[test]
+fn the_build_script_watches_head_and_branch_in_a_linked_worktree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = |dir: &std::path::Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .current_dir(dir)
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("f"), "x").unwrap();
+    git(&repo, &["add", "f"]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    git(&repo, &["worktree", "add", "-q", "-b", "side", "../wt"]);
+    let wt = tmp.path().join("wt");
+
+    let script = tmp.path().join("build-script");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let built = Command::new(rustc)
+        .args(["--edition", "2021", "-O", "-o"])
+        .arg(&script)
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("build.rs"))
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let out = Command::new(&script)
+        .current_dir(&wt)
+        .env_remove("GIT_DIR")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let watched: Vec<std::path::PathBuf> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("cargo:rerun-if-changed="))
+        .map(|p| std::fs::canonicalize(wt.join(p)).unwrap_or_else(|_| wt.join(p)))
+        .collect();
+    let repo = std::fs::canonicalize(&repo).unwrap();
+    for want in [
+        repo.join(".git/worktrees/wt/HEAD"),
+        repo.join(".git/refs/heads/side"),
+    ] {
+        assert!(watched.contains(&want), "{want:?} not watched: {watched:?}");
+    }
+}
