@@ -18,10 +18,14 @@ fn git(args: &[&str]) -> Option<String> {
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=REGSYNC_VCS_TAG");
+    // Only a repository that tracks these sources says which commit they are: one that
+    // merely encloses them (a crate unpacked under a home directory kept in git) does not.
+    let in_repo = git(&["ls-files", "--error-unmatch", "build.rs"]).is_some();
     // A new commit or checkout changes HEAD or the branch it names. `git rev-parse` finds
     // both where they are: in `.git`, or, in a linked worktree (`.git` is a file), HEAD in
     // the repository's `worktrees/<name>` and the branches in the repository's own directory.
-    if let (Some(git_dir), Some(common_dir)) = (
+    if let (true, Some(git_dir), Some(common_dir)) = (
+        in_repo,
         git(&["rev-parse", "--git-dir"]),
         git(&["rev-parse", "--git-common-dir"]),
     ) {
@@ -37,7 +41,11 @@ fn main() {
         }
     }
 
-    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_default();
+    let commit = if in_repo {
+        git(&["rev-parse", "HEAD"]).unwrap_or_default()
+    } else {
+        String::new()
+    };
     let mut date = String::new();
     let mut state = String::new();
     let mut tag = std::env::var("REGSYNC_VCS_TAG").unwrap_or_default();

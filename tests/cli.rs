@@ -482,54 +482,22 @@ fn completion_scripts() {
 /// `.git` is a file naming the repository): it watches that worktree's `HEAD` and the branch
 /// it names, or `regsync version` keeps naming the commit of the first build there. Checked
 /// on the script itself, compiled alone (it needs nothing but std), run in a worktree of a
-/// scratch repository.
+/// scratch repository that tracks it.
 #[test]
 fn the_build_script_watches_head_and_branch_in_a_linked_worktree() {
     let tmp = tempfile::tempdir().unwrap();
-    let git = |dir: &std::path::Path, args: &[&str]| {
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(args)
-            .current_dir(dir)
-            .env_remove("GIT_DIR")
-            .env_remove("GIT_WORK_TREE")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let script = build_script(tmp.path());
     let repo = tmp.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("f"), "x").unwrap();
-    git(&repo, &["add", "f"]);
-    git(&repo, &["commit", "-q", "-m", "one"]);
-    git(&repo, &["worktree", "add", "-q", "-b", "side", "../wt"]);
+    std::fs::copy(manifest_dir().join("build.rs"), repo.join("build.rs")).unwrap();
+    scratch_git(&repo, &["init", "-q", "-b", "main"]);
+    scratch_git(&repo, &["add", "build.rs"]);
+    scratch_git(&repo, &["commit", "-q", "-m", "one"]);
+    scratch_git(&repo, &["worktree", "add", "-q", "-b", "side", "../wt"]);
     let wt = tmp.path().join("wt");
 
-    let script = tmp.path().join("build-script");
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let built = Command::new(rustc)
-        .args(["--edition", "2021", "-O", "-o"])
-        .arg(&script)
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("build.rs"))
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    let out = Command::new(&script)
-        .current_dir(&wt)
-        .env_remove("GIT_DIR")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let watched: Vec<std::path::PathBuf> = String::from_utf8_lossy(&out.stdout)
+    let out = run_build_script(&script, &wt);
+    let watched: Vec<std::path::PathBuf> = out
         .lines()
         .filter_map(|l| l.strip_prefix("cargo:rerun-if-changed="))
         .map(|p| std::fs::canonicalize(wt.join(p)).unwrap_or_else(|_| wt.join(p)))
@@ -541,4 +509,96 @@ fn the_build_script_watches_head_and_branch_in_a_linked_worktree() {
     ] {
         assert!(watched.contains(&want), "{want:?} not watched: {watched:?}");
     }
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("cargo:rustc-env=REGSYNC_VCS_COMMIT=") && l.len() > 40),
+        "{out}"
+    );
+}
+
+/// Sources that another repository encloses without tracking them (a crate unpacked inside
+/// a home directory kept in git, say) are not that repository's commit: the version names
+/// no commit, and the script watches none of its files.
+#[test]
+fn the_build_script_ignores_a_repository_that_does_not_track_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = build_script(tmp.path());
+    let home = tmp.path().join("home");
+    let krate = home.join("src/regsync-rs");
+    std::fs::create_dir_all(&krate).unwrap();
+    std::fs::write(home.join("dotfile"), "x").unwrap();
+    scratch_git(&home, &["init", "-q", "-b", "main"]);
+    scratch_git(&home, &["add", "dotfile"]);
+    scratch_git(&home, &["commit", "-q", "-m", "one"]);
+    std::fs::copy(manifest_dir().join("build.rs"), krate.join("build.rs")).unwrap();
+
+    let out = run_build_script(&script, &krate);
+    assert!(
+        out.lines()
+            .any(|l| l == "cargo:rustc-env=REGSYNC_VCS_COMMIT="),
+        "the enclosing repository's commit was taken:\n{out}"
+    );
+    let watched: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("cargo:rerun-if-changed="))
+        .collect();
+    assert_eq!(watched, ["build.rs"], "{out}");
+}
+
+fn manifest_dir() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A git command in a scratch repository, isolated from the caller's git: no `GIT_*`
+/// variables (a hook running the tests sets `GIT_INDEX_FILE`, say), no global or system
+/// configuration (commit signing, another ref format).
+fn git_isolated(cmd: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GIT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+}
+
+fn scratch_git(dir: &std::path::Path, args: &[&str]) {
+    let out = git_isolated(Command::new("git").args(["-c", "user.name=t", "-c", "user.email=t@t"]))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `build.rs` compiled alone into `dir`.
+fn build_script(dir: &std::path::Path) -> std::path::PathBuf {
+    let script = dir.join("build-script");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let built = Command::new(rustc)
+        .args(["--edition", "2021", "-O", "-o"])
+        .arg(&script)
+        .arg(manifest_dir().join("build.rs"))
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    script
+}
+
+/// What the build script prints, run in `dir` (with git isolated as in [`scratch_git`]).
+fn run_build_script(script: &std::path::Path, dir: &std::path::Path) -> String {
+    let out = git_isolated(&mut Command::new(script))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
