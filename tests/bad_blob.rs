@@ -487,3 +487,120 @@ fn a_hanging_session_delete_does_not_hold_the_failed_image() {
         out.dump()
     );
 }
+
+/// A mount the target answers with an ordinary upload session (`202`, the source repository
+/// lacked the blob) is cancelled like any other session: its `DELETE` is owed by the run,
+/// not by the copy that asked. A signal while that `DELETE` is on its way (here it takes
+/// 1 s to reach the registry, within the clean-up grace and the shutdown timeout) must
+/// neither turn the stop into a timeout nor leave the session to the registry's week-long
+/// purge.
+#[test]
+fn a_mount_answered_with_a_session_has_it_deleted_when_a_signal_stops_the_copy() {
+    let reg = Registry::start();
+    let image = ImageSpec::new(7117, Format::Oci)
+        .layers(1, 64 * 1024)
+        .build();
+    push(&reg, "origin/app", "v1", &image);
+    // A session of the target repository the mount will be answered with.
+    let session = block_on(async {
+        let resp = http()
+            .post(format!("{}/v2/copy/app/blobs/uploads/", reg.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        resp.headers()["location"].to_str().unwrap().to_string()
+    });
+    assert_eq!(upload_sessions(&reg, "copy/app").len(), 1);
+    let slow = FaultProxy::start(
+        &reg,
+        FaultOpts {
+            slow_rate: 1.0,
+            slow: Duration::from_secs(1),
+            fault_methods: vec!["DELETE".into()],
+            ..Default::default()
+        },
+    );
+    // The first mount is answered with that session instead of the registry's 201.
+    let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let front = RewriteProxy::start(
+        &slow.url(),
+        RewriteOpts {
+            after: Some(Arc::new(move |seen, reply: &mut Reply| {
+                if seen.method == "POST"
+                    && seen.path.contains("mount=")
+                    && !answered.swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
+                    reply.status = 202;
+                    let path = session.split_once("/v2/").map(|(_, p)| p).unwrap();
+                    reply.set_header("location", &format!("/v2/{path}"));
+                }
+            })),
+            ..Default::default()
+        },
+    );
+    let host = front.host();
+    let cfg = format!(
+        "version: 1\ncreds:\n  - registry: {host}\n    tls: disabled\ndefaults:\n  parallel: 1\nsync:\n  - source: {host}/origin/app:v1\n    target: {host}/copy/app:v1\n    type: image\n"
+    );
+    let mut run = Server::start_cmd("once", &cfg, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while slow.count("upload_delete") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline && run.running(),
+            "the mount's session was never deleted\n{}",
+            run.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    run.signal(libc::SIGTERM);
+    let (status, _) = run.wait_exit(Duration::from_secs(25));
+    let stderr = run.stderr();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        !stderr.contains("shutdown timed out"),
+        "the mount's clean-up counted as work:\n{stderr}"
+    );
+    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    let left = upload_sessions(&reg, "copy/app");
+    assert!(left.is_empty(), "upload sessions left: {left:?}\n{stderr}");
+}
+
+/// SIGTERM while the `POST` that opens an upload session is on its way back: the registry
+/// has opened the session, its answer (here held for 1 s) has not arrived yet. Cut off, the
+/// client would never learn the session's `Location` and could not delete it; the `POST` is
+/// given the clean-up grace to answer instead, and the session it opened is deleted.
+#[test]
+fn an_upload_session_opened_as_a_signal_arrives_is_deleted() {
+    let (src, dst) = (Registry::start(), Registry::start());
+    push_app_v1(&src, 7118, 1, 64 * 1024);
+    let tp = FaultProxy::start(
+        &dst,
+        FaultOpts {
+            slow_rate: 1.0,
+            slow: Duration::from_secs(1),
+            slow_answer: true,
+            fault_kinds: vec!["upload_post".into()],
+            ..Default::default()
+        },
+    );
+    let mut run = Server::start_cmd("once", &app_v1_config(&src.url(), &tp.host()), &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while upload_sessions(&dst, "app").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline && run.running(),
+            "no upload session opened\n{}",
+            run.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    run.signal(libc::SIGTERM);
+    let (status, _) = run.wait_exit(Duration::from_secs(25));
+    let stderr = run.stderr();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("shutdown timed out"), "{stderr}");
+    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    assert_no_session_left(&dst, &stderr);
+}

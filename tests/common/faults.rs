@@ -14,7 +14,8 @@
 //!   `fail_status` with a registry error body; `drop_rate` kills the connection: for a `GET`
 //!   answered 200 with a body, half of the time half-way through the body while
 //!   `Content-Length` still announces the full size, otherwise before any response;
-//!   `truncate_rate` always cuts `GET` bodies half-way; `slow_rate` delays the response by `slow`;
+//!   `truncate_rate` always cuts `GET` bodies half-way; `slow_rate` delays the response by `slow`
+//!   (before the upstream sees the request, or after it answered with `slow_answer`);
 //!   `stall_after` sends that many bytes of a `GET` body and then nothing more, never ending it.
 //! * **Counters** ([`FaultStats`]): requests by kind (`manifest_get`, `manifest_head`,
 //!   `blob_get`, `blob_head`, `upload_post`, `upload_put`, `upload_patch`, `tags`, `catalog`,
@@ -56,6 +57,9 @@ pub struct FaultOpts {
     pub truncate_rate: f64,
     pub slow_rate: f64,
     pub slow: Duration,
+    /// Slowed requests reach the upstream at once and only their answer waits `slow` (a
+    /// request that took effect, whose answer is still on its way).
+    pub slow_answer: bool,
     /// Methods faults apply to (`"GET"`, ...); empty = all.
     pub fault_methods: Vec<String>,
     /// Request kinds faults apply to (`"blob_get"`, ...); empty = all but `ping`/`other`.
@@ -82,6 +86,7 @@ impl Default for FaultOpts {
             truncate_rate: 0.0,
             slow_rate: 0.0,
             slow: Duration::from_millis(100),
+            slow_answer: false,
             fault_methods: vec![],
             fault_kinds: vec![],
             fault_paths: vec![],
@@ -575,10 +580,14 @@ async fn handle(
         OpenGuard(s.clone())
     };
     let p = plan(&s, peer.ip(), &method, &kind, &path);
-    if let Some(d) = p.slow {
+    let slow_answer = s.inner.lock().unwrap().opts.slow_answer;
+    if let Some(d) = p.slow.filter(|_| !slow_answer) {
         tokio::time::sleep(d).await;
     }
     let resp = respond(&s, req, &p, guard).await;
+    if let Some(d) = p.slow.filter(|_| slow_answer) {
+        tokio::time::sleep(d).await;
+    }
     if p.drop_now {
         return resp;
     }
