@@ -148,12 +148,21 @@ impl Request {
     }
 }
 
-/// The HTTP core shared by every operation of a `RegistryStore`. Everything but `cancel` is
-/// state that the views made by [`Client::under`] share with it.
+/// The HTTP core shared by every operation of a `RegistryStore`: the state every view made by
+/// [`Client::under`] shares, and the cancellation that is the view's own.
 pub(crate) struct Client {
-    hosts: Arc<Mutex<HashMap<String, Arc<Host>>>>,
+    shared: Arc<Shared>,
+    /// What ends this client's requests, waits and body reads: the run's cancellation
+    /// ([`RegistryOptions::cancel`]), or another one in a view made by [`Client::under`].
+    cancel: CancellationToken,
+}
+
+/// What a [`Client`] and its views share: hosts and their auth state, HTTP clients, the gate,
+/// caches, credential helpers, the clean-ups owed to the registries.
+pub(crate) struct Shared {
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
     /// HTTP clients by TLS settings: hosts with the same settings share a connection pool.
-    clients: Arc<Mutex<HashMap<TlsKey, reqwest::Client>>>,
+    clients: Mutex<HashMap<TlsKey, reqwest::Client>>,
     /// For registry names never configured, when their client cannot be built.
     default_http: reqwest::Client,
     /// Docker's per-host CA directory (spec §7.5).
@@ -166,20 +175,27 @@ pub(crate) struct Client {
     pub log: Logger,
     /// `Warning` texts already logged (spec §7.1: once per distinct text), at most
     /// [`WARNINGS_KEPT`].
-    warnings: Arc<Mutex<HashSet<String>>>,
+    warnings: Mutex<HashSet<String>>,
     /// Manifests and referrer lists (spec §7.4).
-    pub cache: Arc<Cache>,
+    pub cache: Cache,
     /// Credentials from credential helpers, per host ([`HelperCache`]).
-    pub cred_helpers: Arc<HelperCache>,
+    pub cred_helpers: HelperCache,
     /// How long a request may make no progress ([`IDLE_TIMEOUT`]; shorter in tests).
     idle_timeout: Duration,
     /// What the process owes the registries before it exits, for [`Client::cleanups_done`]:
     /// open upload sessions ([`Client::cleanup_duty`]) and their deletes running on tasks
     /// of their own ([`Client::delete_in_background`]).
     cleanups: TaskTracker,
-    /// What ends this client's requests, waits and body reads: the run's cancellation
-    /// ([`RegistryOptions::cancel`]), or another one in a view made by [`Client::under`].
-    cancel: CancellationToken,
+}
+
+/// A client reads as the state it shares (`client.log`, `client.cache`); only `cancel` is
+/// its own.
+impl std::ops::Deref for Client {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 impl Client {
@@ -213,23 +229,23 @@ impl Client {
         } = options;
         let default_http = tls::build_http(&TlsKey::default(), "", &user_agent, &log)?;
         let skip_docker_certs = hosts.iter().any(|h| h.skip_docker_certs);
-        let client = Client {
-            hosts: Arc::new(Mutex::new(HashMap::new())),
-            clients: Arc::new(Mutex::new(HashMap::from([(
-                TlsKey::default(),
-                default_http.clone(),
-            )]))),
+        let shared = Shared {
+            hosts: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::from([(TlsKey::default(), default_http.clone())])),
             default_http,
             certs_dir,
             skip_docker_certs,
             gate,
             user_agent,
             log,
-            warnings: Arc::new(Mutex::new(HashSet::new())),
-            cache: Arc::new(Cache::new(cache_count, cache_time)),
-            cred_helpers: Arc::new(HelperCache::default()),
+            warnings: Mutex::new(HashSet::new()),
+            cache: Cache::new(cache_count, cache_time),
+            cred_helpers: HelperCache::default(),
             idle_timeout: IDLE_TIMEOUT,
             cleanups: TaskTracker::new(),
+        };
+        let client = Client {
+            shared: Arc::new(shared),
             cancel,
         };
         let mut by_name = HashMap::new();
@@ -248,21 +264,18 @@ impl Client {
     /// view) and kept to its origin's credentials like any other.
     pub fn under(&self, cancel: CancellationToken) -> Client {
         Client {
-            hosts: self.hosts.clone(),
-            clients: self.clients.clone(),
-            default_http: self.default_http.clone(),
-            certs_dir: self.certs_dir.clone(),
-            skip_docker_certs: self.skip_docker_certs,
-            gate: self.gate.clone(),
-            user_agent: self.user_agent.clone(),
-            log: self.log.clone(),
-            warnings: self.warnings.clone(),
-            cache: self.cache.clone(),
-            cred_helpers: self.cred_helpers.clone(),
-            idle_timeout: self.idle_timeout,
-            cleanups: self.cleanups.clone(),
+            shared: self.shared.clone(),
             cancel,
         }
+    }
+
+    /// This client with requests that may make no progress for `idle` (tests).
+    #[cfg(test)]
+    pub(crate) fn with_idle_timeout(mut self, idle: Duration) -> Client {
+        Arc::get_mut(&mut self.shared)
+            .expect("a client with no views yet")
+            .idle_timeout = idle;
+        self
     }
 
     /// The (shared) HTTP client for a host's TLS settings.

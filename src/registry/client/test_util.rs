@@ -27,7 +27,6 @@ pub fn client(hosts: &[&str], options: RegistryOptions, idle: Duration) -> Arc<C
         })
         .collect();
     let log = Logger::root(slog::Discard, slog::o!());
-    let mut c = Client::with_certs_dir(hosts, Arc::new(OpenGate), options, log, None).unwrap();
-    c.idle_timeout = idle;
-    Arc::new(c)
+    let c = Client::with_certs_dir(hosts, Arc::new(OpenGate), options, log, None).unwrap();
+    Arc::new(c.with_idle_timeout(idle))
 }
