@@ -236,7 +236,7 @@ pub(super) async fn put(
 ) -> Result<(), StoreError> {
     let host = client.host(&repo.registry);
     let req = host.request(Method::POST, &repo.repository, "blobs/uploads/")?;
-    let resp = client.send(&host, req, &[202]).await?;
+    let (resp, duty) = client.send_opening(&host, req, &[202]).await?;
     let location = upload_location(&client, &resp)?;
     let min_chunk = resp
         .header("oci-chunk-min-length")
@@ -247,7 +247,7 @@ pub(super) async fn put(
         host: host.clone(),
         location: Some(location.clone()),
         repo: host.repo_path(&repo.repository),
-        _duty: client.cleanup_duty(),
+        _duty: duty,
     };
     let client = &*client;
 
@@ -440,8 +440,8 @@ pub(super) async fn mount(
         "repository:{}:pull",
         host.repo_path(&from.repository)
     ));
-    let resp = match client.send(&host, req, &[201, 202]).await {
-        Ok(resp) => resp,
+    let (resp, _duty) = match client.send_opening(&host, req, &[201, 202]).await {
+        Ok(answer) => answer,
         // No right to read the source, read-only target...: the caller streams instead.
         Err(
             e @ (StoreError::HttpStatus { .. }
@@ -456,14 +456,15 @@ pub(super) async fn mount(
     if resp.status() == 201 {
         return Ok(true);
     }
-    // 202: the registry started an ordinary upload instead; cancel it.
-    let location = upload_location(client, &resp);
-    drop(resp);
-    if let Ok(location) = location {
-        client
-            .delete_quietly(&host, location, &host.repo_path(&repo.repository))
-            .await;
+    // 202: the registry started an ordinary upload instead; cancel it. The delete is owed by
+    // the run, not by this copy: on a task of its own, which the exit waits for, so a copy
+    // stopped meanwhile does not leave the session to the registry's purge (and the stream
+    // that replaces the mount does not wait for it).
+    if let Ok(location) = upload_location(client, &resp) {
+        let path = host.repo_path(&repo.repository);
+        client.delete_in_background(host, location, path);
     }
+    drop(resp);
     slog::warn!(client.log, "Failed to mount blob"; "repo" => %repo, "from" => %from, "digest" => %digest);
     Ok(false)
 }

@@ -447,6 +447,40 @@ impl Client {
         Err(last_err.unwrap_or_else(|| StoreError::Invalid("no registry host to try".into())))
     }
 
+    /// [`Client::send`] for a request that opens something the registry keeps until it is
+    /// closed: an upload session (`POST .../blobs/uploads/`, also a mount the registry may
+    /// answer with one). The run's cancellation does not cut it off once it is on its way: it
+    /// gets [`CLEANUP_GRACE`] to answer, so its caller learns what it opened and closes it (a
+    /// POST cut off in flight leaves its session to the registry's purge, a week later). Not
+    /// sent at all once the run is cancelled.
+    ///
+    /// What it opened is owed from the moment it is sent: the returned
+    /// [`cleanup_duty`](Client::cleanup_duty) is held while the request runs and handed to the
+    /// caller, who keeps it until the session is committed or its delete is under way (the
+    /// exit's wait ends the moment no duty is held).
+    pub async fn send_opening(
+        &self,
+        host: &Host,
+        req: Request,
+        accept: &[u16],
+    ) -> Result<(Response, TaskTrackerToken), StoreError> {
+        if self.cancel.is_cancelled() {
+            return Err(StoreError::Canceled);
+        }
+        let duty = self.cleanup_duty();
+        let uncut = self.under(CancellationToken::new());
+        let sending = uncut.send(host, req, accept);
+        tokio::pin!(sending);
+        let answer = tokio::select! {
+            biased;
+            answer = &mut sending => answer,
+            _ = self.cancel.cancelled() => tokio::time::timeout(CLEANUP_GRACE, sending)
+                .await
+                .unwrap_or(Err(StoreError::Canceled)),
+        };
+        answer.map(|resp| (resp, duty))
+    }
+
     /// Send a registry request with auth; `Ok` only for a status in `accept`, every other
     /// status becomes its `StoreError` (spec §7.3).
     pub async fn send(
