@@ -130,3 +130,54 @@ fn a_mirror_that_is_the_target_does_not_stall_the_streams() {
     // Far below the 120 s a stalled stream waits before it fails and starts over.
     assert!(took < std::time::Duration::from_secs(60), "took {took:?}");
 }
+
+/// A copy from a registry into itself whose mounts are refused streams every blob from the
+/// host into itself: the `GET` and the upload each need one of that host's slots at once.
+/// With `reqConcurrent: 1` the stream waited for a second slot its own upload held, until
+/// the upload's 120 s idle timeout failed it (and again on each of its restarts). The
+/// stream's turn lends the host the slot its second request needs, so it finishes.
+#[test]
+fn a_copy_into_the_same_registry_with_one_slot_and_mounts_refused_finishes() {
+    use common::rewrite::{Reply, RewriteOpts, RewriteProxy};
+    use std::sync::Arc;
+    let reg = Registry::start();
+    for i in 0..2 {
+        push(
+            &reg,
+            "origin/app",
+            &format!("v{i}"),
+            &ImageSpec::new(3400 + i, Format::Oci)
+                .layers(2, 64 * 1024)
+                .build(),
+        );
+    }
+    let front = RewriteProxy::start(
+        &reg.url(),
+        RewriteOpts {
+            before: Some(Arc::new(|seen| {
+                (seen.method == "POST" && seen.path.contains("mount=")).then(|| {
+                    Reply::new(
+                        403,
+                        "application/json",
+                        r#"{"errors":[{"code":"DENIED","message":"mounts refused here"}]}"#,
+                    )
+                })
+            })),
+            ..Default::default()
+        },
+    );
+    let host = front.host();
+    let cfg = format!(
+        "version: 1\ncreds:\n  - registry: {host}\n    tls: disabled\n    reqConcurrent: 1\ndefaults:\n  parallel: 2\nsync:\n  - source: {host}/origin/app\n    target: {host}/copy/app\n    type: repository\n"
+    );
+    let mut run = common::server::Server::start_cmd("once", &cfg, &[]);
+    // Far below the 120 s a stalled stream waits before it fails.
+    let (status, took) = run.wait_exit(std::time::Duration::from_secs(60));
+    assert!(status.success(), "{}", run.stderr());
+    assert!(
+        front.seen().iter().any(|s| s.path.contains("mount=")),
+        "no mount was tried"
+    );
+    assert_same_repo(&reg, "origin/app", &reg, "copy/app");
+    eprintln!("copied in {took:?}");
+}
