@@ -40,7 +40,8 @@ pub struct RegistryThrottler {
     hostname: String,
     limits: Arc<HostLimits>,
     /// A blob stream from this host into itself needs two of its slots; one such stream at a
-    /// time keeps every slot from being held by uploads waiting for their downloads.
+    /// time keeps every slot from being held by uploads waiting for their downloads, and its
+    /// turn lends the host the second slot ([`SelfStreamTurn`]).
     self_streams: Arc<Semaphore>,
     log: slog::Logger,
 }
@@ -228,13 +229,50 @@ impl Handler<AcquireSelfStream> for RegistryThrottler {
 
     fn handle(&mut self, msg: AcquireSelfStream, _ctx: &mut Context<Self>) -> Self::Result {
         let turns = self.self_streams.clone();
+        let slots = self.limits.slots.clone();
         Box::pin(async move {
-            tokio::select! {
+            let turn = tokio::select! {
                 // Never closed: acquiring cannot fail.
-                turn = turns.acquire_owned() => Some(Permit::new(turn.ok())),
-                _ = msg.cancel.cancelled() => None,
-            }
+                turn = turns.acquire_owned() => turn.ok(),
+                _ = msg.cancel.cancelled() => return None,
+            };
+            Some(Permit::new(SelfStreamTurn::lend(turn, slots)))
         })
+    }
+}
+
+/// The turn of the one stream from a host into itself that runs at a time. Its download and
+/// its upload each hold one of the host's slots at once: the turn lends the host one more
+/// slot while it is held (the pair counts as one request, as in regclient, which acquires
+/// both ends of a blob copy at once), so with `reqConcurrent: 1` the stream does not wait for
+/// a slot its own upload holds until the upload's idle timeout fails it.
+struct SelfStreamTurn {
+    _turn: Option<tokio::sync::OwnedSemaphorePermit>,
+    slots: Arc<Semaphore>,
+}
+
+impl SelfStreamTurn {
+    fn lend(turn: Option<tokio::sync::OwnedSemaphorePermit>, slots: Arc<Semaphore>) -> Self {
+        slots.add_permits(1);
+        SelfStreamTurn { _turn: turn, slots }
+    }
+}
+
+impl Drop for SelfStreamTurn {
+    /// Takes the lent slot back: now if one is free, else the next one a request gives back
+    /// (in the queue's order).
+    fn drop(&mut self) {
+        if self.slots.forget_permits(1) == 1 {
+            return;
+        }
+        let slots = self.slots.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Ok(slot) = slots.acquire_owned().await {
+                    slot.forget();
+                }
+            });
+        }
     }
 }
 
