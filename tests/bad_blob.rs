@@ -297,15 +297,7 @@ fn a_slow_session_delete_does_not_turn_the_shutdown_into_a_timeout() {
     let mut run = Server::start_cmd("once", &cfg, &["--shutdown-timeout", "3s"]);
     wait_for_open_session(&mut run, &sp, &dst, 2);
 
-    run.signal(libc::SIGTERM);
-    let (status, _) = run.wait_exit(Duration::from_secs(25));
-    assert_eq!(status.code(), Some(1), "{}", run.stderr());
-    let stderr = run.stderr();
-    assert!(
-        !stderr.contains("shutdown timed out"),
-        "the clean-up counted as work:\n{stderr}"
-    );
-    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    let stderr = stop_interrupted(&mut run);
     assert!(tp.count("upload_delete") > 0, "no DELETE sent\n{stderr}");
 }
 
@@ -544,25 +536,11 @@ fn a_mount_answered_with_a_session_has_it_deleted_when_a_signal_stops_the_copy()
         "version: 1\ncreds:\n  - registry: {host}\n    tls: disabled\ndefaults:\n  parallel: 1\nsync:\n  - source: {host}/origin/app:v1\n    target: {host}/copy/app:v1\n    type: image\n"
     );
     let mut run = Server::start_cmd("once", &cfg, &[]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while slow.count("upload_delete") == 0 {
-        assert!(
-            std::time::Instant::now() < deadline && run.running(),
-            "the mount's session was never deleted\n{}",
-            run.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_while_running(&mut run, "the mount's session deleted", || {
+        slow.count("upload_delete") > 0
+    });
 
-    run.signal(libc::SIGTERM);
-    let (status, _) = run.wait_exit(Duration::from_secs(25));
-    let stderr = run.stderr();
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(
-        !stderr.contains("shutdown timed out"),
-        "the mount's clean-up counted as work:\n{stderr}"
-    );
-    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    let stderr = stop_interrupted(&mut run);
     let left = upload_sessions(&reg, "copy/app");
     assert!(left.is_empty(), "upload sessions left: {left:?}\n{stderr}");
 }
@@ -586,21 +564,39 @@ fn an_upload_session_opened_as_a_signal_arrives_is_deleted() {
         },
     );
     let mut run = Server::start_cmd("once", &app_v1_config(&src.url(), &tp.host()), &[]);
+    wait_while_running(&mut run, "an upload session opened", || {
+        !upload_sessions(&dst, "app").is_empty()
+    });
+
+    let stderr = stop_interrupted(&mut run);
+    assert_no_session_left(&dst, &stderr);
+}
+
+/// Waits until `ready` (20 s at most, and only while `run` is still going); `what` names
+/// what was awaited in the failure.
+fn wait_while_running(run: &mut Server, what: &str, ready: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while upload_sessions(&dst, "app").is_empty() {
+    while !ready() {
         assert!(
             std::time::Instant::now() < deadline && run.running(),
-            "no upload session opened\n{}",
+            "never seen: {what}\n{}",
             run.stderr()
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+}
 
+/// SIGTERM to a `once` run, which must end as interrupted (exit 1), not as one whose
+/// shutdown timed out (its clean-ups counted as work); returns its stderr.
+fn stop_interrupted(run: &mut Server) -> String {
     run.signal(libc::SIGTERM);
     let (status, _) = run.wait_exit(Duration::from_secs(25));
     let stderr = run.stderr();
     assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(!stderr.contains("shutdown timed out"), "{stderr}");
+    assert!(
+        !stderr.contains("shutdown timed out"),
+        "the clean-up counted as work:\n{stderr}"
+    );
     assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
-    assert_no_session_left(&dst, &stderr);
+    stderr
 }

@@ -141,16 +141,7 @@ fn a_copy_into_the_same_registry_with_one_slot_and_mounts_refused_finishes() {
     use common::rewrite::{Reply, RewriteOpts, RewriteProxy};
     use std::sync::Arc;
     let reg = Registry::start();
-    for i in 0..2 {
-        push(
-            &reg,
-            "origin/app",
-            &format!("v{i}"),
-            &ImageSpec::new(3400 + i, Format::Oci)
-                .layers(2, 64 * 1024)
-                .build(),
-        );
-    }
+    seed(&reg, "origin/app", 3400, 2);
     let front = RewriteProxy::start(
         &reg.url(),
         RewriteOpts {
