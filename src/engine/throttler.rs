@@ -846,4 +846,41 @@ mod tests {
         );
         assert_eq!(snap().rate_limit_remaining, None);
     }
+
+    /// A self-stream's turn lends its host one slot while held. Dropped while every slot is
+    /// busy (a backlog of requests), the slot must still come back before the next turn
+    /// lends another: with `reqConcurrent: 1` and one turn held, at most two requests run.
+    #[actix::test]
+    async fn a_lent_slot_comes_back_before_the_next_turn_lends_one() {
+        let h = host(1);
+        let limits = Arc::new(HostLimits::new(&h, Arc::default()));
+        let t = RegistryThrottler::new(&h, limits.clone(), log()).start();
+        let turn = || AcquireSelfStream {
+            cancel: CancellationToken::new(),
+        };
+        let held = limits.grant(&CancellationToken::new()).await.unwrap();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let l = limits.clone();
+                tokio::spawn(async move { l.grant(&CancellationToken::new()).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let first = t.send(turn()).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(waiters.iter().filter(|w| w.is_finished()).count(), 1);
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = t.send(turn()).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let running = 1 + waiters.iter().filter(|w| w.is_finished()).count();
+        assert!(
+            running <= 2,
+            "{running} requests hold a slot of a host with reqConcurrent 1 and one turn"
+        );
+        drop((held, second));
+        for w in waiters {
+            w.abort();
+        }
+    }
 }

@@ -7,6 +7,7 @@ use super::*;
 use crate::store::BlobStream;
 use bytes::Bytes;
 use futures::StreamExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn host(prefix: &str, tls: Tls) -> Host {
     let config = HostConfig {
@@ -530,4 +531,89 @@ async fn waiting_for_clean_ups_ends_after_the_grace() {
     );
     assert_eq!(started.elapsed(), CLEANUP_GRACE);
     drop(duty);
+}
+
+/// A gate of `slots` permits (the throttler's rule without its pacing and pauses).
+struct CountedSlots(Arc<tokio::sync::Semaphore>);
+
+#[async_trait::async_trait]
+impl RequestGate for CountedSlots {
+    async fn acquire(&self, _: &HostConfig, cancel: &CancellationToken) -> Option<Permit> {
+        tokio::select! {
+            p = self.0.clone().acquire_owned() => Some(Permit::new(p.ok())),
+            _ = cancel.cancelled() => None,
+        }
+    }
+    fn observe(&self, _: &HostConfig, _: HostEvent<'_>) {}
+    async fn paused_until(&self, _: &HostConfig) -> Option<std::time::Instant> {
+        None
+    }
+}
+
+/// A plain-http client for `addr` whose requests pass through `slots`, under `cancel`.
+fn client_with_slots(
+    addr: &str,
+    slots: Arc<tokio::sync::Semaphore>,
+    cancel: &CancellationToken,
+) -> Arc<Client> {
+    let mut options = RegistryOptions::new("ua");
+    options.cancel = cancel.clone();
+    let cfg = HostConfig {
+        tls: Tls::Disabled,
+        ..HostConfig::for_name(addr)
+    };
+    let log = Logger::root(slog::Discard, slog::o!());
+    Arc::new(
+        Client::with_certs_dir(vec![cfg], Arc::new(CountedSlots(slots)), options, log, None)
+            .unwrap(),
+    )
+}
+
+/// An upload `POST` still waiting for its slot when the run is cancelled is never sent (it
+/// would open a session only to delete it), and holds the exit no longer than that.
+#[tokio::test]
+async fn an_upload_post_queued_at_the_cancellation_is_not_sent() {
+    let posts = Arc::new(AtomicUsize::new(0));
+    let seen = posts.clone();
+    let app = axum::Router::new().fallback(move || {
+        let seen = seen.clone();
+        async move {
+            seen.fetch_add(1, Ordering::SeqCst);
+            axum::http::Response::builder()
+                .status(202)
+                .header("location", "/v2/a/blobs/uploads/u1")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        }
+    });
+    let addr = test_util::serve(app).await;
+    let slots = Arc::new(tokio::sync::Semaphore::new(1));
+    let cancel = CancellationToken::new();
+    let c = client_with_slots(&addr, slots.clone(), &cancel);
+    let busy = slots.clone().acquire_owned().await.unwrap();
+    let opening = c.clone();
+    let post = tokio::spawn(async move {
+        let host = opening.host(&addr);
+        let req = host.request(Method::POST, "a", "blobs/uploads/").unwrap();
+        opening.send_opening(&host, req, &[202]).await.map(drop)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    cancel.cancel();
+    let started = std::time::Instant::now();
+    let exiting = c.clone();
+    let exit = tokio::spawn(async move {
+        exiting.cleanups_done().await;
+        started.elapsed()
+    });
+    // The request holding the slot ends a second after the cancellation.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(busy);
+    assert!(matches!(post.await.unwrap(), Err(StoreError::Canceled)));
+    assert_eq!(
+        posts.load(Ordering::SeqCst),
+        0,
+        "POST sent after the cancellation"
+    );
+    let waited = exit.await.unwrap();
+    assert!(waited < Duration::from_millis(500), "exit held {waited:?}");
 }
