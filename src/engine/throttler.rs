@@ -30,7 +30,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// The longest pause honoured (a bogus `Retry-After` must not overflow an `Instant`).
@@ -52,6 +52,9 @@ pub struct RegistryThrottler {
 /// became of it goes to the throttler, which decides about the host.
 pub struct HostLimits {
     slots: Arc<Semaphore>,
+    /// Slots lent to self-streams ([`SelfStreamTurn`]) that ended while every slot was busy:
+    /// the next ones acquired are taken back instead of granted.
+    owed: std::sync::atomic::AtomicUsize,
     pacing: Option<Arc<DefaultDirectRateLimiter>>,
     health: Arc<Mutex<HostHealth>>,
     /// Where its pauses and the waits they impose are counted.
@@ -71,6 +74,7 @@ impl HostLimits {
             .map(|q| Arc::new(RateLimiter::direct(q.allow_burst(NonZeroU32::MIN))));
         HostLimits {
             slots: Arc::new(Semaphore::new(host.concurrency())),
+            owed: Default::default(),
             pacing,
             health: Arc::new(Mutex::new(HostHealth::default())),
             stats,
@@ -88,6 +92,12 @@ impl HostLimits {
                 }
                 // The semaphore is never closed, so acquiring cannot fail.
                 let permit = self.slots.clone().acquire_owned().await.ok();
+                if self.take_back_owed() {
+                    if let Some(p) = permit {
+                        p.forget();
+                    }
+                    continue;
+                }
                 // A pause may have begun while we queued: give the slot back and wait it out.
                 if pause_end(&self.health).is_some() {
                     drop(permit);
@@ -103,6 +113,30 @@ impl HostLimits {
             permit = grant => Some(permit),
             _ = cancel.cancelled() => None,
         }
+    }
+
+    /// One more slot while a self-stream's turn is held ([`SelfStreamTurn`]). A slot still
+    /// owed by the last turn is lent again rather than taken back: taking it back while this
+    /// turn runs would leave its stream one slot short.
+    fn lend_slot(&self) {
+        if !self.take_back_owed() {
+            self.slots.add_permits(1);
+        }
+    }
+
+    /// The lent slot back: now if one is free, else the next one acquired.
+    fn take_back_slot(&self) {
+        if self.slots.forget_permits(1) == 0 {
+            self.owed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Whether a lent slot was still owed (and is no longer).
+    fn take_back_owed(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.owed
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
 }
 
@@ -229,14 +263,14 @@ impl Handler<AcquireSelfStream> for RegistryThrottler {
 
     fn handle(&mut self, msg: AcquireSelfStream, _ctx: &mut Context<Self>) -> Self::Result {
         let turns = self.self_streams.clone();
-        let slots = self.limits.slots.clone();
+        let limits = self.limits.clone();
         Box::pin(async move {
             let turn = tokio::select! {
                 // Never closed: acquiring cannot fail.
                 turn = turns.acquire_owned() => turn.ok(),
                 _ = msg.cancel.cancelled() => return None,
             };
-            Some(Permit::new(SelfStreamTurn::lend(turn, slots)))
+            Some(Permit::new(SelfStreamTurn::lend(turn, limits)))
         })
     }
 }
@@ -247,32 +281,23 @@ impl Handler<AcquireSelfStream> for RegistryThrottler {
 /// both ends of a blob copy at once), so with `reqConcurrent: 1` the stream does not wait for
 /// a slot its own upload holds until the upload's idle timeout fails it.
 struct SelfStreamTurn {
-    _turn: Option<tokio::sync::OwnedSemaphorePermit>,
-    slots: Arc<Semaphore>,
+    _turn: Option<OwnedSemaphorePermit>,
+    limits: Arc<HostLimits>,
 }
 
 impl SelfStreamTurn {
-    fn lend(turn: Option<tokio::sync::OwnedSemaphorePermit>, slots: Arc<Semaphore>) -> Self {
-        slots.add_permits(1);
-        SelfStreamTurn { _turn: turn, slots }
+    fn lend(turn: Option<OwnedSemaphorePermit>, limits: Arc<HostLimits>) -> Self {
+        limits.lend_slot();
+        SelfStreamTurn {
+            _turn: turn,
+            limits,
+        }
     }
 }
 
 impl Drop for SelfStreamTurn {
-    /// Takes the lent slot back: now if one is free, else the next one a request gives back
-    /// (in the queue's order).
     fn drop(&mut self) {
-        if self.slots.forget_permits(1) == 1 {
-            return;
-        }
-        let slots = self.slots.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Ok(slot) = slots.acquire_owned().await {
-                    slot.forget();
-                }
-            });
-        }
+        self.limits.take_back_slot();
     }
 }
 

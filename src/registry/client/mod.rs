@@ -89,6 +89,10 @@ pub(crate) struct Request {
     pub keep_scopes: bool,
     /// How often a network error or a 408/429/5xx is retried on the same host.
     pub retries: u32,
+    /// How long an exchange already on its way may still take once the client's cancellation
+    /// fires (`None`: it ends at once); [`Client::send_opening`]. Waits before it (a slot, a
+    /// token, a retry's backoff) end at once either way.
+    pub answer_grace: Option<Duration>,
 }
 
 impl Request {
@@ -113,6 +117,7 @@ impl Request {
             body: Body::Empty,
             repo: repo.to_string(),
             retries: MAX_RETRIES,
+            answer_grace: None,
         }
     }
 
@@ -127,6 +132,7 @@ impl Request {
             scopes: Vec::new(),
             keep_scopes: true,
             retries: MAX_RETRIES,
+            answer_grace: None,
         }
     }
 
@@ -449,36 +455,26 @@ impl Client {
 
     /// [`Client::send`] for a request that opens something the registry keeps until it is
     /// closed: an upload session (`POST .../blobs/uploads/`, also a mount the registry may
-    /// answer with one). The run's cancellation does not cut it off once it is on its way: it
+    /// answer with one). Once it is on its way, the run's cancellation does not cut it off: it
     /// gets [`CLEANUP_GRACE`] to answer, so its caller learns what it opened and closes it (a
     /// POST cut off in flight leaves its session to the registry's purge, a week later). Not
-    /// sent at all once the run is cancelled.
+    /// sent at all once the run is cancelled: its wait for a slot, a token or a retry ends
+    /// then, like any request's.
     ///
-    /// What it opened is owed from the moment it is sent: the returned
+    /// What it opens is owed from the moment it is sent: the returned
     /// [`cleanup_duty`](Client::cleanup_duty) is held while the request runs and handed to the
     /// caller, who keeps it until the session is committed or its delete is under way (the
     /// exit's wait ends the moment no duty is held).
     pub async fn send_opening(
         &self,
         host: &Host,
-        req: Request,
+        mut req: Request,
         accept: &[u16],
     ) -> Result<(Response, TaskTrackerToken), StoreError> {
-        if self.cancel.is_cancelled() {
-            return Err(StoreError::Canceled);
-        }
         let duty = self.cleanup_duty();
-        let uncut = self.under(CancellationToken::new());
-        let sending = uncut.send(host, req, accept);
-        tokio::pin!(sending);
-        let answer = tokio::select! {
-            biased;
-            answer = &mut sending => answer,
-            _ = self.cancel.cancelled() => tokio::time::timeout(CLEANUP_GRACE, sending)
-                .await
-                .unwrap_or(Err(StoreError::Canceled)),
-        };
-        answer.map(|resp| (resp, duty))
+        req.answer_grace = Some(CLEANUP_GRACE);
+        let resp = self.send(host, req, accept).await?;
+        Ok((resp, duty))
     }
 
     /// Send a registry request with auth; `Ok` only for a status in `accept`, every other
@@ -498,6 +494,7 @@ impl Client {
             mut scopes,
             keep_scopes,
             retries,
+            answer_grace,
         } = req;
         let auth = host.auth(&repo);
         // The registry's credentials go to its own origin only: a URL it handed out (an
@@ -525,6 +522,7 @@ impl Client {
                     headers,
                     &mut body,
                     retries,
+                    answer_grace,
                 )
                 .await?;
             let status = resp.status();

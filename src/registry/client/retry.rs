@@ -55,11 +55,12 @@ impl Client {
         headers: HeaderMap,
         body: &mut Body,
     ) -> Result<Response, StoreError> {
-        self.execute_with(host, kind, method, url, headers, body, MAX_RETRIES)
+        self.execute_with(host, kind, method, url, headers, body, MAX_RETRIES, None)
             .await
     }
 
-    /// [`Client::execute`] with at most `max_retries` retries.
+    /// [`Client::execute`] with at most `max_retries` retries, and an exchange already on
+    /// its way given `answer_grace` after the cancellation ([`Request::answer_grace`]).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn execute_with(
         &self,
@@ -70,6 +71,7 @@ impl Client {
         headers: HeaderMap,
         body: &mut Body,
         max_retries: u32,
+        answer_grace: Option<std::time::Duration>,
     ) -> Result<Response, StoreError> {
         let authority = authority(url);
         let mut attempt = 0;
@@ -88,6 +90,10 @@ impl Client {
                 .acquire(&host.config, &self.cancel)
                 .await
                 .ok_or(StoreError::Canceled)?;
+            // A slot granted as the cancellation fired: nothing is sent after it.
+            if self.cancel.is_cancelled() {
+                return Err(StoreError::Canceled);
+            }
             trace!(self.log, "registry request";
                 "method" => %method, "url" => %LoggableUrl(url), "attempt" => attempt);
             let exchange = async {
@@ -108,10 +114,16 @@ impl Client {
                     None => builder.send().await.map_err(Some),
                 }
             };
+            tokio::pin!(exchange);
             let sent_at = std::time::Instant::now();
             let sent = tokio::select! {
-                r = exchange => r,
-                _ = self.cancel.cancelled() => return Err(StoreError::Canceled),
+                r = &mut exchange => r,
+                _ = self.cancel.cancelled() => match answer_grace {
+                    Some(grace) => tokio::time::timeout(grace, &mut exchange)
+                        .await
+                        .map_err(|_| StoreError::Canceled)?,
+                    None => return Err(StoreError::Canceled),
+                },
             };
             let seen = Exchange {
                 method,
