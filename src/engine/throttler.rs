@@ -908,4 +908,43 @@ mod tests {
             w.abort();
         }
     }
+
+    /// A slot taken back after a self-stream's turn ended while every slot was busy comes
+    /// from a request that ends, not from the request first in line, which keeps its place.
+    #[actix::test]
+    async fn taking_a_lent_slot_back_keeps_the_waiters_in_order() {
+        let h = host(1);
+        let limits = Arc::new(HostLimits::new(&h, Arc::default()));
+        let t = RegistryThrottler::new(&h, limits.clone(), log()).start();
+        let held = limits.grant(&CancellationToken::new()).await.unwrap();
+        let turn = t
+            .send(AcquireSelfStream {
+                cancel: CancellationToken::new(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let lent = limits.grant(&CancellationToken::new()).await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for name in ["A", "B", "C"] {
+            let (l, o) = (limits.clone(), order.clone());
+            waiters.push(tokio::spawn(async move {
+                let p = l.grant(&CancellationToken::new()).await.unwrap();
+                o.lock().unwrap().push(name);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                drop(p);
+            }));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Every slot busy: the lent one is owed, and paid by the next request that ends.
+        drop(turn);
+        drop(lent);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        drop(held);
+        for w in waiters {
+            w.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec!["A", "B", "C"]);
+    }
 }
