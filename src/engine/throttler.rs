@@ -28,6 +28,7 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -53,8 +54,8 @@ pub struct RegistryThrottler {
 pub struct HostLimits {
     slots: Arc<Semaphore>,
     /// Slots lent to self-streams ([`SelfStreamTurn`]) that ended while every slot was busy:
-    /// the next ones acquired are taken back instead of granted.
-    owed: std::sync::atomic::AtomicUsize,
+    /// the next granted slots released are taken back instead of given to the next in line.
+    owed: Arc<AtomicUsize>,
     pacing: Option<Arc<DefaultDirectRateLimiter>>,
     health: Arc<Mutex<HostHealth>>,
     /// Where its pauses and the waits they impose are counted.
@@ -92,12 +93,6 @@ impl HostLimits {
                 }
                 // The semaphore is never closed, so acquiring cannot fail.
                 let permit = self.slots.clone().acquire_owned().await.ok();
-                if self.take_back_owed() {
-                    if let Some(p) = permit {
-                        p.forget();
-                    }
-                    continue;
-                }
                 // A pause may have begun while we queued: give the slot back and wait it out.
                 if pause_end(&self.health).is_some() {
                     drop(permit);
@@ -106,7 +101,10 @@ impl HostLimits {
                 if let Some(p) = &self.pacing {
                     p.until_ready().await;
                 }
-                return Permit::new(permit);
+                return Permit::new(GrantedSlot {
+                    permit,
+                    owed: self.owed.clone(),
+                });
             }
         };
         tokio::select! {
@@ -124,19 +122,39 @@ impl HostLimits {
         }
     }
 
-    /// The lent slot back: now if one is free, else the next one acquired.
+    /// The lent slot back: now if one is free, else the next granted one released.
     fn take_back_slot(&self) {
         if self.slots.forget_permits(1) == 0 {
-            self.owed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.owed.fetch_add(1, Ordering::SeqCst);
         }
     }
 
     /// Whether a lent slot was still owed (and is no longer).
     fn take_back_owed(&self) -> bool {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.owed
-            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-            .is_ok()
+        pay_owed(&self.owed)
+    }
+}
+
+/// One owed slot paid, if any was owed.
+fn pay_owed(owed: &AtomicUsize) -> bool {
+    owed.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// A granted request slot. Released while a lent slot is owed, it pays that slot back
+/// rather than going to the request first in line, which keeps its place in the queue.
+struct GrantedSlot {
+    permit: Option<OwnedSemaphorePermit>,
+    owed: Arc<AtomicUsize>,
+}
+
+impl Drop for GrantedSlot {
+    fn drop(&mut self) {
+        if let Some(p) = self.permit.take() {
+            if pay_owed(&self.owed) {
+                p.forget();
+            }
+        }
     }
 }
 

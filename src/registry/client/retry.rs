@@ -116,7 +116,10 @@ impl Client {
             };
             tokio::pin!(exchange);
             let sent_at = std::time::Instant::now();
+            // The exchange is polled first: a cancellation that fires from now on finds the
+            // request on its way (`answer_grace`), never about to be sent for the first time.
             let sent = tokio::select! {
+                biased;
                 r = &mut exchange => r,
                 _ = self.cancel.cancelled() => match answer_grace {
                     Some(grace) => tokio::time::timeout(grace, &mut exchange)
