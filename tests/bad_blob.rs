@@ -221,6 +221,19 @@ fn push_app_v1(src: &Registry, seed: u64, layers: usize, size: usize) -> Vec<Str
         .collect()
 }
 
+/// `app:v1` (seed `seed`) with two layers on a source seen through two proxies: the first
+/// layer's download stalls before its first byte (`stall`), every GET of the second answers
+/// 500 (`sp`, the front one); and an empty target. The image fails while the stalled
+/// upload is still open. Returns the source, the target and both proxies (each is stopped
+/// when dropped).
+fn one_layer_stalled_one_broken(seed: u64) -> (Registry, Registry, FaultProxy, FaultProxy) {
+    let (src, dst) = (Registry::start(), Registry::start());
+    let layers = push_app_v1(&src, seed, 2, 64 * 1024);
+    let stall = stalling(&src.url(), &layers[0], 0);
+    let sp = failing(&stall.url(), &layers[1]);
+    (src, dst, stall, sp)
+}
+
 /// A proxy in front of `upstream` whose GETs of blob `digest` send `bytes` of the body, then
 /// hang: an upload that is in flight for as long as the test needs.
 fn stalling(upstream: &str, digest: &str, bytes: u64) -> FaultProxy {
@@ -307,10 +320,7 @@ fn a_slow_session_delete_does_not_turn_the_shutdown_into_a_timeout() {
 /// the session to the registry's week-long purge.
 #[test]
 fn an_upload_left_by_a_failed_image_has_its_session_deleted_at_the_end_of_once() {
-    let (src, dst) = (Registry::start(), Registry::start());
-    let layers = push_app_v1(&src, 7112, 2, 64 * 1024);
-    let stall = stalling(&src.url(), &layers[0], 0);
-    let sp = failing(&stall.url(), &layers[1]);
+    let (_src, dst, stall, sp) = one_layer_stalled_one_broken(7112);
     let cfg = app_v1_config(&sp.url(), &dst.host());
     let mut run = Server::start_cmd("once", &cfg, &[]);
     let (status, _) = run.wait_exit(Duration::from_secs(60));
@@ -413,10 +423,7 @@ fn a_chunk_answer_refused_still_moves_the_session_it_deletes() {
 /// written before that wait, so the signal loses only the clean-up.
 #[test]
 fn a_signal_during_the_clean_up_at_the_end_exits_at_once() {
-    let (src, dst) = (Registry::start(), Registry::start());
-    let layers = push_app_v1(&src, 7115, 2, 64 * 1024);
-    let stall = stalling(&src.url(), &layers[0], 0);
-    let sp = failing(&stall.url(), &layers[1]);
+    let (_src, dst, _stall, sp) = one_layer_stalled_one_broken(7115);
     let tp = slow_deletes(&dst);
     let cfg = app_v1_config(&sp.url(), &tp.host());
     let tmp = tempfile::tempdir().unwrap();

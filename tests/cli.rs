@@ -568,9 +568,14 @@ fn scratch_git(dir: &std::path::Path, args: &[&str]) {
         .current_dir(dir)
         .output()
         .unwrap();
+    assert_ran(&out, &format!("git {args:?}"));
+}
+
+/// `out` is that of a command that succeeded (`what` names it, with its stderr, if not).
+fn assert_ran(out: &std::process::Output, what: &str) {
     assert!(
         out.status.success(),
-        "git {args:?}: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -585,11 +590,7 @@ fn build_script(dir: &std::path::Path) -> std::path::PathBuf {
         .arg(manifest_dir().join("build.rs"))
         .output()
         .unwrap();
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    assert_ran(&built, "rustc build.rs");
     script
 }
 
